@@ -1,0 +1,47 @@
+"""``python -m devstack``: the whole stack with sample articles, until Ctrl-C (scripts/run)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from devstack.samples import load_samples
+from devstack.stack import Ports, start_stack
+
+
+def main() -> int:
+    """Start everything not given by environment, load samples, print the URL, wait for Ctrl-C."""
+    run_dir = Path(os.environ.get("PAGECACHE_RUN_DIR") or tempfile.mkdtemp(prefix="pagecache-run-"))
+    defaults = Ports.defaults()
+    ports = Ports(
+        redis=int(os.environ.get("REDIS_PORT", defaults.redis)),
+        mongodb=int(os.environ.get("MONGODB_PORT", defaults.mongodb)),
+        renderer=int(os.environ.get("PORT", defaults.renderer)),
+        varnish=int(os.environ.get("VARNISH_PORT", defaults.varnish)),
+    )
+    stack = start_stack(run_dir, ports)
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
+        print(f"Loaded {count} sample articles. Logs in {run_dir}", flush=True)
+        print(f"pagecache is up: {stack.site_url}/  (renderer {stack.renderer_url}, Ctrl-C stops it)", flush=True)
+        while not stopping:
+            signal.pause()
+    finally:
+        print("stopping…", file=sys.stderr, flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

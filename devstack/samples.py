@@ -1,0 +1,33 @@
+"""Sample articles for a stack that starts empty."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+
+SAMPLES = Path(__file__).with_name("sample_articles.json")
+
+
+def sample_articles() -> list[dict[str, Any]]:
+    """The shipped sample articles, as the CMS would send them (plus their slug)."""
+    return list(json.loads(SAMPLES.read_text()))
+
+
+def article_document(payload: dict[str, Any], version: int = 1) -> dict[str, Any]:
+    """A stored article document from a CMS payload."""
+    published = datetime.fromisoformat(str(payload["published_at"]).replace("Z", "+00:00"))
+    return {**payload, "published_at": published, "updated_at": published, "version": version, "published": True}
+
+
+def load_samples(mongodb_url: str, db_name: str) -> int:
+    """Upsert the sample articles into MongoDB; returns how many."""
+    with MongoClient(mongodb_url, serverSelectionTimeoutMS=5000) as client:
+        articles = client[db_name]["articles"]
+        articles.create_index("slug", unique=True)
+        for payload in sample_articles():
+            articles.replace_one({"slug": payload["slug"]}, article_document(payload), upsert=True)
+    return len(sample_articles())

@@ -1,0 +1,239 @@
+"""One real server process: start, wait until it listens, stop, kill, freeze (SIGSTOP), thaw."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+REPO = Path(__file__).resolve().parent.parent
+FERRETDB_VERSION = "v1.24.2"
+FERRETDB_BIN = Path(
+    os.environ.get("FERRETDB_BIN", Path.home() / ".cache" / "pagecache" / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb")
+)
+
+
+class ServerError(RuntimeError):
+    """A server did not start; the message carries the end of its log."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def require_binary(name: str) -> str:
+    """The path of ``name`` on PATH, or a clear error saying how to install it."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+    if path is None:
+        raise ServerError(f"{name} is not installed: run scripts/provision")
+    return path
+
+
+class Server:
+    """A server process in its own process group, logging to ``log_path``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        ready_path: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.port = port
+        self.log_path = log_path
+        self.env = dict(env) if env is not None else None
+        self.ready_path = ready_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<{self.name} :{self.port} pid={self.proc.pid if self.proc else None}>"
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive (frozen counts as alive)."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float = 30.0) -> Server:
+        """Start the process and wait until it accepts connections."""
+        if self.running:
+            return self
+        if port_open(self.port):
+            raise ServerError(f"{self.name}: port {self.port} is already in use")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
+        )
+        log.close()
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise ServerError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if port_open(self.port) and self._answers():
+                return
+            time.sleep(0.05)
+        raise ServerError(f"{self.name} not ready on port {self.port} after {timeout}s:\n{self.log_tail()}")
+
+    def _answers(self) -> bool:
+        if self.ready_path is None:
+            return True
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=1):
+                return True
+        except Exception:
+            return False
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines of the server's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def _signal_group(self, signum: int) -> None:
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (after SIGCONT, in case it is frozen), then SIGKILL if it does not exit."""
+        if not self.running:
+            return
+        self._signal_group(signal.SIGCONT)
+        self._signal_group(signal.SIGTERM)
+        try:
+            assert self.proc is not None
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self._wait_port_free()
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group, as a crash would."""
+        self._signal_group(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait()
+        self._wait_port_free()
+
+    def _wait_port_free(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process keeps its sockets but answers nothing."""
+        self._signal_group(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``."""
+        self._signal_group(signal.SIGCONT)
+
+    def restart(self) -> Server:
+        """Stop if running, then start again on the same port."""
+        self.stop()
+        return self.start()
+
+
+def redis_server(run_dir: Path, port: int, maxmemory: str = "256mb", extra: Sequence[str] = ()) -> Server:
+    """Debian's redis-server: no persistence, ``maxmemory`` with allkeys-lru (DESIGN §9)."""
+    data = run_dir / f"redis-{port}"
+    data.mkdir(parents=True, exist_ok=True)
+    argv = [
+        require_binary("redis-server"),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--maxmemory", maxmemory,
+        "--maxmemory-policy", "allkeys-lru",
+        "--dir", str(data),
+        *extra,
+    ]  # fmt: skip
+    return Server("redis", argv, port, run_dir / f"redis-{port}.log")
+
+
+def ferretdb(run_dir: Path, port: int) -> Server:
+    """FerretDB v1.24.2 with its SQLite backend: a MongoDB wire-protocol server (DESIGN §9)."""
+    if not FERRETDB_BIN.exists():
+        raise ServerError(f"FerretDB not built at {FERRETDB_BIN}: run scripts/provision")
+    data = run_dir / f"ferretdb-{port}"
+    (data / "sqlite").mkdir(parents=True, exist_ok=True)
+    argv = [
+        str(FERRETDB_BIN),
+        "--handler=sqlite",
+        f"--sqlite-url=file:{data / 'sqlite'}/",
+        f"--listen-addr=127.0.0.1:{port}",
+        f"--state-dir={data}",
+        "--telemetry=disable",
+        "--debug-addr=-",
+        "--log-level=warn",
+    ]
+    return Server("ferretdb", argv, port, run_dir / f"ferretdb-{port}.log")
+
+
+def varnish(run_dir: Path, port: int, backend_port: int, storage: str = "malloc,128m") -> Server:
+    """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer."""
+    base = run_dir / f"varnish-{port}"
+    vcl_dir = base / "vcl"
+    vcl_dir.mkdir(parents=True, exist_ok=True)
+    # Varnish resolves includes next to the including file first, so both files go in vcl_dir.
+    shutil.copy(REPO / "varnish" / "default.vcl", vcl_dir / "default.vcl")
+    template = (REPO / "varnish" / "backends.vcl").read_text()
+    (vcl_dir / "backends.vcl").write_text(template.replace('"8888"', f'"{backend_port}"'))
+    admin_port = free_port()
+    argv = [
+        require_binary("varnishd"),
+        "-F",
+        "-n", str(base / "work"),
+        "-a", f"127.0.0.1:{port}",
+        "-T", f"127.0.0.1:{admin_port}",
+        "-p", f"vcl_path={vcl_dir}",
+        "-f", str(vcl_dir / "default.vcl"),
+        "-s", storage,
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        # The run dir is private (0700); the default jail would switch to a user that cannot read it.
+        argv += ["-j", "none"]
+    server = Server("varnish", argv, port, run_dir / f"varnish-{port}.log")
+    server.workdir = base / "work"  # type: ignore[attr-defined]
+    return server
+
+
+def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
+    """The Tornado renderer (``python -m renderer``) with ``env`` on top of this environment."""
+    full_env = {**os.environ, "PORT": str(port), **env}
+    argv = [sys.executable, "-m", "renderer"]
+    log_path = run_dir / f"renderer-{port}.log"
+    return Server("renderer", argv, port, log_path, full_env, "/healthcheck/live", cwd=REPO)

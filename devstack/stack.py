@@ -1,0 +1,90 @@
+"""The whole local stack: Redis, FerretDB, the renderer and Varnish, wired by environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from devstack import servers
+from devstack.servers import Server
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Where each server listens."""
+
+    redis: int
+    mongodb: int
+    renderer: int
+    varnish: int
+
+    @classmethod
+    def defaults(cls) -> Ports:
+        """The well-known ports ``scripts/run`` uses."""
+        return cls(redis=6379, mongodb=27017, renderer=8888, varnish=6081)
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Free ports, so that runs never collide."""
+        return cls(servers.free_port(), servers.free_port(), servers.free_port(), servers.free_port())
+
+
+@dataclass
+class Stack:
+    """Servers started for this run (external ones are only named in ``env``)."""
+
+    run_dir: Path
+    ports: Ports
+    env: dict[str, str]
+    started: dict[str, Server] = field(default_factory=dict)
+
+    @property
+    def site_url(self) -> str:
+        """The first Varnish node: where readers go."""
+        return self.env["VARNISH_URLS"].split(",")[0]
+
+    @property
+    def renderer_url(self) -> str:
+        """The renderer behind Varnish."""
+        return f"http://127.0.0.1:{self.ports.renderer}"
+
+    def stop(self) -> None:
+        """Stop every server this run started, the front first."""
+        for name in ("varnish", "renderer", "ferretdb", "redis"):
+            server = self.started.get(name)
+            if server is not None:
+                server.stop()
+
+
+def start_stack(
+    run_dir: Path,
+    ports: Ports,
+    environ: Mapping[str, str] | None = None,
+    renderer_env: Mapping[str, str] | None = None,
+) -> Stack:
+    """Start what ``environ`` does not already point at: a server named by REDIS_URL, MONGODB_URL
+    or VARNISH_URLS is used as it is. Stops whatever started if a later step fails."""
+    environ = dict(os.environ if environ is None else environ)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "REDIS_URL": environ.get("REDIS_URL", f"redis://127.0.0.1:{ports.redis}/0"),
+        "MONGODB_URL": environ.get("MONGODB_URL", f"mongodb://127.0.0.1:{ports.mongodb}/"),
+        "MONGODB_DB": environ.get("MONGODB_DB", "pagecache"),
+        "VARNISH_URLS": environ.get("VARNISH_URLS", f"http://127.0.0.1:{ports.varnish}"),
+    }
+    env["SITE_URL"] = environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])
+    stack = Stack(run_dir, ports, env)
+    try:
+        if "REDIS_URL" not in environ:
+            stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
+        if "MONGODB_URL" not in environ:
+            stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
+        stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, {**env, **(renderer_env or {})}).start()
+        if "VARNISH_URLS" not in environ:
+            stack.started["varnish"] = servers.varnish(run_dir, ports.varnish, ports.renderer).start()
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

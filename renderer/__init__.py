@@ -1,0 +1,1 @@
+"""pagecache renderer: article pages through Redis and MongoDB, behind Varnish."""

@@ -1,0 +1,3 @@
+from renderer.server import main
+
+main()

@@ -1,0 +1,1 @@
+"""One module per server: connection, timeouts, breaker and retry; nothing about pages."""

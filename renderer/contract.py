@@ -1,0 +1,55 @@
+"""Names and values other systems rely on (DESIGN §1-§2): keys, headers, slug rules.
+
+Changing one of these changes a contract with Varnish, the CDN or the CMS.
+"""
+
+import re
+
+SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+SLUG_MAX_LENGTH = 200
+
+PAGE_KEY_PREFIX = "page:"
+STALE_KEY_PREFIX = "stale:"
+LOCK_KEY_PREFIX = "lock:page:"
+# "@" cannot appear in a slug, so the home page never collides with an article.
+HOME_CACHE_ID = "@home"
+
+HEADER_TIER = "X-Tier"
+HEADER_CACHE_STATUS = "Cache-Status"
+HEADER_SURROGATE_KEYS = "xkey"
+
+TIER_REDIS = "redis"
+TIER_MONGO = "mongo"
+TIER_STALE = "stale"
+
+HOME_SURROGATE_KEY = "home"
+
+
+def is_valid_slug(slug: str) -> bool:
+    """True when ``slug`` may name an article (checked before any backend is touched)."""
+    return len(slug) <= SLUG_MAX_LENGTH and SLUG_PATTERN.match(slug) is not None
+
+
+def page_key(cache_id: str) -> str:
+    """Redis key of the fresh rendered page (EX page TTL)."""
+    return PAGE_KEY_PREFIX + cache_id
+
+
+def stale_key(cache_id: str) -> str:
+    """Redis key of the last good rendered page (long TTL), served when MongoDB fails."""
+    return STALE_KEY_PREFIX + cache_id
+
+
+def lock_key(cache_id: str) -> str:
+    """Redis key that elects one renderer process to fetch a cold page."""
+    return LOCK_KEY_PREFIX + cache_id
+
+
+def article_surrogate_key(slug: str) -> str:
+    """xkey naming every cached response that shows article ``slug``."""
+    return f"article-{slug}"
+
+
+def section_surrogate_key(section: str) -> str:
+    """xkey naming every cached response that lists section ``section``."""
+    return f"section-{section}"

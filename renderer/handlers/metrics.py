@@ -1,0 +1,23 @@
+"""``GET /metrics`` in Prometheus text format."""
+
+from __future__ import annotations
+
+import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from renderer.services import Services
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """The process's metrics registry."""
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def compute_etag(self) -> None:
+        return None
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(self.services.metrics.exposition())

@@ -1,0 +1,135 @@
+"""Article and home pages, and the 404 page for everything else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tornado.web
+from tornado.httputil import format_timestamp
+
+from renderer import contract
+from renderer.pages import RenderedPage
+from renderer.resilience import Deadline
+from renderer.services import Services
+from renderer.tiers import Served, Unavailable
+
+ARTICLE_SUFFIX = ".ghtml"
+
+
+class CachePolicy:
+    """The ``Cache-Control`` values of DESIGN §2, built once from settings."""
+
+    def __init__(self, services: Services) -> None:
+        s = services.settings
+        self.fresh = (
+            f"public, max-age=0, s-maxage={s.shared_max_age}, "
+            f"stale-while-revalidate={s.stale_while_revalidate}, stale-if-error={s.stale_if_error}"
+        )
+        self.stale = f"public, max-age=0, s-maxage={s.stale_shared_max_age}, stale-if-error={s.stale_if_error}"
+        self.not_found = f"public, max-age=0, s-maxage={s.not_found_ttl}"
+
+    def for_page(self, page: RenderedPage, tier: str) -> str:
+        """The header for ``page`` served from ``tier``."""
+        if page.status == 404:
+            return self.not_found
+        return self.stale if tier == contract.TIER_STALE else self.fresh
+
+
+class PageHandler(tornado.web.RequestHandler):
+    """Writes ``Served`` pages with the HTTP contract's headers."""
+
+    def initialize(self, services: Services, policy: CachePolicy) -> None:
+        self.services = services
+        self.policy = policy
+
+    def compute_etag(self) -> None:
+        return None  # the page carries its own ETag
+
+    def deadline(self) -> Deadline:
+        """This request's deadline: every backend call fits inside it."""
+        return Deadline.after(self.services.settings.request_deadline)
+
+    def write_page(self, page: RenderedPage, tier: str | None = None, cache_status: str | None = None) -> None:
+        """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
+        self.set_status(page.status)
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", self.policy.for_page(page, tier or ""))
+        if page.surrogate_keys:
+            self.set_header(contract.HEADER_SURROGATE_KEYS, page.surrogate_keys)
+        if tier is not None:
+            self.set_header(contract.HEADER_TIER, tier)
+        if cache_status is not None:
+            self.set_header(contract.HEADER_CACHE_STATUS, cache_status)
+        if page.status != 200:
+            self.finish(page.html)
+            return
+        self.set_header("Etag", page.etag)
+        if page.last_modified:
+            self.set_header("Last-Modified", format_timestamp(page.last_modified))
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(page.html)
+
+    def write_served(self, served: Served) -> None:
+        """Send a page from the tier chain and count it."""
+        self.services.metrics.requests.labels(served.tier, served.page.status).inc()
+        self.write_page(served.page, served.tier, served.cache_status)
+
+    def write_unavailable(self, exc: Unavailable) -> None:
+        """Nothing fresh, nothing stale: 503 at once, with when to come back."""
+        self.services.metrics.requests.labels("none", 503).inc()
+        self.set_status(503)
+        self.set_header("Retry-After", str(exc.retry_after))
+        self.set_header("Cache-Control", "no-store")
+        self.set_header(contract.HEADER_CACHE_STATUS, f"redis; fwd=miss; detail={exc.reason}")
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish("Service temporarily unavailable\n")
+
+    def write_not_found(self) -> None:
+        """The 404 page, without touching any backend."""
+        self.services.metrics.requests.labels("none", 404).inc()
+        self.write_page(self.services.renderer.not_found(None))
+
+
+class ArticleHandler(PageHandler):
+    """``GET /noticia/<slug>.ghtml``."""
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        # Bytes that are not UTF-8 make an invalid slug (404), not a 400.
+        return value.decode("utf-8", errors="replace")
+
+    async def get(self, path: str) -> None:
+        slug = path[: -len(ARTICLE_SUFFIX)] if path.endswith(ARTICLE_SUFFIX) else ""
+        if not contract.is_valid_slug(slug):
+            self.write_not_found()
+            return
+        try:
+            served = await self.services.tiers.article(self.deadline(), slug)
+        except Unavailable as exc:
+            self.write_unavailable(exc)
+            return
+        self.write_served(served)
+
+
+class HomeHandler(PageHandler):
+    """``GET /``: the latest articles."""
+
+    async def get(self) -> None:
+        try:
+            served = await self.services.tiers.home(self.deadline())
+        except Unavailable as exc:
+            self.write_unavailable(exc)
+            return
+        self.write_served(served)
+
+
+class NotFoundHandler(PageHandler):
+    """Every other path."""
+
+    def prepare(self) -> None:
+        self.write_not_found()
+
+    def get(self, *args: Any) -> None:
+        pass

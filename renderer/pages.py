@@ -1,0 +1,42 @@
+"""A rendered page as the tiers store it: HTML plus the metadata its HTTP headers need.
+
+Stored in Redis as one value, ``<json metadata>\\n<html>``, so a Redis hit is one GET and the
+HTML bytes are written to the client without being decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RenderedPage:
+    """A page ready to send: ``status`` is 200 or 404 (negative cache)."""
+
+    status: int
+    html: bytes
+    etag: str
+    last_modified: float  # epoch seconds
+    surrogate_keys: str  # space-separated xkeys
+    rendered_at: float = 0.0  # epoch seconds; the age of a stale copy is measured from it
+
+    def to_bytes(self) -> bytes:
+        """The value stored at ``page:<id>`` and ``stale:<id>``."""
+        meta = {
+            "s": self.status,
+            "e": self.etag,
+            "m": self.last_modified,
+            "k": self.surrogate_keys,
+            "r": self.rendered_at,
+        }
+        return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + self.html
+
+    @classmethod
+    def from_bytes(cls, value: bytes) -> RenderedPage:
+        """Parse a value written by ``to_bytes``; ValueError if it is not one."""
+        head, sep, html = value.partition(b"\n")
+        if not sep:
+            raise ValueError("not a rendered page")
+        meta = json.loads(head)
+        return cls(int(meta["s"]), html, str(meta["e"]), float(meta["m"]), str(meta["k"]), float(meta["r"]))

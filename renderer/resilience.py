@@ -1,0 +1,99 @@
+"""Deadlines, timeouts and retries shared by every backend call (DESIGN §1).
+
+A call runs as: retry (tenacity, exponential backoff with jitter, only transient errors, never
+past the deadline) around breaker (one per backend) around timeout (the smaller of the backend's
+own timeout and what is left of the request's deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_before_delay,
+    wait_exponential_jitter,
+)
+
+from renderer.breaker import AsyncCircuitBreaker, CircuitOpen
+
+T = TypeVar("T")
+
+
+class DeadlineExceeded(TimeoutError):
+    """The request's deadline left no time for this call."""
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """The monotonic time by which a request must have its answer."""
+
+    expires_at: float
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        """A deadline ``seconds`` from now."""
+        return cls(time.monotonic() + seconds)
+
+    def remaining(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.expires_at - time.monotonic())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a backend call is retried."""
+
+    attempts: int
+    initial_wait: float
+    max_wait: float
+
+
+class Guard:
+    """Timeout + breaker + retry for one backend. ``await guard.run(deadline, fn, *args)``."""
+
+    def __init__(
+        self,
+        breaker: AsyncCircuitBreaker,
+        timeout: float,
+        policy: RetryPolicy,
+        is_transient: Callable[[BaseException], bool],
+    ) -> None:
+        self.breaker = breaker
+        self.timeout = timeout
+        self.policy = policy
+        self._is_transient = is_transient
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if isinstance(exc, (CircuitOpen, DeadlineExceeded)):
+            return False
+        return isinstance(exc, TimeoutError) or self._is_transient(exc)
+
+    async def _attempt(self, deadline: Deadline, func: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+        budget = min(self.timeout, deadline.remaining())
+        if budget <= 0:
+            raise DeadlineExceeded(f"no time left for {self.breaker.name}")
+
+        async def timed() -> T:
+            async with asyncio.timeout(budget):
+                return await func(*args)
+
+        return await self.breaker.call(timed)
+
+    async def run(self, deadline: Deadline, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``func(*args)`` against the backend within ``deadline``; raise its last error."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.policy.attempts) | stop_before_delay(max(deadline.remaining(), 0.0)),
+            wait=wait_exponential_jitter(initial=self.policy.initial_wait, max=self.policy.max_wait),
+            retry=retry_if_exception(self._should_retry),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._attempt(deadline, func, args)
+        raise AssertionError("unreachable: tenacity reraises the last error")

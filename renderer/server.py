@@ -1,0 +1,86 @@
+"""``main()``: read settings, configure logging, bind, fork N processes, serve until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from renderer.app import make_app
+from renderer.services import Services
+from renderer.settings import Settings
+
+log = logging.getLogger("pagecache.server")
+
+
+def configure_logging() -> None:
+    """Log to stderr at ``LOG_LEVEL`` (default WARNING: no per-request line on the hot path)."""
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
+    """Serve on ``sockets`` until SIGTERM/SIGINT, then drain in-flight requests and close pools."""
+    services = Services.build(settings)
+    await services.start()
+    server = HTTPServer(make_app(services), xheaders=True)
+    server.add_sockets(sockets)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    log.warning("renderer pid %d serving on port %d", os.getpid(), settings.port)
+    await stopping.wait()
+    server.stop()  # no new connections; requests in flight carry on
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=settings.request_deadline + 1)
+    except TimeoutError:
+        log.warning("connections still open at shutdown")
+    await services.close()
+
+
+def _run_children(count: int, settings: Settings, sockets: list[socket.socket]) -> None:
+    children = []
+    for _ in range(count):
+        pid = os.fork()
+        if pid == 0:
+            asyncio.run(serve(settings, sockets))
+            os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        os.waitpid(child, 0)
+
+
+def main() -> None:
+    """Entry point of ``python -m renderer`` and the ``pagecache-renderer`` script."""
+    configure_logging()
+    settings = Settings.from_env()
+    sockets = bind_sockets(settings.port, address=settings.address, reuse_port=True)
+    count = settings.processes or os.cpu_count() or 1
+    if count == 1:
+        asyncio.run(serve(settings, sockets))
+    else:
+        _run_children(count, settings, sockets)
+
+
+if __name__ == "__main__":
+    main()

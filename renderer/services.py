@@ -1,0 +1,141 @@
+"""The one object handed to handlers: backends, breakers, tiers, healthcheck, metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import pymongo.errors as mongo_errors
+
+from healthcheck import Check, HealthCheck
+from renderer.backends import mongo_articles, redis_pages
+from renderer.breaker import AsyncCircuitBreaker
+from renderer.metrics import Metrics
+from renderer.render import PageRenderer
+from renderer.resilience import Guard, RetryPolicy
+from renderer.settings import Settings
+from renderer.tiers import Tiers
+
+log = logging.getLogger("pagecache.services")
+
+
+@dataclass
+class Services:
+    """Everything a renderer process holds open. Build it after forking (clients are per process)."""
+
+    settings: Settings
+    metrics: Metrics
+    redis_breaker: AsyncCircuitBreaker
+    mongo_breaker: AsyncCircuitBreaker
+    redis: redis_pages.RedisPages
+    mongo: mongo_articles.MongoArticles
+    renderer: PageRenderer
+    tiers: Tiers
+    health: HealthCheck
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Clients, breakers and guards from ``settings``; nothing is contacted yet."""
+        metrics = Metrics()
+        policy = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait, settings.retry_max_wait)
+
+        def breaker(name: str, exclude: tuple[type[BaseException], ...] = ()) -> AsyncCircuitBreaker:
+            made = AsyncCircuitBreaker(
+                name,
+                fail_max=settings.breaker_fail_max,
+                reset_timeout=settings.breaker_reset_timeout,
+                exclude=exclude,
+                on_change=metrics.breaker_changed,
+            )
+            metrics.breaker_state.labels(name).set(0)
+            return made
+
+        redis_breaker = breaker("redis")
+        # A duplicate slug is the caller's mistake, not a sign that MongoDB is unwell.
+        mongo_breaker = breaker("mongodb", (mongo_errors.DuplicateKeyError,))
+        redis = redis_pages.RedisPages(
+            redis_pages.connect(settings.redis_url, settings.redis_timeout),
+            Guard(redis_breaker, settings.redis_timeout, policy, redis_pages.is_transient),
+            page_ttl=settings.page_ttl,
+            stale_ttl=settings.stale_ttl,
+            lock_ttl=settings.lock_ttl,
+        )
+        mongo = mongo_articles.MongoArticles(
+            mongo_articles.connect(settings.mongodb_url, settings.mongodb_timeout),
+            settings.mongodb_db,
+            Guard(mongo_breaker, settings.mongodb_timeout, policy, mongo_articles.is_transient),
+            on_read=metrics.mongodb_reads.inc,
+        )
+        renderer = PageRenderer(settings.site_name, settings.site_url)
+        tiers = Tiers(
+            redis,
+            mongo,
+            renderer,
+            metrics,
+            not_found_ttl=settings.not_found_ttl,
+            lock_wait=settings.lock_wait,
+            last_good_size=settings.last_good_size,
+            retry_after=max(1, round(settings.breaker_reset_timeout)),
+            home_size=settings.home_size,
+        )
+        health = HealthCheck(
+            _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds
+        )
+        return cls(settings, metrics, redis_breaker, mongo_breaker, redis, mongo, renderer, tiers, health)
+
+    async def start(self) -> None:
+        """Create MongoDB indexes; a MongoDB that is down now must not keep the renderer from starting."""
+        try:
+            await self.mongo.ensure_indexes()
+        except Exception as exc:
+            log.warning("could not ensure MongoDB indexes: %s", exc)
+
+    async def close(self) -> None:
+        """Close the connection pools."""
+        await self.redis.client.aclose()
+        await self.mongo.client.close()
+
+
+def _checks(
+    settings: Settings,
+    redis: redis_pages.RedisPages,
+    mongo: mongo_articles.MongoArticles,
+    tiers: Tiers,
+    redis_breaker: AsyncCircuitBreaker,
+    mongo_breaker: AsyncCircuitBreaker,
+) -> list[Check]:
+    async def redis_ok() -> tuple[bool, str]:
+        await redis.ping()
+        return True, "redis ok"
+
+    async def mongo_ok() -> tuple[bool, str]:
+        await mongo.ping()
+        return True, "mongodb ok"
+
+    def stale_copies_servable(passed: Mapping[str, bool]) -> bool:
+        return passed.get("redis", False) or len(tiers.last_good) > 0
+
+    def state_of(breaker: AsyncCircuitBreaker) -> Any:
+        return lambda: (breaker.state, breaker.opened_at)
+
+    timeout = settings.health_check_timeout
+    return [
+        Check(
+            "redis connection",
+            "redis",
+            redis_ok,
+            timeout,
+            critical="redis" in settings.health_critical,
+            breaker=state_of(redis_breaker),
+        ),
+        Check(
+            "mongodb connection",
+            "mongodb",
+            mongo_ok,
+            timeout,
+            critical="mongodb" in settings.health_critical,
+            fallback=stale_copies_servable,
+            breaker=state_of(mongo_breaker),
+        ),
+    ]

@@ -1,0 +1,73 @@
+"""Every setting, read once from the environment (12-factor), with its default and why."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Mapping
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Renderer configuration. ``Settings.from_env()`` is the only reader of os.environ."""
+
+    port: int = 8888
+    address: str = "127.0.0.1"  # 0.0.0.0 in a container
+    # 0 means one process per core.
+    processes: int = 1
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mongodb_url: str = "mongodb://127.0.0.1:27017/"
+    mongodb_db: str = "pagecache"
+    varnish_urls: tuple[str, ...] = ("http://127.0.0.1:6081",)
+    editor_tokens: tuple[str, ...] = field(default_factory=tuple)
+    site_name: str = "pagecache news"
+    site_url: str = "http://127.0.0.1:6081"
+
+    # Tier freshness (DESIGN §1-§2).
+    page_ttl: int = 300  # Redis page:<slug>
+    stale_ttl: int = 86400  # Redis stale:<slug>, served when MongoDB fails
+    shared_max_age: int = 10  # Varnish/CDN TTL via s-maxage
+    stale_while_revalidate: int = 10
+    stale_if_error: int = 86400
+    stale_shared_max_age: int = 2  # a stale page is re-asked for soon
+    not_found_ttl: int = 10  # negative caching of unknown articles, in Redis and Varnish
+    home_size: int = 20
+
+    # Resilience (DESIGN §1 step 3-6).
+    request_deadline: float = 2.0  # everything one request does fits in this
+    redis_timeout: float = 0.25
+    mongodb_timeout: float = 1.0
+    retry_attempts: int = 3
+    retry_initial_wait: float = 0.02
+    retry_max_wait: float = 0.25
+    breaker_fail_max: int = 5
+    breaker_reset_timeout: float = 5.0
+    lock_ttl: float = 3.0  # expiry of lock:page:<slug> if its holder dies
+    lock_wait: float = 1.5  # how long a loser waits for the winner's write
+    last_good_size: int = 1000  # in-process stale copies when Redis is down too
+
+    # Healthcheck (DESIGN §3).
+    health_cache_seconds: float = 2.0
+    health_check_timeout: float = 0.5
+    health_critical: tuple[str, ...] = ("mongodb",)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: the process environment)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, default in cls().__dict__.items():
+            raw = env.get(name.upper())
+            if raw is None:
+                continue
+            if isinstance(default, tuple):
+                values[name] = _split(raw)
+            elif isinstance(default, bool):
+                values[name] = raw.lower() in ("1", "true", "yes", "on")
+            else:
+                values[name] = type(default)(raw)
+        return cls(**values)  # type: ignore[arg-type]

@@ -1,0 +1,244 @@
+"""The read path (DESIGN §1): Redis -> coalesce -> MongoDB -> render -> write back -> stale.
+
+Every page request ends here and gets a ``Served`` (a page and where it came from) or
+``Unavailable`` (nothing fresh, nothing stale: the handler answers 503 at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from renderer import contract
+from renderer.backends.mongo_articles import MongoArticles
+from renderer.backends.redis_pages import RedisPages
+from renderer.breaker import CircuitOpen
+from renderer.metrics import Metrics
+from renderer.pages import RenderedPage
+from renderer.render import PageRenderer
+from renderer.resilience import Deadline
+
+log = logging.getLogger("pagecache.tiers")
+
+Loader = Callable[[Deadline], Awaitable[RenderedPage]]
+
+# How often a process that lost the fetch election looks for the winner's write.
+_WAIT_FIRST_POLL = 0.005
+_WAIT_MAX_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class Served:
+    """A page to send, the tier that produced it and its ``Cache-Status`` member."""
+
+    page: RenderedPage
+    tier: str
+    cache_status: str
+
+
+class Unavailable(Exception):
+    """No fresh page and no stale copy: answer 503 with ``Retry-After``."""
+
+    def __init__(self, reason: str, retry_after: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, CircuitOpen):
+        return "breaker-open"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "error"
+
+
+class LastGood:
+    """A bounded in-process copy of the last good pages, for when Redis is down too."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._pages: OrderedDict[str, RenderedPage] = OrderedDict()
+
+    def put(self, cache_id: str, page: RenderedPage) -> None:
+        """Remember ``page`` (only 200s), dropping the least recently stored beyond the bound."""
+        if page.status != 200 or self._size <= 0:
+            return
+        self._pages[cache_id] = page
+        self._pages.move_to_end(cache_id)
+        if len(self._pages) > self._size:
+            self._pages.popitem(last=False)
+
+    def get(self, cache_id: str) -> RenderedPage | None:
+        """The remembered page, or None."""
+        return self._pages.get(cache_id)
+
+    def drop(self, cache_id: str) -> None:
+        """Forget a page (it was republished or unpublished)."""
+        self._pages.pop(cache_id, None)
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+
+class Tiers:
+    """Redis, MongoDB and the renderer wired as the read path of one process."""
+
+    def __init__(
+        self,
+        redis: RedisPages,
+        mongo: MongoArticles,
+        renderer: PageRenderer,
+        metrics: Metrics,
+        *,
+        not_found_ttl: int,
+        lock_wait: float,
+        last_good_size: int,
+        retry_after: int,
+        home_size: int,
+    ) -> None:
+        self.redis = redis
+        self.mongo = mongo
+        self.renderer = renderer
+        self.metrics = metrics
+        self.not_found_ttl = not_found_ttl
+        self.lock_wait = lock_wait
+        self.retry_after = retry_after
+        self.home_size = home_size
+        self.last_good = LastGood(last_good_size)
+        self._inflight: dict[str, asyncio.Future[Served]] = {}
+
+    async def article(self, deadline: Deadline, slug: str) -> Served:
+        """The page of article ``slug`` (already validated)."""
+
+        async def load(d: Deadline) -> RenderedPage:
+            doc = await self.mongo.published(d, slug)
+            return self.renderer.not_found(slug) if doc is None else self.renderer.article(doc)
+
+        return await self._serve(deadline, slug, load)
+
+    async def home(self, deadline: Deadline) -> Served:
+        """The home page: the newest articles."""
+
+        async def load(d: Deadline) -> RenderedPage:
+            return self.renderer.home(await self.mongo.latest(d, self.home_size))
+
+        return await self._serve(deadline, contract.HOME_CACHE_ID, load)
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        self.metrics.backend_errors.labels("redis", _failure_reason(exc)).inc()
+        log.debug("redis skipped: %r", exc)
+
+    async def _serve(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
+        try:
+            page = await self.redis.fresh(deadline, cache_id)
+        except Exception as exc:
+            # Redis down or its breaker open: skip it, the page still comes from MongoDB.
+            self._redis_failed(exc)
+            redis_usable = False
+        else:
+            if page is not None:
+                self.last_good.put(cache_id, page)
+                return Served(page, contract.TIER_REDIS, "redis; hit")
+            redis_usable = True
+
+        inflight = self._inflight.get(cache_id)
+        if inflight is not None:
+            self.metrics.coalesced.labels("process").inc()
+            return await asyncio.shield(inflight)
+        future: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
+        self._inflight[cache_id] = future
+        try:
+            served = await self._fetch_once(deadline, cache_id, load, redis_usable)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # waiters still get it; no "never retrieved" warning without them
+            raise
+        else:
+            future.set_result(served)
+            return served
+        finally:
+            del self._inflight[cache_id]
+
+    async def _fetch_once(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
+        """Fetch a cold page once across processes: the lock's holder reads MongoDB."""
+        lock = None
+        if redis_usable:
+            try:
+                lock = await self.redis.try_lock(deadline, cache_id)
+                # Double-check: the previous holder may have written the page just before we won.
+                page = await self.redis.fresh(deadline, cache_id)
+                if page is None and lock is None:
+                    page = await self._wait_for_winner(deadline, cache_id)
+            except Exception as exc:
+                self._redis_failed(exc)
+                redis_usable = False
+            else:
+                if page is not None:
+                    if lock is not None:
+                        await self._unlock(deadline, lock)
+                    else:
+                        self.metrics.coalesced.labels("cluster").inc()
+                    self.last_good.put(cache_id, page)
+                    return Served(page, contract.TIER_REDIS, "redis; hit")
+        try:
+            return await self._render_fresh(deadline, cache_id, load, redis_usable)
+        finally:
+            if lock is not None:
+                await self._unlock(deadline, lock)
+
+    async def _wait_for_winner(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
+        """Poll ``page:<id>`` until the lock holder writes it, for a bounded time."""
+        give_up = time.monotonic() + min(self.lock_wait, deadline.remaining() / 2)
+        pause = _WAIT_FIRST_POLL
+        while time.monotonic() + pause < give_up:
+            await asyncio.sleep(pause)
+            page = await self.redis.fresh(deadline, cache_id)
+            if page is not None:
+                return page
+            pause = min(pause * 2, _WAIT_MAX_POLL)
+        return None
+
+    async def _unlock(self, deadline: Deadline, lock: Any) -> None:
+        try:
+            await self.redis.unlock(deadline, lock)
+        except Exception as exc:  # the lock expires on its own
+            self._redis_failed(exc)
+
+    async def _render_fresh(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
+        started = time.perf_counter()
+        try:
+            page = await load(deadline)
+        except Exception as exc:
+            self.metrics.backend_errors.labels("mongodb", _failure_reason(exc)).inc()
+            return await self._stale(deadline, cache_id, exc, redis_usable)
+        self.metrics.render_seconds.observe(time.perf_counter() - started)
+        self.last_good.put(cache_id, page)
+        if redis_usable:
+            ttl = self.not_found_ttl if page.status == 404 else None
+            try:
+                await self.redis.store(deadline, cache_id, page, ttl)
+            except Exception as exc:
+                self._redis_failed(exc)
+        return Served(page, contract.TIER_MONGO, "redis; fwd=miss; stored")
+
+    async def _stale(self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool) -> Served:
+        """Stale-on-failure: the last good copy, from Redis or this process, or ``Unavailable``."""
+        reason = f"stale-mongodb-{_failure_reason(cause)}"
+        page = None
+        if redis_usable:
+            try:
+                page = await self.redis.stale(deadline, cache_id)
+            except Exception as exc:
+                self._redis_failed(exc)
+        if page is None:
+            page = self.last_good.get(cache_id)
+        if page is None:
+            log.warning("no stale copy of %s: %s (%r)", cache_id, reason, cause)
+            raise Unavailable(reason, self.retry_after) from cause
+        self.metrics.stale_page_served(reason, max(0.0, time.time() - page.rendered_at))
+        return Served(page, contract.TIER_STALE, f"redis; hit; detail={reason}")

@@ -1,0 +1,28 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="pagecache",
+    version="0.1.0",
+    description="Article pages through Varnish, Redis and MongoDB, fast and available",
+    python_requires=">=3.11",
+    packages=find_packages(include=["renderer", "renderer.*", "healthcheck", "healthcheck.*", "devstack"]),
+    package_data={"renderer": ["templates/*.html"], "devstack": ["sample_articles.json"]},
+    install_requires=[
+        "tornado>=6.5",
+        "redis[hiredis]>=8.0",
+        "pymongo>=4.13.2",
+        "pybreaker>=1.4",
+        "tenacity>=9.0",
+        "aiohttp>=3.10",
+        "nh3>=0.3",
+        "prometheus-client>=0.21",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=1.0",
+            "pytest-timeout>=2.3",
+        ],
+    },
+    entry_points={"console_scripts": ["pagecache-renderer=renderer.server:main"]},
+)

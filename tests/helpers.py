@@ -1,0 +1,82 @@
+"""Small helpers for tests that talk to real servers over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import time
+import uuid
+from dataclasses import dataclass
+from email.message import Message
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Message
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+def get(
+    base_url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10
+) -> Response:
+    """One request with the path sent exactly as given (no normalising or quoting)."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return Response(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def unique_slug(prefix: str = "teste") -> str:
+    """A slug no other test uses, so each test has its own keys."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def metric(base_url: str, name: str, **labels: str) -> float:
+    """The sum of samples ``name`` (with ``labels``) on a renderer's /metrics."""
+    text = get(base_url, "/metrics").text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def mongo_reads(*renderer_urls: str) -> float:
+    """MongoDB reads made by these renderer processes, summed."""
+    return sum(metric(url, "pagecache_mongodb_reads_total") for url in renderer_urls)
+
+
+# Health probes and connection set-up, not reads or writes of data.
+_NOT_DATA_COMMANDS = ("cmdstat_info", "cmdstat_ping", "cmdstat_hello", "cmdstat_client|", "cmdstat_config|")
+
+
+def redis_calls(client: redis.Redis) -> int:
+    """Data commands the Redis server has executed (not PINGs, INFO or connection set-up)."""
+    stats: dict[str, Any] = client.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if not k.startswith(_NOT_DATA_COMMANDS))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)

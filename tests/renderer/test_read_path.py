@@ -1,0 +1,192 @@
+"""The read path through real Varnish, renderer, Redis and FerretDB (DESIGN §1-§2)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import StackClients
+from tests.helpers import get, mongo_reads, redis_calls, unique_slug, wait_until
+
+
+def article_path(slug: str) -> str:
+    return f"/noticia/{slug}.ghtml"
+
+
+def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(stack: StackClients) -> None:
+    slug = unique_slug()
+    stack.add_article(slug, title="Manchete que passa pelos três níveis")
+    reads_before = mongo_reads(stack.renderer)
+
+    first = get(stack.site, article_path(slug))
+    assert first.status == 200
+    assert first.headers["X-Cache"] == "MISS"
+    assert first.headers["X-Tier"] == "mongo"
+    assert "Manchete que passa pelos três níveis" in first.text
+    assert mongo_reads(stack.renderer) == reads_before + 1
+
+    second = get(stack.site, article_path(slug))
+    assert second.status == 200
+    assert second.headers["X-Cache"] == "HIT"
+    assert second.body == first.body
+
+    ttl = stack.redis.ttl(f"page:{slug}")
+    assert 0 < ttl <= 300
+    assert stack.redis.ttl(f"stale:{slug}") > 300
+
+    # Past Varnish's 10 s TTL the next fetch is answered by Redis, not MongoDB.
+    time.sleep(10.5)
+
+    def refreshed_from_redis() -> bool:
+        return get(stack.site, article_path(slug)).headers["X-Tier"] == "redis"
+
+    wait_until(refreshed_from_redis, timeout=5, interval=0.2)
+    assert mongo_reads(stack.renderer) == reads_before + 1
+
+
+def test_redis_evicts_least_recently_used_pages(stack: StackClients) -> None:
+    assert stack.redis.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lru"
+    assert int(stack.redis.config_get("maxmemory")["maxmemory"]) > 0
+
+
+def test_page_headers_follow_the_http_contract(stack: StackClients) -> None:
+    slug = unique_slug()
+    stack.add_article(slug, section="economia")
+    resp = get(stack.site, article_path(slug))
+    assert resp.status == 200
+    cache_control = resp.headers["Cache-Control"]
+    assert "public" in cache_control and "s-maxage=10" in cache_control and "max-age=0" in cache_control
+    assert "stale-while-revalidate=" in cache_control and "stale-if-error=" in cache_control
+    assert resp.headers["ETag"].startswith('"1-')
+    assert resp.headers["Last-Modified"].endswith("GMT")
+    assert resp.headers["Age"] is not None
+    assert resp.headers["Cache-Status"] == "redis; fwd=miss; stored, varnish; fwd=miss"
+    assert resp.headers["Set-Cookie"] is None
+    assert resp.headers["Vary"] is None or "Cookie" not in resp.headers["Vary"]
+    # Surrogate keys are for Varnish only.
+    assert resp.headers["xkey"] is None
+    direct = get(stack.renderer, article_path(slug))
+    assert direct.headers["xkey"] == f"article-{slug} section-economia"
+    assert direct.headers["X-Tier"] == "redis"
+    assert direct.headers["Cache-Status"] == "redis; hit"
+
+
+def test_matching_etag_gets_304_from_varnish_and_renderer(stack: StackClients) -> None:
+    slug = unique_slug()
+    stack.add_article(slug)
+    etag = get(stack.site, article_path(slug)).headers["ETag"]
+    for base in (stack.site, stack.renderer):
+        resp = get(base, article_path(slug), {"If-None-Match": etag})
+        assert resp.status == 304, base
+        assert resp.body == b""
+
+
+def test_cookies_do_not_split_the_cache(stack: StackClients) -> None:
+    slug = unique_slug()
+    stack.add_article(slug)
+    get(stack.site, article_path(slug))
+    resp = get(stack.site, article_path(slug), {"Cookie": "session=abc; glbid=123"})
+    assert resp.headers["X-Cache"] == "HIT"
+    assert resp.headers["Set-Cookie"] is None
+
+
+BAD_PATHS = [
+    "/noticia/..%2F..%2Fetc%2Fpasswd.ghtml",
+    "/noticia/../../etc/passwd.ghtml",
+    "/noticia/a..b.ghtml",
+    "/noticia/abc%00def.ghtml",
+    "/noticia/%00.ghtml",
+    "/noticia/Tiroteio-Deixa-Um-Morto.ghtml",
+    "/noticia/" + "a" * 10_000 + ".ghtml",
+    "/noticia/not%C3%ADcia-com-acento.ghtml",
+    "/noticia/%F0%9F%92%A5.ghtml",
+    "/noticia/%FF%FE.ghtml",
+    "/noticia/.ghtml",
+    "/noticia/-a-.ghtml",
+    "/noticia/a--b.ghtml",
+    "/noticia/slug.html",
+    "/noticia/slug",
+    "/noticia/a/b.ghtml",
+    "/nada/aqui",
+]
+
+
+@pytest.mark.parametrize("path", BAD_PATHS, ids=lambda p: p[:40])
+def test_bad_input_is_404_without_touching_a_backend(stack: StackClients, path: str) -> None:
+    redis_before = redis_calls(stack.redis)
+    mongo_before = mongo_reads(stack.renderer)
+    direct = get(stack.renderer, path)
+    assert direct.status == 404
+    assert "Página não encontrada" in direct.text
+    assert direct.headers["Cache-Control"].startswith("public, max-age=0, s-maxage=")
+    assert redis_calls(stack.redis) == redis_before
+    assert mongo_reads(stack.renderer) == mongo_before
+    assert get(stack.site, path).status == 404
+
+
+def test_unknown_article_is_a_briefly_cached_404(stack: StackClients) -> None:
+    slug = unique_slug("inexistente")
+    reads_before = mongo_reads(stack.renderer)
+    first = get(stack.renderer, article_path(slug))
+    assert first.status == 404
+    assert "s-maxage=10" in first.headers["Cache-Control"]
+    assert first.headers["xkey"] == f"article-{slug}"
+    assert 0 < stack.redis.ttl(f"page:{slug}") <= 10
+    again = get(stack.renderer, article_path(slug))
+    assert again.status == 404 and again.headers["X-Tier"] == "redis"
+    assert mongo_reads(stack.renderer) == reads_before + 1
+
+
+def test_unpublished_article_is_404(stack: StackClients) -> None:
+    slug = unique_slug()
+    stack.add_article(slug)
+    stack.articles.update_one({"slug": slug}, {"$set": {"published": False}})
+    assert get(stack.renderer, article_path(slug)).status == 404
+
+
+def test_script_in_article_body_is_rendered_inert(stack: StackClients) -> None:
+    slug = unique_slug()
+    stack.add_article(
+        slug,
+        title="<script>alert('title')</script>Manchete",
+        body_html=(
+            "<p>Antes</p><script>alert('xss')</script>"
+            '<img src="x.jpg" onerror="alert(1)"><a href="javascript:alert(2)">clique</a>'
+            '<p onclick="alert(3)">Depois</p><iframe src="https://evil.example"></iframe>'
+        ),
+    )
+    html = get(stack.site, article_path(slug)).text
+    body = html.split('<div class="body">', 1)[1]
+    assert "<script" not in body
+    assert "alert(" not in body
+    assert "onerror" not in html and "onclick" not in html
+    assert "javascript:" not in html
+    assert "<iframe" not in html
+    assert "<p>Antes</p>" in body and "Depois" in body
+    assert "&lt;script&gt;alert(&#x27;title&#x27;)&lt;/script&gt;Manchete" in html
+
+
+def test_article_page_is_a_real_news_page(stack: StackClients) -> None:
+    html = get(stack.site, "/noticia/tiroteio-deixa-um-morto-e-feridos.ghtml").text
+    assert "<h1>Tiroteio deixa um morto e três feridos na Zona Norte do Rio</h1>" in html
+    assert '<p class="standfirst">Polícia investiga o caso' in html
+    assert "Redação g1 Rio" in html
+    assert '<time datetime="2026-11-23T10:00:00+00:00">' in html
+    assert f'<link rel="canonical" href="{stack.site}/noticia/tiroteio-deixa-um-morto-e-feridos.ghtml">' in html
+    assert '<meta property="og:title" content="Tiroteio deixa um morto' in html
+    assert '<meta property="og:image" content="https://example.org/img/tiroteio.jpg">' in html
+    assert '"@type": "NewsArticle"' in html
+    assert '<html lang="pt-BR">' in html
+
+
+def test_home_lists_the_latest_articles(stack: StackClients) -> None:
+    resp = get(stack.site, "/")
+    assert resp.status == 200
+    assert "Últimas notícias" in resp.text
+    assert 'href="' + stack.site + '/noticia/tiroteio-deixa-um-morto-e-feridos.ghtml"' in resp.text
+    first = resp.text.index("Chuva forte causa alagamentos")
+    older = resp.text.index("Onda de calor atinge o Centro-Oeste")
+    assert first < older
+    direct = get(stack.renderer, "/")
+    assert "home" in direct.headers["xkey"].split()
