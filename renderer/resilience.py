@@ -89,7 +89,10 @@ class Guard:
         """Run ``func(*args)`` against the backend within ``deadline``; raise its last error."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.attempts) | stop_before_delay(max(deadline.remaining(), 0.0)),
-            wait=wait_exponential_jitter(initial=self.policy.initial_wait, max=self.policy.max_wait),
+            # tenacity's default jitter is a whole second: far more than a request's deadline allows.
+            wait=wait_exponential_jitter(
+                multiplier=self.policy.initial_wait, jitter=self.policy.initial_wait, max=self.policy.max_wait
+            ),
             retry=retry_if_exception(self._should_retry),
             reraise=True,
         )
