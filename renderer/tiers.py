@@ -134,18 +134,7 @@ class Tiers:
         log.debug("redis skipped: %r", exc)
 
     async def _serve(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
-        try:
-            page = await self.redis.fresh(deadline, cache_id)
-        except Exception as exc:
-            # Redis down or its breaker open: skip it, the page still comes from MongoDB.
-            self._redis_failed(exc)
-            redis_usable = False
-        else:
-            if page is not None:
-                self.last_good.put(cache_id, page)
-                return Served(page, contract.TIER_REDIS, "redis; hit")
-            redis_usable = True
-
+        """One lookup per page per process at a time; concurrent requests share its result."""
         inflight = self._inflight.get(cache_id)
         if inflight is not None:
             self.metrics.coalesced.labels("process").inc()
@@ -153,7 +142,7 @@ class Tiers:
         future: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
         self._inflight[cache_id] = future
         try:
-            served = await self._fetch_once(deadline, cache_id, load, redis_usable)
+            served = await self._lookup(deadline, cache_id, load)
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # waiters still get it; no "never retrieved" warning without them
@@ -164,27 +153,39 @@ class Tiers:
         finally:
             del self._inflight[cache_id]
 
-    async def _fetch_once(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
+    async def _lookup(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
+        try:
+            page = await self.redis.fresh(deadline, cache_id)
+        except Exception as exc:
+            # Redis down or its breaker open: skip it, the page still comes from MongoDB.
+            self._redis_failed(exc)
+            return await self._render_fresh(deadline, cache_id, load, redis_usable=False)
+        if page is not None:
+            self.last_good.put(cache_id, page)
+            return Served(page, contract.TIER_REDIS, "redis; hit")
+        return await self._fetch_once(deadline, cache_id, load)
+
+    async def _fetch_once(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
         """Fetch a cold page once across processes: the lock's holder reads MongoDB."""
         lock = None
-        if redis_usable:
-            try:
-                lock = await self.redis.try_lock(deadline, cache_id)
-                # Double-check: the previous holder may have written the page just before we won.
-                page = await self.redis.fresh(deadline, cache_id)
-                if page is None and lock is None:
-                    page = await self._wait_for_winner(deadline, cache_id)
-            except Exception as exc:
-                self._redis_failed(exc)
-                redis_usable = False
-            else:
-                if page is not None:
-                    if lock is not None:
-                        await self._unlock(deadline, lock)
-                    else:
-                        self.metrics.coalesced.labels("cluster").inc()
-                    self.last_good.put(cache_id, page)
-                    return Served(page, contract.TIER_REDIS, "redis; hit")
+        redis_usable = True
+        try:
+            lock = await self.redis.try_lock(deadline, cache_id)
+            # Double-check: the previous holder may have written the page just before we won.
+            page = await self.redis.fresh(deadline, cache_id)
+            if page is None and lock is None:
+                page = await self._wait_for_winner(deadline, cache_id)
+        except Exception as exc:
+            self._redis_failed(exc)
+            redis_usable = False
+        else:
+            if page is not None:
+                if lock is not None:
+                    await self._unlock(deadline, lock)
+                else:
+                    self.metrics.coalesced.labels("cluster").inc()
+                self.last_good.put(cache_id, page)
+                return Served(page, contract.TIER_REDIS, "redis; hit")
         try:
             return await self._render_fresh(deadline, cache_id, load, redis_usable)
         finally:
