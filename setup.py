@@ -22,6 +22,7 @@ setup(
             "pytest>=8",
             "pytest-asyncio>=1.0",
             "pytest-timeout>=2.3",
+            "jsonschema>=4",
         ],
     },
     entry_points={"console_scripts": ["pagecache-renderer=renderer.server:main"]},

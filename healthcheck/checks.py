@@ -44,14 +44,24 @@ class CheckResult:
     covered: bool  # a failed critical check whose fallback still lets the instance serve
 
 
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 def describe_error(exc: BaseException) -> str:
     """An exception in words an operator understands ("Connection refused", "Connection Timeout")."""
-    text = str(exc)
-    lowered = text.lower()
-    if isinstance(exc, ConnectionRefusedError) or "refused" in lowered:
+    chain = _chain(exc)
+    text = " ".join(str(e) for e in chain).lower()
+    if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in text or "error 111 " in text:
         return "Connection refused"
-    if isinstance(exc, TimeoutError) or "timed out" in lowered or "timeout" in lowered:
+    if any(isinstance(e, TimeoutError) for e in chain) or "timed out" in text or "timeout" in text:
         return "Connection Timeout"
-    if not text:
-        return type(exc).__name__
-    return f"{type(exc).__name__}: {text[:200]}"
+    if "closed" in text or "reset by peer" in text:
+        return "Connection closed by server"
+    message = str(exc)
+    return f"{type(exc).__name__}: {message[:200]}" if message else type(exc).__name__

@@ -7,7 +7,7 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Sequence
+from typing import Callable, Sequence
 
 from healthcheck.checks import Check, CheckResult, describe_error
 
@@ -46,10 +46,17 @@ class HealthCheck:
     Concurrent callers share the run in progress, so a storm of polls is one call per dependency.
     """
 
-    def __init__(self, checks: Sequence[Check], cache_seconds: float, hostname: str | None = None) -> None:
+    def __init__(
+        self,
+        checks: Sequence[Check],
+        cache_seconds: float,
+        hostname: str | None = None,
+        on_result: Callable[[CheckResult], None] | None = None,
+    ) -> None:
         self.checks = tuple(checks)
         self.cache_seconds = cache_seconds
         self.hostname = hostname or socket.gethostname()
+        self._on_result = on_result  # called once per check actually run (metrics)
         self._cached: Report | None = None
         self._cached_until = 0.0
         self._running: asyncio.Future[Report] | None = None
@@ -71,6 +78,9 @@ class HealthCheck:
 
     async def _run(self) -> Report:
         results = await asyncio.gather(*(self._run_one(check) for check in self.checks))
+        if self._on_result is not None:
+            for result in results:
+                self._on_result(result)
         passed = {r.component: r.passed for r in results}
         results = [
             replace(r, covered=True) if not r.passed and check.fallback and check.fallback(passed) else r

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from healthcheck import CheckResult
+
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 
 
@@ -41,6 +43,12 @@ class Metrics:
         self.breaker_transitions = Counter(
             "pagecache_breaker_transitions", "Breaker state changes", ["backend", "to_state"], registry=r
         )
+        self.health_checks = Counter(
+            "pagecache_health_checks",
+            "Healthcheck checks run against a dependency",
+            ["component", "passed"],
+            registry=r,
+        )
         self.render_seconds = Histogram(
             "pagecache_cold_render_seconds", "MongoDB read + render time of cold pages", registry=r
         )
@@ -56,6 +64,10 @@ class Metrics:
         current = self.stale_age._value.get()
         if age_seconds > current:
             self.stale_age.set(age_seconds)
+
+    def health_checked(self, result: CheckResult) -> None:
+        """Listener for healthcheck runs: one count per check that reached its dependency."""
+        self.health_checks.labels(result.component, str(result.passed).lower()).inc()
 
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
