@@ -18,11 +18,13 @@ setup(
         "prometheus-client>=0.21",
     ],
     extras_require={
+        "tools": ["matplotlib>=3.8"],
         "test": [
             "pytest>=8",
             "pytest-asyncio>=1.0",
             "pytest-timeout>=2.3",
             "jsonschema>=4",
+            "matplotlib>=3.8",
         ],
     },
     entry_points={"console_scripts": ["pagecache-renderer=renderer.server:main"]},

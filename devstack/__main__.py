@@ -11,6 +11,9 @@ from pathlib import Path
 from devstack.samples import load_samples
 from devstack.stack import Ports, start_stack
 
+# scripts/chaos finds the running stack through this file.
+CURRENT = Path.home() / ".cache" / "pagecache" / "current-stack"
+
 
 def main() -> int:
     """Start everything not given by environment, load samples, print the URL, wait for Ctrl-C."""
@@ -32,6 +35,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        CURRENT.parent.mkdir(parents=True, exist_ok=True)
+        CURRENT.write_text(str(stack.save_state()))
         count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
         print(f"Loaded {count} sample articles. Logs in {run_dir}", flush=True)
         print(f"pagecache is up: {stack.site_url}/  (renderer {stack.renderer_url}, Ctrl-C stops it)", flush=True)
@@ -39,6 +44,7 @@ def main() -> int:
             signal.pause()
     finally:
         print("stopping…", file=sys.stderr, flush=True)
+        stack.refresh_from_state()
         stack.stop()
     return 0
 

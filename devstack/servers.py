@@ -68,14 +68,51 @@ class Server:
         self.ready_path = ready_path
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None  # also set for a process adopted from another run's state
 
     def __repr__(self) -> str:
-        return f"<{self.name} :{self.port} pid={self.proc.pid if self.proc else None}>"
+        return f"<{self.name} :{self.port} pid={self.pid}>"
 
     @property
     def running(self) -> bool:
         """True while the process is alive (frozen counts as alive)."""
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid is None:
+            return False
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                return stat.read().split(") ", 1)[1][0] != "Z"
+        except (OSError, IndexError):
+            return False
+
+    def to_state(self) -> dict[str, object]:
+        """What another process needs to signal or restart this server (see ``from_state``)."""
+        return {
+            "name": self.name,
+            "argv": self.argv,
+            "port": self.port,
+            "log_path": str(self.log_path),
+            "env": self.env,
+            "ready_path": self.ready_path,
+            "cwd": str(self.cwd) if self.cwd else None,
+            "pid": self.pid,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, object]) -> Server:
+        """Adopt a server described by ``to_state`` (it may have been started by another process)."""
+        server = cls(
+            str(state["name"]),
+            list(state["argv"]),  # type: ignore[call-overload]
+            int(state["port"]),  # type: ignore[call-overload]
+            Path(str(state["log_path"])),
+            state.get("env"),  # type: ignore[arg-type]
+            state.get("ready_path"),  # type: ignore[arg-type]
+            Path(str(state["cwd"])) if state.get("cwd") else None,
+        )
+        server.pid = state.get("pid")  # type: ignore[assignment]
+        return server
 
     def start(self, timeout: float = 30.0) -> Server:
         """Start the process and wait until it accepts connections."""
@@ -88,6 +125,7 @@ class Server:
         self.proc = subprocess.Popen(
             self.argv, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd, start_new_session=True
         )
+        self.pid = self.proc.pid
         log.close()
         self._wait_ready(timeout)
         return self
@@ -121,11 +159,23 @@ class Server:
             return "(no log)"
 
     def _signal_group(self, signum: int) -> None:
-        if self.proc is not None:
+        if self.pid is not None:
             try:
-                os.killpg(self.proc.pid, signum)
+                os.killpg(self.pid, signum)
             except ProcessLookupError:
                 pass
+
+    def _wait_exit(self, timeout: float) -> bool:
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.running
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (after SIGCONT, in case it is frozen), then SIGKILL if it does not exit."""
@@ -133,18 +183,14 @@ class Server:
             return
         self._signal_group(signal.SIGCONT)
         self._signal_group(signal.SIGTERM)
-        try:
-            assert self.proc is not None
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        if not self._wait_exit(timeout):
             self.kill()
         self._wait_port_free()
 
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crash would."""
         self._signal_group(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait()
+        self._wait_exit(10)
         self._wait_port_free()
 
     def _wait_port_free(self, timeout: float = 5.0) -> None:

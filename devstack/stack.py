@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,42 @@ class Stack:
     def renderer_url(self) -> str:
         """The renderer behind Varnish."""
         return f"http://127.0.0.1:{self.ports.renderer}"
+
+    @property
+    def state_path(self) -> Path:
+        """Where ``save_state`` writes this run's servers (read by scripts/chaos)."""
+        return self.run_dir / "stack.json"
+
+    def save_state(self) -> Path:
+        """Record ports, environment and server processes, so other tools can find and hurt them."""
+        state = {
+            "run_dir": str(self.run_dir),
+            "ports": self.ports.__dict__,
+            "env": self.env,
+            "servers": {name: server.to_state() for name, server in self.started.items()},
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1))
+        tmp.replace(self.state_path)
+        return self.state_path
+
+    @classmethod
+    def load_state(cls, path: Path) -> Stack:
+        """A stack described by ``save_state``, its servers adopted by pid."""
+        state = json.loads(path.read_text())
+        stack = cls(Path(state["run_dir"]), Ports(**state["ports"]), dict(state["env"]))
+        stack.started = {name: Server.from_state(s) for name, s in state["servers"].items()}
+        return stack
+
+    def refresh_from_state(self) -> None:
+        """Adopt the pids another tool (scripts/chaos) recorded after restarting a server."""
+        if not self.state_path.exists():
+            return
+        recorded = Stack.load_state(self.state_path).started
+        for name, server in self.started.items():
+            newer = recorded.get(name)
+            if newer is not None and newer.pid != server.pid:
+                self.started[name] = newer
 
     def stop(self) -> None:
         """Stop every server this run started, the front first."""

@@ -102,4 +102,5 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
     yield make
     for clients in made:
         clients.close()
+        clients.stack.refresh_from_state()  # servers that scripts/chaos restarted have new pids
         clients.stack.stop()

@@ -1,0 +1,300 @@
+"""``scripts/chaos``: outages of the running stack's real processes, under steady reader traffic.
+
+Each scenario sends an open-loop stream of requests through Varnish (the sample articles, the home
+page and a few never-cached slugs), hurts one server (kill, SIGSTOP), heals it, and records what
+every reader got. It prints a table and draws a timeline of status codes and tiers per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from devstack.samples import sample_articles
+from devstack.stack import Stack
+
+CURRENT = Path.home() / ".cache" / "pagecache" / "current-stack"
+TIER_COLOURS = {
+    "varnish": "#2b8cbe",
+    "varnish-stale": "#7bccc4",
+    "redis": "#41ab5d",
+    "mongo": "#fd8d3c",
+    "stale": "#fdd49e",
+    "404": "#bdbdbd",
+    "5xx": "#e31a1c",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Traffic for ``before`` seconds, then ``hurt``, ``during`` seconds, ``heal``, ``after`` seconds."""
+
+    name: str
+    server: str
+    hurt: str  # kill | freeze
+    before: float
+    during: float
+    after: float
+
+
+SCENARIOS = [
+    Scenario("FerretDB killed", "ferretdb", "kill", 3, 12, 10),
+    Scenario("Redis frozen (SIGSTOP)", "redis", "freeze", 3, 8, 8),
+    Scenario("every renderer killed", "renderer", "kill", 3, 8, 6),
+]
+
+
+@dataclass
+class Outcome:
+    """What the readers got during one scenario."""
+
+    scenario: Scenario
+    samples: list[tuple[float, int, str, bool]] = field(default_factory=list)  # (second, status, tier, cold)
+    mongodb_reads: float = 0.0
+
+    def statuses(self) -> Counter[int]:
+        return Counter(status for _, status, _, _ in self.samples)
+
+    def tiers(self) -> Counter[str]:
+        return Counter(tier for _, _, tier, _ in self.samples)
+
+    def warm_failures(self) -> tuple[int, int]:
+        """(non-200 answers, requests) for pages readers had already read: the ones that must not fail."""
+        warm = [status for _, status, _, cold in self.samples if not cold]
+        return sum(1 for status in warm if status != 200), len(warm)
+
+
+def tier_of(status: int, headers: aiohttp.typedefs.LooseHeaders | dict[str, str]) -> str:
+    """Which tier answered a reader, from the response headers."""
+    get = headers.get  # type: ignore[union-attr]
+    if status >= 500 or status == 0:
+        return "5xx"
+    if status == 404:
+        return "404"
+    cache = get("X-Cache") or ""
+    if cache == "HIT":
+        return "varnish"
+    if cache == "HIT-STALE":
+        return "varnish-stale"
+    return str(get("X-Tier") or "unknown")
+
+
+class MongoReads:
+    """Sums the renderer's MongoDB read counter across scrapes, surviving a renderer restart."""
+
+    def __init__(self, renderer_url: str) -> None:
+        self.url = renderer_url + "/metrics"
+        self.total = 0.0
+        self.last = self._scrape() or 0.0
+
+    def _scrape(self) -> float | None:
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as resp:
+                text = resp.read().decode()
+        except Exception:
+            return None
+        for line in text.splitlines():
+            if line.startswith("pagecache_mongodb_reads_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    def checkpoint(self) -> None:
+        now = self._scrape()
+        if now is None:
+            return
+        self.total += now - self.last if now >= self.last else now
+        self.last = now
+
+
+def reader_paths() -> list[str]:
+    """The pages readers ask for: every sample article and the home page."""
+    return [f"/noticia/{a['slug']}.ghtml" for a in sample_articles()] + ["/"]
+
+
+def read_once(site: str) -> set[str]:
+    """Read every page once before any outage, as readers would have; the pages that answered 200."""
+    read = set()
+    for path in reader_paths():
+        try:
+            with urllib.request.urlopen(site + path, timeout=5) as resp:
+                if resp.status == 200:
+                    read.add(path)
+        except Exception:
+            pass
+    return read
+
+
+async def reader_traffic(
+    site: str, seconds: float, rate: float, outcome: Outcome, start: float, read: set[str]
+) -> None:
+    """Open-loop load: a request every 1/rate s whatever the answers, each with a 5 s timeout.
+
+    ``read`` holds the pages that have answered 200 before: only those count as already read.
+    """
+    paths = reader_paths()
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def one(path: str) -> None:
+            sent = time.monotonic() - start
+            cold = path not in read
+            try:
+                async with session.get(site + path) as resp:
+                    await resp.read()
+                    outcome.samples.append((sent, resp.status, tier_of(resp.status, resp.headers), cold))
+                    if resp.status == 200:
+                        read.add(path)
+            except Exception:
+                outcome.samples.append((sent, 0, "5xx", cold))
+
+        tasks = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            never_read = random.random() < 0.05
+            path = f"/noticia/nunca-vista-{random.randrange(10**9)}.ghtml" if never_read else random.choice(paths)
+            tasks.append(asyncio.ensure_future(one(path)))
+            await asyncio.sleep(1 / rate)
+        await asyncio.gather(*tasks)
+
+
+async def run_scenario(stack: Stack, scenario: Scenario, rate: float, scale: float, read: set[str]) -> Outcome:
+    """Traffic throughout; hurt and heal the server in a thread so that traffic never pauses."""
+    outcome = Outcome(scenario)
+    server = stack.started[scenario.server]
+    reads = MongoReads(stack.renderer_url)
+    start = time.monotonic()
+    total = (scenario.before + scenario.during + scenario.after) * scale
+    traffic = asyncio.ensure_future(reader_traffic(stack.site_url, total, rate, outcome, start, read))
+    await asyncio.sleep(scenario.before * scale)
+    reads.checkpoint()
+    await asyncio.to_thread(server.kill if scenario.hurt == "kill" else server.freeze)
+    await asyncio.sleep(scenario.during * scale)
+    reads.checkpoint()
+    await asyncio.to_thread(server.start if scenario.hurt == "kill" else server.thaw)
+    stack.save_state()  # a restarted server has a new pid: scripts/run must stop that one
+    await traffic
+    reads.checkpoint()
+    outcome.mongodb_reads = reads.total
+    return outcome
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """A plain-text table a person can read."""
+    rows = [("scenario", "requests", "status codes", "tiers served", "MongoDB reads", "read pages not 200")]
+    for o in outcomes:
+        statuses = ", ".join(f"{code or 'error'}: {n}" for code, n in sorted(o.statuses().items()))
+        tiers = ", ".join(f"{tier} {n}" for tier, n in o.tiers().most_common())
+        failed, warm = o.warm_failures()
+        rows.append(
+            (o.scenario.name, str(len(o.samples)), statuses, tiers, f"{o.mongodb_reads:.0f}", f"{failed} of {warm}")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def draw(outcomes: list[Outcome], scale: float, path: Path) -> None:
+    """Per scenario: requests per second stacked by tier (5xx in red), the outage shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(outcomes), 1, figsize=(11, 3.2 * len(outcomes)), squeeze=False)
+    for ax, o in zip(axes[:, 0], outcomes, strict=True):
+        s = o.scenario
+        seconds = int((s.before + s.during + s.after) * scale) + 1
+        bottoms = [0] * seconds
+        for tier, colour in TIER_COLOURS.items():
+            counts = [0] * seconds
+            for t, _, got, _ in o.samples:
+                if got == tier and int(t) < seconds:
+                    counts[int(t)] += 1
+            if any(counts):
+                ax.bar(range(seconds), counts, bottom=bottoms, color=colour, label=tier, width=0.9, align="edge")
+                bottoms = [b + c for b, c in zip(bottoms, counts, strict=True)]
+        hurt, heal = s.before * scale, (s.before + s.during) * scale
+        ax.axvspan(hurt, heal, color="#e31a1c", alpha=0.12, zorder=3)
+        for x in (hurt, heal):
+            ax.axvline(x, color="#a50f15", linestyle="--", linewidth=1, zorder=4)
+        ax.text(hurt + 0.1, max(bottoms or [1]) * 1.02, f"{s.server} {s.hurt}", color="#a50f15")
+        ax.text(heal + 0.1, max(bottoms or [1]) * 1.02, "healed", color="#a50f15")
+        ax.set_ylim(0, max(bottoms or [1]) * 1.15)
+        failed, warm = o.warm_failures()
+        ax.set_title(
+            f"{s.name}: {len(o.samples)} requests, already-read pages not 200: {failed} of {warm}, "
+            f"MongoDB reads {o.mongodb_reads:.0f}"
+        )
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("requests / s")
+        ax.legend(loc="lower right", fontsize=8, ncol=4)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def find_stack(state: str | None) -> Stack:
+    """The stack scripts/run started (its state file), or the one named by --state."""
+    path = Path(state) if state else Path(CURRENT.read_text().strip()) if CURRENT.exists() else None
+    if path is None or not path.exists():
+        raise SystemExit("no running stack found: start it with scripts/run (or pass --state FILE)")
+    stack = Stack.load_state(path)
+    missing = [name for name in ("redis", "ferretdb", "renderer", "varnish") if name not in stack.started]
+    if missing:
+        raise SystemExit(f"scripts/chaos hurts servers the stack started itself; not started here: {missing}")
+    if not all(server.running for server in stack.started.values()):
+        raise SystemExit(f"the stack in {path} is not running: start it with scripts/run")
+    return stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state", help="stack.json of the stack to hurt (default: the one scripts/run started)")
+    parser.add_argument("--rate", type=float, default=40, help="reader requests per second")
+    parser.add_argument("--quick", action="store_true", help="halve every phase")
+    parser.add_argument("--out", help="timeline PNG (default: chaos-timeline.png in the stack's run dir)")
+    parser.add_argument("--json", help="also write the outcomes as JSON here")
+    args = parser.parse_args(argv)
+    stack = find_stack(args.state)
+    scale = 0.5 if args.quick else 1.0
+    read = read_once(stack.site_url)
+    outcomes = []
+    for scenario in SCENARIOS:
+        print(f"… {scenario.name}", file=sys.stderr, flush=True)
+        outcomes.append(asyncio.run(run_scenario(stack, scenario, args.rate, scale, read)))
+    print(table(outcomes))
+    out = Path(args.out) if args.out else stack.run_dir / "chaos-timeline.png"
+    draw(outcomes, scale, out)
+    print(f"timeline: {out}")
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                [
+                    {
+                        "scenario": o.scenario.name,
+                        "requests": len(o.samples),
+                        "statuses": dict(o.statuses()),
+                        "tiers": dict(o.tiers()),
+                        "mongodb_reads": o.mongodb_reads,
+                        "read_pages_not_200": o.warm_failures()[0],
+                    }
+                    for o in outcomes
+                ],
+                indent=1,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
