@@ -25,7 +25,13 @@ setup(
             "pytest-timeout>=2.3",
             "jsonschema>=4",
             "matplotlib>=3.8",
+            "hypothesis>=6.100",
         ],
     },
-    entry_points={"console_scripts": ["pagecache-renderer=renderer.server:main"]},
+    entry_points={
+        "console_scripts": [
+            "pagecache-renderer=renderer.server:main",
+            "pagecache-editor=renderer.editor:main",
+        ]
+    },
 )

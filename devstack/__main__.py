@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -25,7 +26,10 @@ def main() -> int:
         renderer=int(os.environ.get("PORT", defaults.renderer)),
         varnish=int(os.environ.get("VARNISH_PORT", defaults.varnish)),
     )
-    stack = start_stack(run_dir, ports)
+    environ = dict(os.environ)
+    # Editors need a token; a fresh one per run unless EDITOR_TOKENS names some.
+    environ.setdefault("EDITOR_TOKENS", "dev-" + secrets.token_urlsafe(16))
+    stack = start_stack(run_dir, ports, environ)
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -39,6 +43,7 @@ def main() -> int:
         CURRENT.write_text(str(stack.save_state()))
         count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
         print(f"Loaded {count} sample articles. Logs in {run_dir}", flush=True)
+        print(f"Editors' token: {environ['EDITOR_TOKENS'].split(',')[0]}", flush=True)
         print(f"pagecache is up: {stack.site_url}/  (renderer {stack.renderer_url}, Ctrl-C stops it)", flush=True)
         while not stopping:
             signal.pause()

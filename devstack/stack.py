@@ -89,10 +89,11 @@ class Stack:
 
     def stop(self) -> None:
         """Stop every server this run started, the front first."""
-        for name in ("varnish", "renderer", "ferretdb", "redis"):
-            server = self.started.get(name)
-            if server is not None:
-                server.stop()
+        front_first = sorted(
+            self.started, key=lambda n: ("varnish", "renderer", "ferretdb", "redis").index(n.split("-")[0])
+        )
+        for name in front_first:
+            self.started[name].stop()
 
 
 def start_stack(
@@ -100,17 +101,23 @@ def start_stack(
     ports: Ports,
     environ: Mapping[str, str] | None = None,
     renderer_env: Mapping[str, str] | None = None,
+    varnish_nodes: int = 1,
 ) -> Stack:
     """Start what ``environ`` does not already point at: a server named by REDIS_URL, MONGODB_URL
-    or VARNISH_URLS is used as it is. Stops whatever started if a later step fails."""
+    or VARNISH_URLS is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the
+    first on ``ports.varnish``, named ``varnish``, ``varnish-2``, …). Stops whatever started if a
+    later step fails."""
     environ = dict(os.environ if environ is None else environ)
     run_dir.mkdir(parents=True, exist_ok=True)
+    varnish_ports = [ports.varnish] + [servers.free_port() for _ in range(varnish_nodes - 1)]
     env = {
         "REDIS_URL": environ.get("REDIS_URL", f"redis://127.0.0.1:{ports.redis}/0"),
         "MONGODB_URL": environ.get("MONGODB_URL", f"mongodb://127.0.0.1:{ports.mongodb}/"),
         "MONGODB_DB": environ.get("MONGODB_DB", "pagecache"),
-        "VARNISH_URLS": environ.get("VARNISH_URLS", f"http://127.0.0.1:{ports.varnish}"),
+        "VARNISH_URLS": environ.get("VARNISH_URLS", ",".join(f"http://127.0.0.1:{p}" for p in varnish_ports)),
     }
+    if "EDITOR_TOKENS" in environ:
+        env["EDITOR_TOKENS"] = environ["EDITOR_TOKENS"]
     env["SITE_URL"] = environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])
     stack = Stack(run_dir, ports, env)
     try:
@@ -120,7 +127,9 @@ def start_stack(
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
         stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, {**env, **(renderer_env or {})}).start()
         if "VARNISH_URLS" not in environ:
-            stack.started["varnish"] = servers.varnish(run_dir, ports.varnish, ports.renderer).start()
+            for index, port in enumerate(varnish_ports):
+                name = "varnish" if index == 0 else f"varnish-{index + 1}"
+                stack.started[name] = servers.varnish(run_dir, port, ports.renderer).start()
     except BaseException:
         stack.stop()
         raise

@@ -7,6 +7,12 @@ from typing import Any
 import tornado.web
 
 from healthcheck.tornado_handlers import HealthcheckHandler, LiveHandler
+from renderer.handlers.api import (
+    ArticleApiHandler,
+    OpenApiHandler,
+    PendingPurgesHandler,
+    PurgeApiHandler,
+)
 from renderer.handlers.metrics import MetricsHandler
 from renderer.handlers.pages import ArticleHandler, CachePolicy, HomeHandler, NotFoundHandler
 from renderer.services import Services
@@ -21,6 +27,10 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/healthcheck", HealthcheckHandler, {"health": services.health}),
         (r"/healthcheck/live", LiveHandler),
         (r"/metrics", MetricsHandler, {"services": services}),
+        (r"/api/articles/([^/]*)", ArticleApiHandler, {"services": services}),
+        (r"/api/purge", PurgeApiHandler, {"services": services}),
+        (r"/api/purge/pending", PendingPurgesHandler, {"services": services}),
+        (r"/api/openapi.json", OpenApiHandler),
     ]
     return tornado.web.Application(
         routes,

@@ -118,6 +118,10 @@ class AsyncCircuitBreaker:
                 outcome: Any = await func(*args)
             except Exception as exc:  # recorded by pybreaker below, then re-raised
                 outcome = exc
+            if not trial and self.state == pybreaker.STATE_OPEN:
+                # Other calls opened the breaker while this one was in flight: pybreaker's open
+                # state would refuse the replay and lose a real outcome (say, a committed write).
+                return _replay(outcome)  # type: ignore[no-any-return]
             return self._breaker.call(_replay, outcome)  # type: ignore[no-any-return]
         finally:
             if trial:

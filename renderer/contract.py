@@ -24,6 +24,12 @@ TIER_STALE = "stale"
 
 HOME_SURROGATE_KEY = "home"
 
+# Varnish nodes that could not be purged yet, retried until they succeed (a Redis list).
+PURGE_QUEUE_KEY = "purge:pending"
+PURGE_QUEUE_LOCK_KEY = "lock:purge:pending"
+# Renderer processes drop their in-process copies of what is published here (Redis pub/sub).
+INVALIDATION_CHANNEL = "pagecache:invalidate"
+
 
 def is_valid_slug(slug: str) -> bool:
     """True when ``slug`` may name an article (checked before any backend is touched)."""

@@ -49,6 +49,11 @@ class Metrics:
             ["component", "passed"],
             registry=r,
         )
+        self.purges = Counter("pagecache_purges", "Varnish purges by node and result", ["node", "result"], registry=r)
+        self.purge_queue = Gauge("pagecache_purge_queue_length", "Purges waiting for an unreachable node", registry=r)
+        self.publishes = Counter(
+            "pagecache_publishes", "Publish API calls by action and HTTP status", ["action", "status"], registry=r
+        )
         self.render_seconds = Histogram(
             "pagecache_cold_render_seconds", "MongoDB read + render time of cold pages", registry=r
         )

@@ -32,7 +32,8 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM/SIGINT, then drain in-flight requests and close pools."""
     services = Services.build(settings)
     await services.start()
-    server = HTTPServer(make_app(services), xheaders=True)
+    # Bodies up to twice the publish limit reach the handler, which answers 413 with a reason.
+    server = HTTPServer(make_app(services), xheaders=True, max_body_size=settings.publish_max_bytes * 2)
     server.add_sockets(sockets)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
+from renderer import contract, invalidation
 from renderer.backends import mongo_articles, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.metrics import Metrics
+from renderer.publish import Publisher
+from renderer.purge import PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer
 from renderer.resilience import Guard, RetryPolicy
 from renderer.settings import Settings
@@ -33,6 +37,11 @@ class Services:
     renderer: PageRenderer
     tiers: Tiers
     health: HealthCheck
+    purger: VarnishPurger
+    purge_queue: PurgeQueue
+    publisher: Publisher
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+    _pubsub: Any = None
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -52,8 +61,8 @@ class Services:
             return made
 
         redis_breaker = breaker("redis")
-        # A duplicate slug is the caller's mistake, not a sign that MongoDB is unwell.
-        mongo_breaker = breaker("mongodb", (mongo_errors.DuplicateKeyError,))
+        # A duplicate slug or a version conflict is the caller's business, not a sign MongoDB is unwell.
+        mongo_breaker = breaker("mongodb", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict))
         redis = redis_pages.RedisPages(
             redis_pages.connect(settings.redis_url, settings.redis_timeout),
             Guard(redis_breaker, settings.redis_timeout, policy, redis_pages.is_transient),
@@ -61,10 +70,28 @@ class Services:
             stale_ttl=settings.stale_ttl,
             lock_ttl=settings.lock_ttl,
         )
+        mongo_client = mongo_articles.connect(
+            settings.mongodb_url,
+            settings.mongodb_timeout,
+            max(settings.mongodb_timeout, settings.mongodb_write_timeout),
+        )
         mongo = mongo_articles.MongoArticles(
-            mongo_articles.connect(settings.mongodb_url, settings.mongodb_timeout),
+            mongo_client,
             settings.mongodb_db,
             Guard(mongo_breaker, settings.mongodb_timeout, policy, mongo_articles.is_transient),
+            on_read=metrics.mongodb_reads.inc,
+        )
+        # The write path has its own breaker and patience: a burst of slow publishes must never
+        # open the readers' breaker and push readers onto stale pages.
+        mongo_for_editors = mongo_articles.MongoArticles(
+            mongo_client,
+            settings.mongodb_db,
+            Guard(
+                breaker("mongodb-writes", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict)),
+                settings.mongodb_write_timeout,
+                policy,
+                mongo_articles.is_transient,
+            ),
             on_read=metrics.mongodb_reads.inc,
         )
         renderer = PageRenderer(settings.site_name, settings.site_url)
@@ -82,17 +109,61 @@ class Services:
         health = HealthCheck(
             _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds
         )
-        return cls(settings, metrics, redis_breaker, mongo_breaker, redis, mongo, renderer, tiers, health)
+        purger = VarnishPurger(settings.varnish_urls, settings.purge_timeout, settings.purge_attempts, metrics)
+        purge_queue = PurgeQueue(redis, purger, settings.purge_retry_interval, metrics)
+        publisher = Publisher(
+            mongo_for_editors,
+            redis,
+            renderer,
+            tiers,
+            purger,
+            purge_queue,
+            settings.publish_deadline,
+            settle_seconds=settings.request_deadline,
+        )
+        return cls(
+            settings,
+            metrics,
+            redis_breaker,
+            mongo_breaker,
+            redis,
+            mongo,
+            renderer,
+            tiers,
+            health,
+            purger,
+            purge_queue,
+            publisher,
+        )
 
     async def start(self) -> None:
-        """Create MongoDB indexes; a MongoDB that is down now must not keep the renderer from starting."""
+        """Create MongoDB indexes, then start the purge-queue retrier and the invalidation listener.
+
+        A MongoDB that is down now must not keep the renderer from starting.
+        """
         try:
             await self.mongo.ensure_indexes()
         except Exception as exc:
             log.warning("could not ensure MongoDB indexes: %s", exc)
+        self._pubsub = redis_pages.connect_pubsub(self.settings.redis_url, self.settings.redis_timeout)
+        self.background = [
+            asyncio.create_task(self.purge_queue.run()),
+            asyncio.create_task(invalidation.listen(self._pubsub, self._forget)),
+        ]
+
+    def _forget(self, slug: str) -> None:
+        self.tiers.last_good.drop(slug)
+        self.tiers.last_good.drop(contract.HOME_CACHE_ID)
 
     async def close(self) -> None:
-        """Close the connection pools."""
+        """Stop background work and close the connection pools."""
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.publisher.close()
+        await self.purger.close()
+        if self._pubsub is not None:
+            await self._pubsub.aclose()
         await self.redis.client.aclose()
         await self.mongo.client.close()
 

@@ -41,6 +41,7 @@ class Settings:
     request_deadline: float = 2.0  # everything one request does fits in this
     redis_timeout: float = 0.25
     mongodb_timeout: float = 1.0
+    mongodb_write_timeout: float = 4.0  # publishing is not latency-critical; commits may queue
     retry_attempts: int = 3
     retry_initial_wait: float = 0.02
     retry_max_wait: float = 0.25
@@ -49,6 +50,13 @@ class Settings:
     lock_ttl: float = 3.0  # expiry of lock:page:<slug> if its holder dies
     lock_wait: float = 1.5  # how long a loser waits for the winner's write
     last_good_size: int = 1000  # in-process stale copies when Redis is down too
+
+    # Publishing (DESIGN §4).
+    publish_max_bytes: int = 1_000_000  # larger bodies get 413
+    publish_deadline: float = 5.0  # commit, render and purge all fit in this
+    purge_timeout: float = 1.0  # one PURGE to one Varnish node
+    purge_attempts: int = 3
+    purge_retry_interval: float = 1.0  # how often the pending-purge queue is retried
 
     # Healthcheck (DESIGN §3).
     health_cache_seconds: float = 2.0

@@ -218,13 +218,18 @@ class Tiers:
             self.metrics.backend_errors.labels("mongodb", _failure_reason(exc)).inc()
             return await self._stale(deadline, cache_id, exc, redis_usable)
         self.metrics.render_seconds.observe(time.perf_counter() - started)
-        self.last_good.put(cache_id, page)
         if redis_usable:
             ttl = self.not_found_ttl if page.status == 404 else None
             try:
-                await self.redis.store(deadline, cache_id, page, ttl)
+                if not await self.redis.write_back(deadline, cache_id, page, ttl):
+                    # A publish wrote this page while we read MongoDB: its copy is the newer one.
+                    newer = await self.redis.fresh(deadline, cache_id)
+                    if newer is not None:
+                        self.last_good.put(cache_id, newer)
+                        return Served(newer, contract.TIER_REDIS, "redis; hit; detail=newer-write")
             except Exception as exc:
                 self._redis_failed(exc)
+        self.last_good.put(cache_id, page)
         return Served(page, contract.TIER_MONGO, "redis; fwd=miss; stored")
 
     async def _stale(self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool) -> Served:

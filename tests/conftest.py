@@ -17,6 +17,8 @@ from pymongo import MongoClient
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
 
+EDITOR_TOKEN = "editor-secret-token"
+
 # Fast breakers and short waits so that fault tests finish quickly; production defaults stay.
 FAULT_SETTINGS = {
     "BREAKER_FAIL_MAX": "3",
@@ -73,7 +75,7 @@ class StackClients:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
     """The shared stack with production settings and the sample articles."""
-    started = start_stack(tmp_path_factory.mktemp("stack"), Ports.free(), environ={})
+    started = start_stack(tmp_path_factory.mktemp("stack"), Ports.free(), environ={"EDITOR_TOKENS": EDITOR_TOKEN})
     try:
         load_samples(started.env["MONGODB_URL"], started.env["MONGODB_DB"])
         clients = StackClients(started)
@@ -88,12 +90,16 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
     """Start a private stack (fast fault settings plus ``overrides``) that the test may hurt."""
     made: list[StackClients] = []
 
-    def make(varnish: bool = True, **overrides: str) -> StackClients:
-        environ: dict[str, str] = {}
+    def make(varnish: bool = True, varnish_nodes: int = 1, **overrides: str) -> StackClients:
+        environ: dict[str, str] = {"EDITOR_TOKENS": EDITOR_TOKEN}
         if not varnish:
             environ["VARNISH_URLS"] = "http://127.0.0.1:9"
         started = start_stack(
-            tmp_path / f"stack{len(made)}", Ports.free(), environ=environ, renderer_env={**FAULT_SETTINGS, **overrides}
+            tmp_path / f"stack{len(made)}",
+            Ports.free(),
+            environ=environ,
+            renderer_env={**FAULT_SETTINGS, **overrides},
+            varnish_nodes=varnish_nodes,
         )
         clients = StackClients(started)
         made.append(clients)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any, Callable
 
 import pymongo
@@ -15,19 +17,30 @@ COLLECTION = "articles"
 _PROJECTION = {"_id": False}
 
 
+class VersionConflict(Exception):
+    """The article's version is not the one the writer expected (optimistic concurrency)."""
+
+    def __init__(self, current: int | None) -> None:
+        super().__init__(f"current version is {current}" if current else "article does not exist")
+        self.current = current
+
+
 def is_transient(exc: BaseException) -> bool:
     """MongoDB errors worth another try (network, server selection, timeouts)."""
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
-def connect(url: str, timeout: float) -> AsyncMongoClient[dict[str, Any]]:
-    """A client whose every wait is bounded by ``timeout``; retries belong to ``Guard`` alone."""
+def connect(url: str, timeout: float, longest_call: float) -> AsyncMongoClient[dict[str, Any]]:
+    """A client that connects within ``timeout`` and never waits on a socket past ``longest_call``.
+
+    Each call's own, shorter bound is its ``Guard``'s timeout; retries belong to ``Guard`` alone.
+    """
     millis = max(1, int(timeout * 1000))
     return AsyncMongoClient(
         url,
         serverSelectionTimeoutMS=millis,
         connectTimeoutMS=millis,
-        socketTimeoutMS=millis,
+        socketTimeoutMS=max(millis, int(longest_call * 1000)),
         retryReads=False,
         retryWrites=False,
         tz_aware=True,
@@ -76,3 +89,72 @@ class MongoArticles:
         """One ``ping`` command, without the breaker: the healthcheck's direct look."""
         await self.client.admin.command("ping")
         return True
+
+    async def _save(
+        self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str
+    ) -> tuple[dict[str, Any], bool]:
+        now = datetime.now(UTC)
+        current = await self.collection.find_one({"slug": slug}, _PROJECTION)
+        if current is not None and current.get("write_id") == write_id:
+            # An earlier attempt of this same save committed, though its reply never arrived.
+            return current, current["version"] == 1
+        if expected is not None and (current is None or current["version"] != expected):
+            raise VersionConflict(current["version"] if current else None)
+        published_at = fields.get("published_at") or (current or {}).get("published_at") or now
+        version = current["version"] + 1 if current else 1
+        doc = {
+            **fields,
+            "slug": slug,
+            "published_at": published_at,
+            "updated_at": now,
+            "version": version,
+            "published": True,
+            "write_id": write_id,
+        }
+        if current is None:
+            try:
+                await self.collection.insert_one(dict(doc))
+            except mongo_errors.DuplicateKeyError:
+                return await self._ours_or_conflict(slug, write_id), True
+            return doc, True
+        result = await self.collection.replace_one({"slug": slug, "version": current["version"]}, doc)
+        if result.matched_count == 0:
+            return await self._ours_or_conflict(slug, write_id), False
+        return doc, False
+
+    async def _ours_or_conflict(self, slug: str, write_id: str) -> dict[str, Any]:
+        """After a lost race: the stored article if it is this save's own earlier attempt, landing
+        late; otherwise another writer got there first (``VersionConflict``)."""
+        current = await self.collection.find_one({"slug": slug}, _PROJECTION)
+        if current is not None and current.get("write_id") == write_id:
+            return current
+        raise VersionConflict(current["version"] if current else None)
+
+    async def save(
+        self, deadline: Deadline, slug: str, fields: dict[str, Any], expected_version: int | None
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or replace article ``slug`` as the next version: the commit point of a publish.
+
+        Returns the stored document and whether it was created. ``VersionConflict`` when
+        ``expected_version`` is given and is not the current one, or another writer got there first.
+        """
+        # One id for every attempt, so a retry recognises an attempt that committed unseen.
+        return await self.guard.run(deadline, self._save, slug, fields, expected_version, uuid.uuid4().hex)
+
+    async def _unpublish(self, slug: str, expected: int | None, write_id: str) -> dict[str, Any] | None:
+        current = await self.collection.find_one({"slug": slug}, _PROJECTION)
+        if current is None:
+            return None
+        if current.get("write_id") == write_id:
+            return current  # an earlier attempt of this same unpublish committed
+        if expected is not None and current["version"] != expected:
+            raise VersionConflict(current["version"])
+        changes = {"published": False, "version": current["version"] + 1, "updated_at": datetime.now(UTC)}
+        result = await self.collection.update_one({"slug": slug, "version": current["version"]}, {"$set": changes})
+        if result.matched_count == 0:
+            return await self._ours_or_conflict(slug, write_id)
+        return {**current, **changes}
+
+    async def unpublish(self, deadline: Deadline, slug: str, expected_version: int | None) -> dict[str, Any] | None:
+        """Mark article ``slug`` unpublished (a new version); None if there is no such article."""
+        return await self.guard.run(deadline, self._unpublish, slug, expected_version, uuid.uuid4().hex)

@@ -42,6 +42,16 @@ def connect(url: str, timeout: float) -> Any:
     return aioredis.Redis.from_url(url, **options)
 
 
+def connect_pubsub(url: str, timeout: float) -> aioredis.Redis:
+    """A client for subscribing: connects within ``timeout`` but may sit idle on a subscription.
+
+    For a Redis Cluster any one node will do: PUBLISH reaches every node's subscribers.
+    """
+    if url.startswith("redis+cluster://"):
+        url = "redis://" + url[len("redis+cluster://") :]
+    return aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=30, retry=Retry(NoBackoff(), 0))
+
+
 class RedisPages:
     """The Redis tier. Every method takes the request's deadline and runs under the Redis guard."""
 
@@ -74,8 +84,21 @@ class RedisPages:
             await pipe.execute()
 
     async def store(self, deadline: Deadline, cache_id: str, page: RenderedPage, ttl: int | None = None) -> None:
-        """Write ``page:<id>`` (``ttl``, default the page TTL) and, for a 200, ``stale:<id>``."""
+        """Write ``page:<id>`` (``ttl``, default the page TTL) and, for a 200, ``stale:<id>`` (publishing)."""
         await self.guard.run(deadline, self._store, cache_id, page, ttl or self.page_ttl)
+
+    async def _write_back(self, cache_id: str, page: RenderedPage, ttl: int) -> bool:
+        value = page.to_bytes()
+        if not await self.client.set(contract.page_key(cache_id), value, ex=ttl, nx=True):
+            return False
+        if page.status == 200:
+            await self.client.set(contract.stale_key(cache_id), value, ex=self.stale_ttl)
+        return True
+
+    async def write_back(self, deadline: Deadline, cache_id: str, page: RenderedPage, ttl: int | None = None) -> bool:
+        """The read path's write: only where ``page:<id>`` is absent, so a reader whose MongoDB read
+        predates a publish never overwrites the published page. False when something was there."""
+        return await self.guard.run(deadline, self._write_back, cache_id, page, ttl or self.page_ttl)
 
     async def _acquire(self, cache_id: str) -> Lock | None:
         lock = self.client.lock(contract.lock_key(cache_id), timeout=self.lock_ttl, blocking=False)
@@ -95,6 +118,49 @@ class RedisPages:
                 pass
 
         await self.guard.run(deadline, release)
+
+    async def _drop(self, cache_id: str) -> None:
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(contract.page_key(cache_id))
+            pipe.delete(contract.stale_key(cache_id))
+            await pipe.execute()
+
+    async def drop(self, deadline: Deadline, cache_id: str) -> None:
+        """Delete ``page:<id>`` and ``stale:<id>`` (an unpublished article must not come back as stale)."""
+        await self.guard.run(deadline, self._drop, cache_id)
+
+    async def expire(self, deadline: Deadline, cache_id: str) -> None:
+        """Delete ``page:<id>`` only: the next reader re-renders it, ``stale:<id>`` still covers failures."""
+        await self.guard.run(deadline, self.client.delete, contract.page_key(cache_id))
+
+    async def announce(self, deadline: Deadline, slug: str) -> None:
+        """Tell every renderer process that ``slug`` changed (pub/sub), so they drop in-process copies."""
+        await self.guard.run(deadline, self.client.publish, contract.INVALIDATION_CHANNEL, slug)
+
+    async def enqueue_purges(self, deadline: Deadline, entries: list[str]) -> None:
+        """Append purges that could not be delivered to the durable queue."""
+        await self.guard.run(deadline, self.client.rpush, contract.PURGE_QUEUE_KEY, *entries)
+
+    async def pending_purges(self, deadline: Deadline, limit: int = 100) -> list[str]:
+        """The oldest ``limit`` queued purges (they stay queued until ``purge_done``)."""
+        values = await self.guard.run(deadline, self.client.lrange, contract.PURGE_QUEUE_KEY, 0, limit - 1)
+        return [v.decode() for v in values]
+
+    async def purge_done(self, deadline: Deadline, entry: str) -> None:
+        """Remove one delivered purge from the queue."""
+        await self.guard.run(deadline, self.client.lrem, contract.PURGE_QUEUE_KEY, 1, entry)
+
+    async def purge_queue_length(self, deadline: Deadline) -> int:
+        """How many purges wait for a node that was unreachable."""
+        return int(await self.guard.run(deadline, self.client.llen, contract.PURGE_QUEUE_KEY))
+
+    async def claim_purge_queue(self, deadline: Deadline, seconds: float) -> bool:
+        """One process at a time retries the queue: True if this one may, for ``seconds``."""
+
+        async def claim() -> bool:
+            return bool(await self.client.set(contract.PURGE_QUEUE_LOCK_KEY, "1", px=int(seconds * 1000), nx=True))
+
+        return await self.guard.run(deadline, claim)
 
     async def ping(self) -> bool:
         """One PING, without the breaker: the healthcheck's direct look at the server."""

@@ -87,6 +87,21 @@ async def test_only_one_trial_call_runs_at_a_time() -> None:
     assert breaker.state == "closed"
 
 
+async def test_a_call_in_flight_when_the_breaker_opens_keeps_its_real_outcome() -> None:
+    breaker = AsyncCircuitBreaker("test", fail_max=1, reset_timeout=60)
+    slow, failing = Backend(), Backend()
+    slow.up = True
+    slow.hold = asyncio.Event()
+    in_flight = asyncio.ensure_future(breaker.call(slow.call))  # admitted while closed
+    await asyncio.sleep(0)
+    with pytest.raises(ConnectionError):
+        await breaker.call(failing.call)  # opens the breaker meanwhile
+    assert breaker.state == "open"
+    slow.hold.set()
+    assert await in_flight == "ok"  # a committed write must not turn into "breaker open"
+    assert breaker.state == "open"
+
+
 async def test_excluded_errors_do_not_open_the_breaker() -> None:
     breaker = AsyncCircuitBreaker("test", fail_max=1, reset_timeout=10, exclude=(KeyError,))
 

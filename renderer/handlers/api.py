@@ -1,0 +1,138 @@
+"""The editors' API: publish, unpublish, purge, the pending-purge queue, the OpenAPI document."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+import tornado.web
+
+from renderer import openapi
+from renderer.articles import InvalidArticle, parse_article, parse_purge
+from renderer.contract import is_valid_slug
+from renderer.publish import PublishRefused, PublishReport
+from renderer.resilience import Deadline
+from renderer.services import Services
+
+
+def parse_if_match(header: str | None) -> int | None:
+    """The version an ``If-Match`` ETag names (``"3-ab12…"`` or ``"3"``); None without the header."""
+    if header is None or header.strip() == "*":
+        return None
+    tag = header.strip().removeprefix("W/").strip('"')
+    try:
+        return int(tag.split("-", 1)[0])
+    except ValueError:
+        raise InvalidArticle(400, "If-Match must be an ETag returned by this API") from None
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """JSON in and out, bearer tokens from EDITOR_TOKENS compared in constant time."""
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def compute_etag(self) -> None:
+        return None
+
+    def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            self.set_header("WWW-Authenticate", 'Bearer realm="pagecache"')
+            self.write_json(401, {"error": "an editor token is required (Authorization: Bearer <token>)"})
+            return
+        given = header[len("Bearer ") :].encode()
+        valid = False
+        for token in self.services.settings.editor_tokens:
+            # No short-circuit: every configured token is compared, each in constant time.
+            valid |= hmac.compare_digest(given, token.encode())
+        if not valid:
+            self.write_json(403, {"error": "this token may not publish"})
+
+    def write_json(self, status: int, body: dict[str, Any]) -> None:
+        """Finish with ``body`` as JSON."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body, default=str))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.write_json(status_code, {"error": self._reason})
+
+    def request_id(self) -> str | None:
+        return self.request.headers.get("X-Request-Id")
+
+    async def respond(self, action: str, work: Any) -> None:
+        """Await ``work`` (a PublishReport) and answer with it, or with why nothing changed."""
+        try:
+            report: PublishReport = await work
+        except PublishRefused as exc:
+            if exc.status == 503:
+                self.set_header("Retry-After", "5")
+            self.services.metrics.publishes.labels(action, exc.status).inc()
+            self.write_json(exc.status, {"error": exc.message})
+            return
+        self.services.metrics.publishes.labels(action, report.status).inc()
+        if report.etag:
+            self.set_header("ETag", report.etag)
+        self.write_json(report.status, report.body)
+
+    def refuse(self, exc: InvalidArticle, action: str) -> None:
+        self.services.metrics.publishes.labels(action, exc.status).inc()
+        self.write_json(exc.status, {"error": exc.message})
+
+
+class ArticleApiHandler(ApiHandler):
+    """``PUT`` (create or update) and ``DELETE`` (unpublish) ``/api/articles/<slug>``."""
+
+    async def put(self, slug: str) -> None:
+        settings = self.services.settings
+        try:
+            article = parse_article(
+                slug, self.request.body, self.request.headers.get("Content-Type", ""), settings.publish_max_bytes
+            )
+            expected = parse_if_match(self.request.headers.get("If-Match"))
+        except InvalidArticle as exc:
+            self.refuse(exc, "publish")
+            return
+        await self.respond("publish", self.services.publisher.publish(article, expected, self.request_id()))
+
+    async def delete(self, slug: str) -> None:
+        try:
+            if not is_valid_slug(slug):
+                raise InvalidArticle(400, "not a valid article slug")
+            expected = parse_if_match(self.request.headers.get("If-Match"))
+        except InvalidArticle as exc:
+            self.refuse(exc, "unpublish")
+            return
+        await self.respond("unpublish", self.services.publisher.unpublish(slug, expected, self.request_id()))
+
+
+class PurgeApiHandler(ApiHandler):
+    """``POST /api/purge``: ``{"slug": ...}`` and/or ``{"keys": [...]}``."""
+
+    async def post(self) -> None:
+        try:
+            keys = parse_purge(self.request.body, self.request.headers.get("Content-Type", ""))
+        except InvalidArticle as exc:
+            self.refuse(exc, "purge")
+            return
+        await self.respond("purge", self.services.publisher.purge(keys, self.request_id()))
+
+
+class PendingPurgesHandler(ApiHandler):
+    """``GET /api/purge/pending``: purges waiting for a node that was unreachable."""
+
+    async def get(self) -> None:
+        deadline = Deadline.after(self.services.settings.request_deadline)
+        entries = await self.services.redis.pending_purges(deadline, 1000)
+        self.write_json(200, {"length": len(entries), "pending": [json.loads(e) for e in entries]})
+
+
+class OpenApiHandler(tornado.web.RequestHandler):
+    """``GET /api/openapi.json`` (no token needed to read the contract)."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(openapi.document()))

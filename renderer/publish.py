@@ -1,0 +1,201 @@
+"""The write path (DESIGN §4): validate, sanitise, commit to MongoDB, re-render into Redis,
+tell every renderer process, purge every Varnish node, queue what a node missed.
+
+MongoDB is the commit point: a failure before it changes nothing (503, the CMS retries); after
+it, every step is reported and what could not reach a Varnish node is queued, never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from renderer import contract
+from renderer.articles import ArticleInput
+from renderer.backends.mongo_articles import MongoArticles, VersionConflict
+from renderer.backends.redis_pages import RedisPages
+from renderer.purge import PURGED, PurgeQueue, VarnishPurger
+from renderer.render import PageRenderer, sanitise_html
+from renderer.resilience import Deadline
+from renderer.tiers import Tiers
+
+log = logging.getLogger("pagecache.publish")
+OK = "ok"
+# Surrogate keys per PURGE request: Varnish limits one header to 8 KiB by default.
+_KEYS_PER_PURGE = 50
+
+
+class PublishRefused(Exception):
+    """Nothing was changed; ``status`` says why (404, 412, 503)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """What a publish, unpublish or purge did, step by step and node by node."""
+
+    status: int
+    body: dict[str, Any]
+    etag: str | None = None
+
+
+def _failed(exc: BaseException) -> str:
+    return f"failed: {type(exc).__name__}: {exc}"[:300]
+
+
+class Publisher:
+    """Carries out editors' requests against every tier."""
+
+    def __init__(
+        self,
+        mongo: MongoArticles,
+        redis: RedisPages,
+        renderer: PageRenderer,
+        tiers: Tiers,
+        purger: VarnishPurger,
+        queue: PurgeQueue,
+        deadline_seconds: float,
+        settle_seconds: float,
+    ) -> None:
+        self.mongo = mongo
+        self.redis = redis
+        self.renderer = renderer
+        self.tiers = tiers
+        self.purger = purger
+        self.queue = queue
+        self.deadline_seconds = deadline_seconds
+        self.settle_seconds = settle_seconds
+        self._unsettled: set[str] = set()
+        self._last_change = 0.0
+        self._settling: asyncio.Task[None] | None = None
+
+    async def publish(
+        self, article: ArticleInput, expected_version: int | None, request_id: str | None
+    ) -> PublishReport:
+        """Create or update an article; 201 when created, 200 when updated."""
+        deadline = Deadline.after(self.deadline_seconds)
+        fields = {**article.fields, "body_html": sanitise_html(article.fields["body_html"])}
+        doc, created = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
+        page = self.renderer.article(doc)
+        steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
+        steps["redis"] = await self._rerender(deadline, article.slug, page)
+        steps["invalidate"] = await self._announce(deadline, article.slug)
+        keys = [
+            contract.article_surrogate_key(article.slug),
+            contract.section_surrogate_key(doc["section"]),
+            contract.HOME_SURROGATE_KEY,
+        ]
+        steps["varnish"], pending = await self._purge(deadline, keys, soft=True, request_id=request_id)
+        self._settle_later(keys)
+        body = {
+            "slug": article.slug,
+            "version": doc["version"],
+            "etag": page.etag,
+            "created": created,
+            "steps": steps,
+            "pending": pending,
+        }
+        return PublishReport(201 if created else 200, body, page.etag)
+
+    async def unpublish(self, slug: str, expected_version: int | None, request_id: str | None) -> PublishReport:
+        """Remove an article from every tier: afterwards it is a 404 everywhere."""
+        deadline = Deadline.after(self.deadline_seconds)
+        doc = await self._commit(self.mongo.unpublish(deadline, slug, expected_version))
+        if doc is None:
+            raise PublishRefused(404, f"no article {slug!r}")
+        steps: dict[str, Any] = {"mongodb": f"unpublished as version {doc['version']}"}
+        self.tiers.last_good.drop(slug)
+        try:
+            await self.redis.drop(deadline, slug)
+            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+            steps["redis"] = OK
+        except Exception as exc:
+            steps["redis"] = _failed(exc)
+        steps["invalidate"] = await self._announce(deadline, slug)
+        keys = [contract.article_surrogate_key(slug), contract.section_surrogate_key(doc["section"]), "home"]
+        # A hard purge: a soft one would still serve the unpublished page while refetching.
+        steps["varnish"], pending = await self._purge(deadline, keys, soft=False, request_id=request_id)
+        self._settle_later(keys)
+        return PublishReport(200, {"slug": slug, "version": doc["version"], "steps": steps, "pending": pending})
+
+    async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
+        """Soft-purge surrogate keys on every node."""
+        deadline = Deadline.after(self.deadline_seconds)
+        nodes, pending = await self._purge(deadline, keys, soft=True, request_id=request_id)
+        return PublishReport(200, {"keys": keys, "varnish": nodes, "pending": pending})
+
+    async def _commit(self, write: Any) -> Any:
+        try:
+            return await write
+        except VersionConflict as exc:
+            raise PublishRefused(412, f"version conflict: {exc}; fetch the article again and retry") from exc
+        except Exception as exc:
+            log.warning("MongoDB refused a write: %r", exc)
+            raise PublishRefused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
+
+    async def _rerender(self, deadline: Deadline, slug: str, page: Any) -> str:
+        """The article page goes to Redis now; the home page is only expired, so that a burst of
+        publishes costs one coalesced home render on the next read, not one per publish."""
+        self.tiers.last_good.put(slug, page)
+        try:
+            await self.redis.store(deadline, slug, page)
+            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+        except Exception as exc:
+            return _failed(exc)
+        return OK
+
+    def _settle_later(self, keys: list[str]) -> None:
+        """Invalidate once more when no reader that started before this change can still be running.
+
+        Cache-aside race: a reader whose MongoDB read began before the commit may hand Varnish (or,
+        for the home page, Redis) the old page after our purge. Every such reader ends within its
+        deadline, so one more expiry and purge ``settle_seconds`` after the last change closes the
+        window; one pending pass per process covers a whole burst of publishes.
+        """
+        self._unsettled.update(keys)
+        self._last_change = time.monotonic()
+        if self._settling is None or self._settling.done():
+            self._settling = asyncio.ensure_future(self._settle())
+
+    async def _settle(self) -> None:
+        # A debounce: each change moves the end of the wait; no event would say "quiet" sooner.
+        while (wait := self._last_change + self.settle_seconds - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+        keys, self._unsettled = sorted(self._unsettled), set()
+        deadline = Deadline.after(self.deadline_seconds)
+        try:
+            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+        except Exception as exc:
+            log.warning("second expiry of the home page failed: %r", exc)
+        for start in range(0, len(keys), _KEYS_PER_PURGE):
+            await self._purge(deadline, keys[start : start + _KEYS_PER_PURGE], soft=True, request_id=None)
+
+    async def close(self) -> None:
+        """Finish a pending second invalidation (called at shutdown)."""
+        if self._settling is not None and not self._settling.done():
+            self._last_change = 0.0
+            await asyncio.gather(self._settling, return_exceptions=True)
+
+    async def _announce(self, deadline: Deadline, slug: str) -> str:
+        try:
+            await self.redis.announce(deadline, slug)
+        except Exception as exc:
+            return _failed(exc)
+        return OK
+
+    async def _purge(
+        self, deadline: Deadline, keys: list[str], soft: bool, request_id: str | None
+    ) -> tuple[dict[str, str], list[str]]:
+        results = await self.purger.purge(keys, soft=soft, request_id=request_id)
+        missed = {node: result for node, result in results.items() if result != PURGED}
+        if missed:
+            queued = await self.queue.record(deadline, missed, keys, soft)
+            results.update({node: f"pending ({error}); {queued}" for node, error in missed.items()})
+        return results, sorted(missed)

@@ -1,0 +1,144 @@
+"""Invalidation on every Varnish node at once, and a durable queue for nodes that miss it (DESIGN §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
+
+from renderer.backends.redis_pages import RedisPages
+from renderer.metrics import Metrics
+from renderer.resilience import Deadline
+
+log = logging.getLogger("pagecache.purge")
+
+PURGED = "purged"
+
+
+class NodeRefused(Exception):
+    """A Varnish node answered the purge with something other than 200."""
+
+
+class VarnishPurger:
+    """Sends xkey purges to every node in ``VARNISH_URLS`` concurrently, with retries."""
+
+    def __init__(self, nodes: tuple[str, ...], timeout: float, attempts: int, metrics: Metrics) -> None:
+        self.nodes = tuple(node.rstrip("/") for node in nodes)
+        self.timeout = timeout
+        self.attempts = attempts
+        self.metrics = metrics
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        return self._session
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        if self._session is not None:
+            await self._session.close()
+
+    async def _send(self, node: str, keys: str, soft: bool, request_id: str | None) -> None:
+        header = "xkey-softpurge" if soft else "xkey-purge"
+        headers = {header: keys}
+        if request_id:
+            headers["X-Request-Id"] = request_id
+        async with self._client().request("PURGE", node + "/", headers=headers) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise NodeRefused(f"HTTP {resp.status}")
+
+    async def purge_node(self, node: str, keys: str, soft: bool = True, request_id: str | None = None) -> str:
+        """``"purged"``, or what went wrong after every attempt."""
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=wait_exponential_jitter(multiplier=0.05, jitter=0.05, max=0.5),
+                reraise=True,
+            ):
+                with attempt:
+                    await self._send(node, keys, soft, request_id)
+        except Exception as exc:
+            result = _describe(exc)
+            self.metrics.purges.labels(node, "failed").inc()
+            log.warning("purge of %s on %s failed: %s", keys, node, result)
+            return result
+        self.metrics.purges.labels(node, PURGED).inc()
+        return PURGED
+
+    async def purge(self, keys: list[str], soft: bool = True, request_id: str | None = None) -> dict[str, str]:
+        """Purge ``keys`` on every node at once; node -> ``"purged"`` or its error."""
+        joined = " ".join(keys)
+        results = await asyncio.gather(*(self.purge_node(n, joined, soft, request_id) for n in self.nodes))
+        return dict(zip(self.nodes, results, strict=True))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection refused"
+    return str(exc) or type(exc).__name__
+
+
+def queue_entry(node: str, keys: list[str], soft: bool) -> str:
+    """The queued form of a purge that a node missed."""
+    return json.dumps({"node": node, "keys": " ".join(keys), "soft": soft, "queued_at": time.time()})
+
+
+class PurgeQueue:
+    """Retries queued purges until each node has taken its own; nothing is dropped on failure."""
+
+    def __init__(self, redis: RedisPages, purger: VarnishPurger, interval: float, metrics: Metrics) -> None:
+        self.redis = redis
+        self.purger = purger
+        self.interval = interval
+        self.metrics = metrics
+
+    async def record(self, deadline: Deadline, missed: dict[str, str], keys: list[str], soft: bool) -> str:
+        """Queue the nodes in ``missed``; the step's outcome in words."""
+        try:
+            await self.redis.enqueue_purges(deadline, [queue_entry(node, keys, soft) for node in missed])
+        except Exception as exc:
+            log.error("could not queue purges for %s: %r", sorted(missed), exc)
+            return f"not queued ({_describe(exc)})"
+        return "queued"
+
+    async def retry_pending(self) -> int:
+        """One pass over the queue; how many queued purges were delivered."""
+        deadline = Deadline.after(max(self.interval, 1.0) * 5)
+        length = await self.redis.purge_queue_length(deadline)
+        self.metrics.purge_queue.set(length)
+        # One cheap LLEN per pass while nothing waits; one process at a time retries.
+        if length == 0 or not await self.redis.claim_purge_queue(deadline, self.interval):
+            return 0
+        entries = await self.redis.pending_purges(deadline)
+        delivered = 0
+
+        async def deliver(entry: str) -> None:
+            nonlocal delivered
+            item: dict[str, Any] = json.loads(entry)
+            if await self.purger.purge_node(item["node"], item["keys"], item["soft"]) == PURGED:
+                await self.redis.purge_done(deadline, entry)
+                delivered += 1
+
+        await asyncio.gather(*(deliver(entry) for entry in entries))
+        self.metrics.purge_queue.set(await self.redis.purge_queue_length(deadline))
+        return delivered
+
+    async def run(self) -> None:
+        """Retry the queue every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.retry_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("purge queue pass failed: %r", exc)
