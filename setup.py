@@ -16,6 +16,7 @@ setup(
         "aiohttp>=3.10",
         "nh3>=0.3",
         "prometheus-client>=0.21",
+        "python-json-logger>=3.0",
     ],
     extras_require={
         "tools": ["matplotlib>=3.8"],

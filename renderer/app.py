@@ -7,6 +7,7 @@ from typing import Any
 import tornado.web
 
 from healthcheck.tornado_handlers import HealthcheckHandler, LiveHandler
+from renderer import logs
 from renderer.handlers.api import (
     ArticleApiHandler,
     OpenApiHandler,
@@ -38,4 +39,5 @@ def make_app(services: Services) -> tornado.web.Application:
         default_handler_args=pages,
         xsrf_cookies=False,
         compress_response=False,  # Varnish and the CDN compress; the renderer stays cheap
+        log_function=logs.log_request,
     )

@@ -2,11 +2,29 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from healthcheck import CheckResult
 
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+BACKEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def enable_multiprocess(directory: str) -> None:
+    """Share metrics between forked renderer processes (prometheus-client's multiprocess mode).
+
+    Call before the processes fork and before any ``Metrics`` exists; ``/metrics`` on any process
+    then reports the sum over all of them.
+    """
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory, when several processes serve."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
 class Metrics:
@@ -35,10 +53,17 @@ class Metrics:
             "pagecache_stale_pages_served", "Stale pages served because MongoDB failed", ["reason"], registry=r
         )
         self.stale_age = Gauge(
-            "pagecache_stale_page_age_seconds", "Age of the oldest stale page served since start", registry=r
+            "pagecache_stale_page_age_seconds",
+            "Age of the oldest stale page served since start",
+            registry=r,
+            multiprocess_mode="max",
         )
         self.breaker_state = Gauge(
-            "pagecache_breaker_state", "Breaker state: 0 closed, 1 half-open, 2 open", ["backend"], registry=r
+            "pagecache_breaker_state",
+            "Breaker state: 0 closed, 1 half-open, 2 open (the most open of the live processes)",
+            ["backend"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.breaker_transitions = Counter(
             "pagecache_breaker_transitions", "Breaker state changes", ["backend", "to_state"], registry=r
@@ -50,7 +75,19 @@ class Metrics:
             registry=r,
         )
         self.purges = Counter("pagecache_purges", "Varnish purges by node and result", ["node", "result"], registry=r)
-        self.purge_queue = Gauge("pagecache_purge_queue_length", "Purges waiting for an unreachable node", registry=r)
+        self.purge_queue = Gauge(
+            "pagecache_purge_queue_length",
+            "Purges waiting for an unreachable node",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.backend_latency = Histogram(
+            "pagecache_backend_call_seconds",
+            "One attempt of one backend call, success or not",
+            ["backend"],
+            registry=r,
+            buckets=BACKEND_BUCKETS,
+        )
         self.publishes = Counter(
             "pagecache_publishes", "Publish API calls by action and HTTP status", ["action", "status"], registry=r
         )
@@ -75,5 +112,10 @@ class Metrics:
         self.health_checks.labels(result.component, str(result.passed).lower()).inc()
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus text format."""
-        return generate_latest(self.registry)
+        """All metrics in Prometheus text format (summed over processes in multiprocess mode)."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

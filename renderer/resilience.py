@@ -63,11 +63,13 @@ class Guard:
         timeout: float,
         policy: RetryPolicy,
         is_transient: Callable[[BaseException], bool],
+        observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
         self.breaker = breaker
         self.timeout = timeout
         self.policy = policy
         self._is_transient = is_transient
+        self._observe = observe  # the duration of every attempt that reached the backend
 
     def _should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, (CircuitOpen, DeadlineExceeded)):
@@ -80,8 +82,12 @@ class Guard:
             raise DeadlineExceeded(f"no time left for {self.breaker.name}")
 
         async def timed() -> T:
-            async with asyncio.timeout(budget):
-                return await func(*args)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(budget):
+                    return await func(*args)
+            finally:
+                self._observe(time.perf_counter() - started)
 
         return await self.breaker.call(timed)
 

@@ -5,27 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
-import sys
+import tempfile
 
+from prometheus_client import multiprocess
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from renderer import logs, metrics
 from renderer.app import make_app
 from renderer.services import Services
 from renderer.settings import Settings
 
 log = logging.getLogger("pagecache.server")
-
-
-def configure_logging() -> None:
-    """Log to stderr at ``LOG_LEVEL`` (default WARNING: no per-request line on the hot path)."""
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "WARNING").upper(),
-        format="%(asctime)s %(levelname)s %(name)s pid=%(process)d %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
@@ -69,18 +63,28 @@ def _run_children(count: int, settings: Settings, sockets: list[socket.socket]) 
     signal.signal(signal.SIGINT, forward)
     for child in children:
         os.waitpid(child, 0)
+        multiprocess.mark_process_dead(child)  # type: ignore[no-untyped-call]
 
 
 def main() -> None:
     """Entry point of ``python -m renderer`` and the ``pagecache-renderer`` script."""
-    configure_logging()
+    logs.configure()
     settings = Settings.from_env()
     sockets = bind_sockets(settings.port, address=settings.address, reuse_port=True)
     count = settings.processes or os.cpu_count() or 1
     if count == 1:
         asyncio.run(serve(settings, sockets))
-    else:
+        return
+    given = metrics.multiprocess_dir()
+    directory = given or tempfile.mkdtemp(prefix="pagecache-metrics-")
+    for stale in os.listdir(directory):  # counters of a previous run must not add up
+        os.unlink(os.path.join(directory, stale))
+    metrics.enable_multiprocess(directory)
+    try:
         _run_children(count, settings, sockets)
+    finally:
+        if given is None:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

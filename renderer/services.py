@@ -65,7 +65,13 @@ class Services:
         mongo_breaker = breaker("mongodb", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict))
         redis = redis_pages.RedisPages(
             redis_pages.connect(settings.redis_url, settings.redis_timeout),
-            Guard(redis_breaker, settings.redis_timeout, policy, redis_pages.is_transient),
+            Guard(
+                redis_breaker,
+                settings.redis_timeout,
+                policy,
+                redis_pages.is_transient,
+                metrics.backend_latency.labels("redis").observe,
+            ),
             page_ttl=settings.page_ttl,
             stale_ttl=settings.stale_ttl,
             lock_ttl=settings.lock_ttl,
@@ -78,7 +84,13 @@ class Services:
         mongo = mongo_articles.MongoArticles(
             mongo_client,
             settings.mongodb_db,
-            Guard(mongo_breaker, settings.mongodb_timeout, policy, mongo_articles.is_transient),
+            Guard(
+                mongo_breaker,
+                settings.mongodb_timeout,
+                policy,
+                mongo_articles.is_transient,
+                metrics.backend_latency.labels("mongodb").observe,
+            ),
             on_read=metrics.mongodb_reads.inc,
         )
         # The write path has its own breaker and patience: a burst of slow publishes must never
@@ -91,6 +103,7 @@ class Services:
                 settings.mongodb_write_timeout,
                 policy,
                 mongo_articles.is_transient,
+                metrics.backend_latency.labels("mongodb-writes").observe,
             ),
             on_read=metrics.mongodb_reads.inc,
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 import tornado.web
 
-from renderer import openapi
+from renderer import logs, openapi
 from renderer.articles import InvalidArticle, parse_article, parse_purge
 from renderer.contract import is_valid_slug
 from renderer.publish import PublishRefused, PublishReport
@@ -32,6 +32,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        logs.begin_request(self)
 
     def compute_etag(self) -> None:
         return None
@@ -60,8 +61,9 @@ class ApiHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         self.write_json(status_code, {"error": self._reason})
 
-    def request_id(self) -> str | None:
-        return self.request.headers.get("X-Request-Id")
+    def request_id(self) -> str:
+        """Carried into the purge calls this request makes."""
+        return logs.request_id.get()
 
     async def respond(self, action: str, work: Any) -> None:
         """Await ``work`` (a PublishReport) and answer with it, or with why nothing changed."""

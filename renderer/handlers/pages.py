@@ -7,7 +7,7 @@ from typing import Any
 import tornado.web
 from tornado.httputil import format_timestamp
 
-from renderer import contract
+from renderer import contract, logs
 from renderer.pages import RenderedPage
 from renderer.resilience import Deadline
 from renderer.services import Services
@@ -41,6 +41,7 @@ class PageHandler(tornado.web.RequestHandler):
     def initialize(self, services: Services, policy: CachePolicy) -> None:
         self.services = services
         self.policy = policy
+        logs.begin_request(self)
 
     def compute_etag(self) -> None:
         return None  # the page carries its own ETag
