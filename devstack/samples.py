@@ -20,7 +20,14 @@ def sample_articles() -> list[dict[str, Any]]:
 def article_document(payload: dict[str, Any], version: int = 1) -> dict[str, Any]:
     """A stored article document from a CMS payload."""
     published = datetime.fromisoformat(str(payload["published_at"]).replace("Z", "+00:00"))
-    return {**payload, "published_at": published, "updated_at": published, "version": version, "published": True}
+    return {
+        **payload,
+        "_id": payload["slug"],  # the slug is the primary key
+        "published_at": published,
+        "updated_at": published,
+        "version": version,
+        "published": True,
+    }
 
 
 def load_samples(mongodb_url: str, db_name: str) -> int:
@@ -29,5 +36,14 @@ def load_samples(mongodb_url: str, db_name: str) -> int:
         articles = client[db_name]["articles"]
         articles.create_index("slug", unique=True)
         for payload in sample_articles():
-            articles.replace_one({"slug": payload["slug"]}, article_document(payload), upsert=True)
+            articles.replace_one({"_id": payload["slug"]}, article_document(payload), upsert=True)
     return len(sample_articles())
+
+
+if __name__ == "__main__":
+    import os
+
+    loaded = load_samples(
+        os.environ.get("MONGODB_URL", "mongodb://127.0.0.1:27017/"), os.environ.get("MONGODB_DB", "pagecache")
+    )
+    print(f"loaded {loaded} sample articles")

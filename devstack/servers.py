@@ -30,6 +30,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too, as Redis Cluster needs."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise ServerError("no free port pair for a Redis Cluster node")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts connections on ``host:port``."""
     try:
@@ -283,3 +299,47 @@ def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
     argv = [sys.executable, "-m", "renderer"]
     log_path = run_dir / f"renderer-{port}.log"
     return Server("renderer", argv, port, log_path, full_env, "/healthcheck/live", cwd=REPO)
+
+
+def redis_cluster(run_dir: Path, ports: Sequence[int]) -> list[Server]:
+    """A Redis Cluster of ``len(ports)`` masters on loopback, hash slots assigned, state ok."""
+    nodes = [
+        redis_server(
+            run_dir,
+            port,
+            extra=["--cluster-enabled", "yes", "--cluster-config-file", str(run_dir / f"redis-{port}" / "nodes.conf")],
+        ).start()
+        for port in ports
+    ]
+    try:
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        subprocess.run(
+            [
+                require_binary("redis-cli"),
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + 30
+        for port in ports:
+            while True:
+                info = subprocess.run(
+                    [require_binary("redis-cli"), "-p", str(port), "cluster", "info"], capture_output=True, text=True
+                ).stdout
+                if "cluster_state:ok" in info:
+                    break
+                if time.monotonic() > deadline:
+                    raise ServerError(f"Redis Cluster not ok on port {port}:\n{info}")
+                time.sleep(0.1)
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import tornado.web
 
 from healthcheck.tornado_handlers import HealthcheckHandler, LiveHandler
-from renderer import logs
 from renderer.handlers.api import (
     ArticleApiHandler,
     OpenApiHandler,
@@ -19,7 +19,30 @@ from renderer.handlers.pages import ArticleHandler, CachePolicy, HomeHandler, No
 from renderer.services import Services
 
 
-def make_app(services: Services) -> tornado.web.Application:
+class PagecacheApplication(tornado.web.Application):
+    """Counts requests in flight, so that shutdown stops accepting and then waits for them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.in_flight = 0
+        self.drained = asyncio.Event()
+        self.drained.set()
+
+    def find_handler(self, request: Any, **kwargs: Any) -> Any:
+        # Called once per request, when its headers have arrived.
+        self.in_flight += 1
+        self.drained.clear()
+        return super().find_handler(request, **kwargs)
+
+    def log_request(self, handler: tornado.web.RequestHandler) -> None:
+        # Called once per request, when its response is finished.
+        super().log_request(handler)
+        self.in_flight -= 1
+        if self.in_flight <= 0:
+            self.drained.set()
+
+
+def make_app(services: Services) -> PagecacheApplication:
     """The renderer's routes; handlers get ``services`` and nothing global."""
     pages = {"services": services, "policy": CachePolicy(services)}
     routes: list[Any] = [
@@ -33,11 +56,11 @@ def make_app(services: Services) -> tornado.web.Application:
         (r"/api/purge/pending", PendingPurgesHandler, {"services": services}),
         (r"/api/openapi.json", OpenApiHandler),
     ]
-    return tornado.web.Application(
+    return PagecacheApplication(
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=pages,
         xsrf_cookies=False,
         compress_response=False,  # Varnish and the CDN compress; the renderer stays cheap
-        log_function=logs.log_request,
+        log_function=services.access_log,
     )

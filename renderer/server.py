@@ -27,7 +27,8 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     services = Services.build(settings)
     await services.start()
     # Bodies up to twice the publish limit reach the handler, which answers 413 with a reason.
-    server = HTTPServer(make_app(services), xheaders=True, max_body_size=settings.publish_max_bytes * 2)
+    app = make_app(services)
+    server = HTTPServer(app, xheaders=True, max_body_size=settings.publish_max_bytes * 2)
     server.add_sockets(sockets)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -36,8 +37,13 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     log.warning("renderer pid %d serving on port %d", os.getpid(), settings.port)
     await stopping.wait()
     server.stop()  # no new connections; requests in flight carry on
+    # Every request ends within its deadline; closing connections before that would cut some off.
     try:
-        await asyncio.wait_for(server.close_all_connections(), timeout=settings.request_deadline + 1)
+        await asyncio.wait_for(app.drained.wait(), timeout=settings.request_deadline + 1)
+    except TimeoutError:
+        log.warning("%d requests still in flight at shutdown", app.in_flight)
+    try:
+        await asyncio.wait_for(server.close_all_connections(), timeout=1)
     except TimeoutError:
         log.warning("connections still open at shutdown")
     await services.close()

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import contract, invalidation
+from renderer import contract, invalidation, logs
 from renderer.backends import mongo_articles, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.metrics import Metrics
@@ -40,6 +40,7 @@ class Services:
     purger: VarnishPurger
     purge_queue: PurgeQueue
     publisher: Publisher
+    access_log: logs.AccessLog = field(default_factory=logs.AccessLog)
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _pubsub: Any = None
 
@@ -161,6 +162,7 @@ class Services:
         self._pubsub = redis_pages.connect_pubsub(self.settings.redis_url, self.settings.redis_timeout)
         self.background = [
             asyncio.create_task(self.purge_queue.run()),
+            asyncio.create_task(self.access_log.run()),
             asyncio.create_task(invalidation.listen(self._pubsub, self._forget)),
         ]
 
@@ -174,6 +176,7 @@ class Services:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.publisher.close()
+        self.access_log.flush()
         await self.purger.close()
         if self._pubsub is not None:
             await self._pubsub.aclose()

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Awaitable, Callable
 
 from renderer import contract
@@ -138,7 +138,8 @@ class Tiers:
         inflight = self._inflight.get(cache_id)
         if inflight is not None:
             self.metrics.coalesced.labels("process").inc()
-            return await asyncio.shield(inflight)
+            shared = await asyncio.shield(inflight)
+            return replace(shared, cache_status=f"{shared.cache_status}; detail=coalesced")
         future: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
         self._inflight[cache_id] = future
         try:

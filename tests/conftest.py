@@ -64,7 +64,7 @@ class StackClients:
             **fields,
         }
         doc = article_document(payload)
-        self.articles.replace_one({"slug": slug}, doc, upsert=True)
+        self.articles.replace_one({"_id": slug}, doc, upsert=True)
         return doc
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-# The renderer behind this Varnish. scripts/ write a per-run copy with the real port.
+# The renderer behind this Varnish (one host; devstack writes a per-run copy with the real port).
 backend renderer {
     .host = "127.0.0.1";
     .port = "8888";
@@ -6,4 +6,10 @@ backend renderer {
     .connect_timeout = 1s;
     .first_byte_timeout = 5s;
     .between_bytes_timeout = 2s;
+}
+
+# Who may purge or ban: the renderers that publish, here on this host.
+acl purgers {
+    "127.0.0.1";
+    "::1";
 }

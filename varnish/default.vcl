@@ -14,14 +14,9 @@ probe healthcheck {
     .initial = 2;
 }
 
-# backends.vcl defines "backend renderer" (and may add more); the scripts write one per run.
+# backends.vcl is the deployment's part: the renderer backend(s), how requests pick one, and
+# "acl purgers" (who may PURGE/BAN). devstack writes one per run; deploy/ has compose and k8s ones.
 include "backends.vcl";
-
-# Who may purge or ban.
-acl purgers {
-    "127.0.0.1";
-    "::1";
-}
 
 sub vcl_recv {
     if (req.method == "PURGE" || req.method == "BAN") {

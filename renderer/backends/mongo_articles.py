@@ -70,7 +70,9 @@ class MongoArticles:
 
     async def _find(self, slug: str) -> dict[str, Any] | None:
         self._on_read()
-        return await self.collection.find_one({"slug": slug, "published": True}, _PROJECTION)
+        # By _id alone: the slug is the primary key, and FerretDB pushes down only such lookups.
+        doc = await self.collection.find_one({"_id": slug}, _PROJECTION)
+        return doc if doc is not None and doc.get("published") else None
 
     async def published(self, deadline: Deadline, slug: str) -> dict[str, Any] | None:
         """The published article ``slug``, or None if unknown or unpublished."""
@@ -94,7 +96,7 @@ class MongoArticles:
         self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str
     ) -> tuple[dict[str, Any], bool]:
         now = datetime.now(UTC)
-        current = await self.collection.find_one({"slug": slug}, _PROJECTION)
+        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is not None and current.get("write_id") == write_id:
             # An earlier attempt of this same save committed, though its reply never arrived.
             return current, current["version"] == 1
@@ -104,6 +106,7 @@ class MongoArticles:
         version = current["version"] + 1 if current else 1
         doc = {
             **fields,
+            "_id": slug,
             "slug": slug,
             "published_at": published_at,
             "updated_at": now,
@@ -116,8 +119,10 @@ class MongoArticles:
                 await self.collection.insert_one(dict(doc))
             except mongo_errors.DuplicateKeyError:
                 return await self._ours_or_conflict(slug, write_id), True
+            doc.pop("_id")
             return doc, True
-        result = await self.collection.replace_one({"slug": slug, "version": current["version"]}, doc)
+        result = await self.collection.replace_one({"_id": slug, "version": current["version"]}, doc)
+        doc.pop("_id")
         if result.matched_count == 0:
             return await self._ours_or_conflict(slug, write_id), False
         return doc, False
@@ -125,7 +130,7 @@ class MongoArticles:
     async def _ours_or_conflict(self, slug: str, write_id: str) -> dict[str, Any]:
         """After a lost race: the stored article if it is this save's own earlier attempt, landing
         late; otherwise another writer got there first (``VersionConflict``)."""
-        current = await self.collection.find_one({"slug": slug}, _PROJECTION)
+        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is not None and current.get("write_id") == write_id:
             return current
         raise VersionConflict(current["version"] if current else None)
@@ -142,7 +147,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._save, slug, fields, expected_version, uuid.uuid4().hex)
 
     async def _unpublish(self, slug: str, expected: int | None, write_id: str) -> dict[str, Any] | None:
-        current = await self.collection.find_one({"slug": slug}, _PROJECTION)
+        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is None:
             return None
         if current.get("write_id") == write_id:
@@ -150,7 +155,7 @@ class MongoArticles:
         if expected is not None and current["version"] != expected:
             raise VersionConflict(current["version"])
         changes = {"published": False, "version": current["version"] + 1, "updated_at": datetime.now(UTC)}
-        result = await self.collection.update_one({"slug": slug, "version": current["version"]}, {"$set": changes})
+        result = await self.collection.update_one({"_id": slug, "version": current["version"]}, {"$set": changes})
         if result.matched_count == 0:
             return await self._ours_or_conflict(slug, write_id)
         return {**current, **changes}

@@ -1,0 +1,499 @@
+"""``scripts/bench``: every tier measured side by side in one run, printed as ratios (DESIGN §7).
+
+1. Varnish hit path vs nginx serving the same bytes statically.
+2. Renderer Redis-hit path vs a bare Tornado handler (same bytes) and a minimal Tornado handler
+   doing one Redis GET (the design's floor).
+3. Cold render (MongoDB read + render + Redis write) vs the Redis-hit path.
+4. Stampede: 1000 concurrent requests for one cold article over two renderer processes.
+5. Zipf workload through the whole stack with time compressed: tier shares beside the seed's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pymongo import MongoClient
+
+from devstack import servers
+from devstack.samples import article_document, load_samples
+from devstack.stack import Ports, Stack, start_stack
+
+HOT_SLUG = "tiroteio-deixa-um-morto-e-feridos"
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def wrk(url: str, seconds: float, threads: int, connections: int, script: Path | None = None) -> float:
+    """Requests per second that wrk measured (non-2xx/3xx answers are an error)."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    if "Non-2xx or 3xx responses" in out:
+        raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
+def metric(base: str, name: str, **labels: str) -> float:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def varnish_counters(stack: Stack) -> dict[str, int]:
+    workdir = stack.started["varnish"].workdir  # type: ignore[attr-defined]
+    out = subprocess.run(["varnishstat", "-1", "-j", "-n", str(workdir)], capture_output=True, text=True).stdout
+    data = json.loads(out)
+    counters = data.get("counters", data)
+    return {k: int(v["value"]) for k, v in counters.items() if isinstance(v, dict) and "value" in v}
+
+
+def nginx(run_dir: Path, port: int, root: Path) -> servers.Server:
+    conf = run_dir / "nginx.conf"
+    # The run dir is private (0700): workers must run as the user who made it.
+    user = "user root;\n" if __import__("os").geteuid() == 0 else ""
+    conf.write_text(
+        user
+        + f"""worker_processes auto;
+pid {run_dir}/nginx.pid;
+error_log {run_dir}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    default_type text/html;
+    keepalive_requests 1000000;
+    server {{ listen 127.0.0.1:{port}; root {root}; location / {{ try_files /page.html =404; }} }}
+}}
+"""
+    )
+    argv = [servers.require_binary("nginx"), "-c", str(conf), "-p", str(run_dir), "-g", "daemon off;"]
+    return servers.Server("nginx", argv, port, run_dir / "nginx.log")
+
+
+def reference(run_dir: Path, kind: str, *args: str) -> servers.Server:
+    port = servers.free_port()
+    argv = [sys.executable, "-m", "devstack.bench_refs", kind, str(port), *args]
+    return servers.Server(f"tornado-{kind}", argv, port, run_dir / f"ref-{kind}.log", cwd=servers.REPO)
+
+
+def insert_articles(stack: Stack, prefix: str, count: int) -> list[str]:
+    slugs = [f"{prefix}-{i}" for i in range(count)]
+    now = datetime.now(UTC).isoformat()
+    docs = [
+        article_document(
+            {
+                "slug": slug,
+                "title": f"Notícia de teste número {i}",
+                "subtitle": "Linha fina da notícia de teste",
+                "section": ("rio", "economia", "politica", "esporte")[i % 4],
+                "body_html": "<p>" + "Texto da notícia. " * 120 + "</p>",
+                "authors": ["Redação"],
+                "published_at": now,
+            }
+        )
+        for i, slug in enumerate(slugs)
+    ]
+    with MongoClient(stack.env["MONGODB_URL"]) as client:
+        client[stack.env["MONGODB_DB"]]["articles"].insert_many(docs)
+    return slugs
+
+
+async def stampede(urls: list[str]) -> Counter[int]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        gate = asyncio.Event()
+
+        async def one(url: str) -> int:
+            await gate.wait()
+            async with session.get(url) as resp:
+                await resp.read()
+                return resp.status
+
+        tasks = [asyncio.ensure_future(one(u)) for u in urls]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return Counter(await asyncio.gather(*tasks))
+
+
+class Zipf:
+    """Article ranks drawn with probability proportional to 1 / rank**s."""
+
+    def __init__(self, n: int, s: float, seed: int = 7) -> None:
+        weights = [1 / (i**s) for i in range(1, n + 1)]
+        total = sum(weights)
+        self.cdf = []
+        acc = 0.0
+        for w in weights:
+            acc += w / total
+            self.cdf.append(acc)
+        self.random = random.Random(seed)
+
+    def draw(self) -> int:
+        return min(bisect.bisect_left(self.cdf, self.random.random()), len(self.cdf) - 1)
+
+
+async def warm(site: str, slugs: list[str], concurrency: int) -> tuple[float, Counter[int]]:
+    """Read every article once, a few at a time: a site in steady state, not a cold start.
+
+    An empty cache asking a slow database for every article at once is a different test (the
+    renderer sheds it with 503s once MongoDB's breaker opens); the seed's table is steady state.
+    """
+    statuses: Counter[int] = Counter()
+    queue = list(slugs)
+    started = time.monotonic()
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+
+        async def worker() -> None:
+            while queue:
+                slug = queue.pop()
+                async with session.get(f"{site}/noticia/{slug}.ghtml") as resp:
+                    await resp.read()
+                    statuses[resp.status] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.monotonic() - started, statuses
+
+
+async def zipf_load(
+    site: str, slugs: list[str], rate: float, seconds: float, s: float
+) -> list[tuple[float, float, str]]:
+    """Open-loop Zipf traffic: (second, latency in s, what answered) per request."""
+    zipf = Zipf(len(slugs), s)
+    samples: list[tuple[float, float, str]] = []
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        start = time.monotonic()
+
+        async def one(path: str) -> None:
+            sent = time.monotonic()
+            try:
+                async with session.get(site + path) as resp:
+                    await resp.read()
+                    cache = resp.headers.get("X-Cache", "")
+                    tier = "varnish" if cache.startswith("HIT") else resp.headers.get("X-Tier", "?")
+                    if resp.status >= 500:
+                        tier = "error"
+            except Exception:
+                tier = "error"
+            samples.append((sent - start, time.monotonic() - sent, tier))
+
+        tasks: set[asyncio.Task[None]] = set()
+        sent_count = 0
+        next_report = 5.0
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(elapsed * rate) - sent_count
+            for _ in range(max(0, due)):
+                task = asyncio.ensure_future(one(f"/noticia/{slugs[zipf.draw()]}.ghtml"))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            sent_count += max(0, due)
+            if elapsed >= next_report:
+                progress(f"zipf: {elapsed:.0f}/{seconds:.0f} s, {sent_count} requests sent")
+                next_report += 5
+            await asyncio.sleep(0.005)
+        await asyncio.gather(*tasks)
+    return samples
+
+
+def mongo_reads_per_article_per_ttl(log: Path, ttl: float, since: float) -> int:
+    """The most MongoDB reads any one article needed within one Redis TTL, from the renderer's log."""
+    reads: dict[str, list[float]] = defaultdict(list)
+    for line in log.read_text().splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        # Coalesced waiters share the one read of the request they waited for.
+        coalesced = "coalesced" in entry.get("cache_status", "")
+        if entry.get("message") == "request" and entry.get("tier") == "mongo" and not coalesced:
+            stamp = datetime.fromisoformat(entry["time"].replace(",", ".")).timestamp()
+            if stamp >= since:
+                reads[entry["path"]].append(stamp)
+    worst = 0
+    for stamps in reads.values():
+        stamps.sort()
+        for i, first in enumerate(stamps):
+            worst = max(worst, bisect.bisect_right(stamps, first + ttl * 0.999) - i)
+    return worst
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
+    d = args.seconds
+    results: dict[str, Any] = {"machine": {"cores": __import__("os").cpu_count()}, "seconds_per_run": d}
+    started: list[servers.Server] = []
+    stacks: list[Stack] = []
+    try:
+        progress("starting the stack")
+        stack = start_stack(run_dir / "main", Ports.free(), environ={"EDITOR_TOKENS": "bench"})
+        stacks.append(stack)
+        load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
+        path = f"/noticia/{HOT_SLUG}.ghtml"
+        body = subprocess.run(["curl", "-s", stack.renderer_url + path], capture_output=True, check=True).stdout
+        for _ in range(3):
+            subprocess.run(["curl", "-s", "-o", "/dev/null", stack.site_url + path], check=True)
+        static = run_dir / "static"
+        static.mkdir()
+        (static / "page.html").write_bytes(body)
+        import redis
+
+        redis.Redis.from_url(stack.env["REDIS_URL"]).set("bench:page", body)
+        quiet = servers.renderer(run_dir, servers.free_port(), {**stack.env, "LOG_LEVEL": "WARNING"})
+        for server in (
+            nginx(run_dir, servers.free_port(), static),
+            reference(run_dir, "bare", str(static / "page.html")),
+            reference(run_dir, "redis-get", stack.env["REDIS_URL"], "bench:page"),
+            quiet,
+        ):
+            started.append(server.start())
+        nginx_url, bare_url, redisget_url, quiet_url = (f"http://127.0.0.1:{s.port}" for s in started)
+
+        progress(f"1. Varnish hit path vs nginx ({d:.0f} s each)")
+        rps = {"varnish": wrk(stack.site_url + path, d, 2, 64), "nginx": wrk(nginx_url + path, d, 2, 64)}
+        progress("2. renderer Redis-hit path vs bare Tornado and Tornado + one Redis GET")
+        rps["renderer"] = wrk(stack.renderer_url + path, d, 1, 32)
+        rps["renderer-quiet"] = wrk(quiet_url + path, d, 1, 32)
+        rps["tornado-bare"] = wrk(bare_url + path, d, 1, 32)
+        rps["tornado-redis-get"] = wrk(redisget_url + path, d, 1, 32)
+
+        progress("3. cold renders: every request a different article")
+        cold = insert_articles(stack, "bench-cold", args.cold_articles)
+        script = run_dir / "cold.lua"
+        script.write_text(
+            "n = 0\n"
+            "request = function()\n"
+            '  n = n + 1\n  return wrk.format(nil, "/noticia/bench-cold-" .. n .. ".ghtml")\n'
+            "end\n"
+        )
+        reads_before = metric(stack.renderer_url, "pagecache_mongodb_reads_total")
+        rps["cold-render"] = wrk(stack.renderer_url, min(d, 5), 1, 16, script)
+        cold_reads = metric(stack.renderer_url, "pagecache_mongodb_reads_total") - reads_before
+        if cold_reads >= len(cold):
+            raise RuntimeError("the cold phase ran out of distinct articles; raise --cold-articles")
+
+        progress("4. stampede: 1000 concurrent requests for one cold article over two processes")
+        target = insert_articles(stack, "bench-stampede", 1)[0]
+        renderers = [stack.renderer_url, quiet_url]
+        before = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers)
+        statuses = asyncio.run(stampede([f"{renderers[i % 2]}/noticia/{target}.ghtml" for i in range(1000)]))
+        stampede_reads = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers) - before
+
+        results["throughput"] = rps
+        results["ratios"] = {
+            "varnish / nginx": rps["varnish"] / rps["nginx"],
+            "renderer / tornado-redis-get": rps["renderer"] / rps["tornado-redis-get"],
+            "renderer (access log off) / tornado-redis-get": rps["renderer-quiet"] / rps["tornado-redis-get"],
+            "renderer / tornado-bare": rps["renderer"] / rps["tornado-bare"],
+            "tornado-redis-get / tornado-bare": rps["tornado-redis-get"] / rps["tornado-bare"],
+            "cold render / renderer redis-hit": rps["cold-render"] / rps["renderer"],
+        }
+        results["stampede"] = {"requests": 1000, "statuses": dict(statuses), "mongodb_reads": stampede_reads}
+        for server in started:
+            server.stop()
+        started.clear()
+        stack.stop()
+
+        progress(f"5. Zipf over {args.articles} articles, {args.zipf_seconds:.0f} s at {args.rate:.0f} req/s")
+        scale = args.time_scale
+        zipf_env = {
+            "SHARED_MAX_AGE": str(max(1, round(10 / scale))),
+            "STALE_WHILE_REVALIDATE": str(max(1, round(10 / scale))),
+            "PAGE_TTL": str(round(300 / scale)),
+            "NOT_FOUND_TTL": "1",
+            "PROCESSES": "0",
+        }
+        zstack = start_stack(run_dir / "zipf", Ports.free(), environ={"EDITOR_TOKENS": "bench"}, renderer_env=zipf_env)
+        stacks.append(zstack)
+        slugs = insert_articles(zstack, "zipf", args.articles)
+        progress(f"   warming the catalog: every article read once, {args.warm_concurrency} at a time")
+        warm_seconds, warm_statuses = asyncio.run(warm(zstack.site_url, slugs, args.warm_concurrency))
+        results["zipf_warmup"] = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
+        reads_before = {
+            t: metric(zstack.renderer_url, "pagecache_requests_total", tier=t) for t in ("redis", "mongo", "stale")
+        }
+        log_start = time.time()
+        counters_before = varnish_counters(zstack)
+        samples = asyncio.run(zipf_load(zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s))
+        time.sleep(1)
+        counters = varnish_counters(zstack)
+        requests = len(samples)
+        by_tier = {
+            t: metric(zstack.renderer_url, "pagecache_requests_total", tier=t) for t in ("redis", "mongo", "stale")
+        }
+        backend_fetches = counters.get("MAIN.backend_req", 0) - counters_before.get("MAIN.backend_req", 0)
+        latencies = sorted(lat for _, lat, _ in samples)
+        results["zipf"] = {
+            "articles": args.articles,
+            "zipf_s": args.zipf_s,
+            "rate": args.rate,
+            "seconds": args.zipf_seconds,
+            "time_scale": scale,
+            "simulated_seconds": args.zipf_seconds * scale,
+            "requests": requests,
+            "errors": sum(1 for _, _, t in samples if t == "error"),
+            "shares": {
+                "varnish": 1 - (by_tier["redis"] + by_tier["mongo"] + by_tier["stale"]) / requests,
+                "redis": by_tier["redis"] / requests,
+                "mongo": by_tier["mongo"] / requests,
+            },
+            "varnish_backend_fetches": backend_fetches,
+            "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            "max_mongodb_reads_per_article_per_redis_ttl": mongo_reads_per_article_per_ttl(
+                zstack.started["renderer"].log_path, 300 / scale, log_start
+            ),
+            "timeline": timeline(samples),
+        }
+        return results
+    finally:
+        for server in started:
+            server.stop()
+        for s in stacks:
+            s.stop()
+
+
+def timeline(samples: list[tuple[float, float, str]]) -> list[dict[str, Any]]:
+    seconds: dict[int, list[tuple[float, str]]] = defaultdict(list)
+    for t, lat, tier in samples:
+        seconds[int(t)].append((lat, tier))
+    out = []
+    for second in sorted(seconds):
+        lats = sorted(lat for lat, _ in seconds[second])
+        out.append(
+            {
+                "second": second,
+                "tiers": dict(Counter(tier for _, tier in seconds[second])),
+                "p50_ms": 1000 * statistics.median(lats),
+                "p99_ms": 1000 * lats[min(len(lats) - 1, int(len(lats) * 0.99))],
+            }
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    rps, ratios, z = results["throughput"], results["ratios"], results["zipf"]
+    lines = [
+        "measurement                                   result            target",
+        "--------------------------------------------  ----------------  ---------------",
+        f"1. Varnish hit / nginx static                 {ratios['varnish / nginx']:.2f}x "
+        f"({rps['varnish']:.0f} / {rps['nginx']:.0f} req/s)  >= 0.9",
+        f"2. renderer Redis-hit / Tornado + Redis GET   {ratios['renderer / tornado-redis-get']:.2f}x "
+        f"({rps['renderer']:.0f} / {rps['tornado-redis-get']:.0f})  >= 0.9",
+        f"   same, access log off                       {ratios['renderer (access log off) / tornado-redis-get']:.2f}x "
+        f"({rps['renderer-quiet']:.0f} req/s)",
+        f"   renderer / bare Tornado                    {ratios['renderer / tornado-bare']:.2f}x "
+        f"(bare {rps['tornado-bare']:.0f} req/s)",
+        f"   Tornado + Redis GET / bare Tornado         {ratios['tornado-redis-get / tornado-bare']:.2f}x"
+        "                    ~0.6 here",
+        f"3. cold render / Redis-hit                    {ratios['cold render / renderer redis-hit']:.2f}x "
+        f"({rps['cold-render']:.0f} req/s)",
+        f"4. stampede: 1000 concurrent, 2 processes     {results['stampede']['mongodb_reads']:.0f} MongoDB read(s), "
+        f"statuses {results['stampede']['statuses']}   exactly 1",
+        f"5. Zipf s={z['zipf_s']} over {z['articles']} articles, {z['requests']} requests, "
+        f"{z['simulated_seconds']:.0f} s simulated ({z['time_scale']:.0f}x), after warming every article once "
+        f"({results['zipf_warmup']['seconds']:.0f} s, statuses {results['zipf_warmup']['statuses']})",
+        f"   Varnish {100 * z['shares']['varnish']:.1f} %   (seed: > 80 %)",
+        f"   Redis   {100 * z['shares']['redis']:.1f} %   (seed: ~ 15 %)",
+        f"   MongoDB {100 * z['shares']['mongo']:.1f} %   (seed: < 5 %)",
+        f"   latency p50 {z['p50_ms']:.1f} ms, p99 {z['p99_ms']:.1f} ms; errors {z['errors']}; "
+        f"most MongoDB reads of one article per Redis TTL: {z['max_mongodb_reads_per_article_per_redis_ttl']} (<= 1)",
+    ]
+    return "\n".join(lines)
+
+
+def draw(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rps = results["throughput"]
+    fig, (bars, shares, lat) = plt.subplots(3, 1, figsize=(10, 11))
+    names = ["varnish", "nginx", "renderer", "renderer-quiet", "tornado-redis-get", "tornado-bare", "cold-render"]
+    labels = [
+        "Varnish hit",
+        "nginx static",
+        "renderer\nRedis hit",
+        "renderer\nno access log",
+        "Tornado +\nRedis GET",
+        "bare\nTornado",
+        "cold\nrender",
+    ]
+    colours = ["#2b8cbe", "#bdbdbd", "#41ab5d", "#a1d99b", "#bdbdbd", "#d9d9d9", "#fd8d3c"]
+    bars.bar(labels, [rps[n] for n in names], color=colours)
+    bars.set_ylabel("requests / s")
+    bars.set_title("Throughput, each path beside its reference (one run, same machine)")
+    for x, n in enumerate(names):
+        bars.text(x, rps[n], f"{rps[n]:.0f}", ha="center", va="bottom", fontsize=8)
+    z = results["zipf"]
+    seconds = [p["second"] for p in z["timeline"]]
+    tiers = ["varnish", "redis", "mongo", "stale", "error"]
+    colours = {"varnish": "#2b8cbe", "redis": "#41ab5d", "mongo": "#fd8d3c", "stale": "#fdd49e", "error": "#e31a1c"}
+    stacks = [[p["tiers"].get(t, 0) for p in z["timeline"]] for t in tiers]
+    shares.stackplot(seconds, stacks, labels=tiers, colors=[colours[t] for t in tiers])
+    shares.set_title(
+        f"Zipf workload: answers per second by tier as the client saw them ({z['time_scale']:.0f}x compressed time)"
+    )
+    shares.set_ylabel("requests / s")
+    shares.legend(loc="lower right", fontsize=8, ncol=5)
+    lat.plot(seconds, [p["p50_ms"] for p in z["timeline"]], label="p50")
+    lat.plot(seconds, [p["p99_ms"] for p in z["timeline"]], label="p99")
+    lat.set_ylabel("latency (ms)")
+    lat.set_xlabel("seconds")
+    lat.set_yscale("log")
+    lat.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="shorter phases (a few minutes in all)")
+    parser.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
+    args = parser.parse_args(argv)
+    args.seconds = 5.0 if args.quick else 15.0
+    # ~2000 requests per Varnish TTL window (the seed's regime) at a rate one Python client can
+    # sustain beside the stack on two cores: 400 req/s with time compressed 2x (5 s Varnish TTL).
+    args.zipf_seconds = 60.0 if args.quick else 150.0
+    args.articles = 2000
+    args.zipf_s = 1.2
+    args.rate = 400.0
+    args.time_scale = 2.0
+    args.cold_articles = 3000 if args.quick else 8000
+    args.warm_concurrency = 4
+    results = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=1))
+    draw(results, out / "bench.png")
+    print(table(results))
+    print(f"\nwritten: {out / 'bench.json'}, {out / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

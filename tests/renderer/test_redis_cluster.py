@@ -1,0 +1,79 @@
+"""The read, stale and publish paths against a real three-master Redis Cluster."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from redis.cluster import RedisCluster
+
+from devstack import servers
+from devstack.stack import Ports, Stack, start_stack
+from tests.conftest import EDITOR_TOKEN, FAULT_SETTINGS
+from tests.helpers import get, mongo_reads, unique_slug, wait_until
+from tests.renderer.test_publish import article, put
+
+
+@pytest.fixture
+def cluster_stack(tmp_path: Path) -> Iterator[tuple[Stack, RedisCluster]]:
+    ports = [servers.free_cluster_port() for _ in range(3)]
+    nodes = servers.redis_cluster(tmp_path / "cluster", ports)
+    url = f"redis+cluster://127.0.0.1:{ports[0]}/0"
+    stack = start_stack(
+        tmp_path / "stack",
+        Ports.free(),
+        environ={"REDIS_URL": url, "EDITOR_TOKENS": EDITOR_TOKEN},
+        renderer_env={**FAULT_SETTINGS, "PAGE_TTL": "2"},
+    )
+    client = RedisCluster(host="127.0.0.1", port=ports[0])
+    try:
+        yield stack, client
+    finally:
+        client.close()
+        stack.stop()
+        for node in nodes:
+            node.stop()
+
+
+def slug_across_nodes(client: RedisCluster) -> str:
+    """A slug whose page: and stale: keys live on different cluster nodes."""
+    while True:
+        slug = unique_slug("cluster")
+        page, stale = client.keyslot(f"page:{slug}"), client.keyslot(f"stale:{slug}")
+        if client.nodes_manager.get_node_from_slot(page) != client.nodes_manager.get_node_from_slot(stale):
+            return slug
+
+
+def test_read_stale_and_publish_paths_work_on_a_redis_cluster(cluster_stack: tuple[Stack, RedisCluster]) -> None:
+    stack, client = cluster_stack
+    slug = slug_across_nodes(client)
+    created = put(stack.renderer_url, slug, article("Publicada no cluster"))
+    assert created.status == 201, created.text
+    assert json.loads(created.body)["steps"]["redis"] == "ok"
+    assert client.exists(f"page:{slug}") == 1 and client.exists(f"stale:{slug}") == 1
+
+    resp = get(stack.renderer_url, f"/noticia/{slug}.ghtml")
+    assert resp.status == 200 and resp.headers["X-Tier"] == "redis"
+    assert "Publicada no cluster" in get(stack.site_url, f"/noticia/{slug}.ghtml").text
+
+    # A cold read across processes' lock and the write-back pipeline, keys in different slots.
+    other = slug_across_nodes(client)
+    put(stack.renderer_url, other, article("Outra"))
+    client.delete(f"page:{other}", f"stale:{other}")
+    reads = mongo_reads(stack.renderer_url)
+    assert get(stack.renderer_url, f"/noticia/{other}.ghtml").headers["X-Tier"] == "mongo"
+    assert get(stack.renderer_url, f"/noticia/{other}.ghtml").headers["X-Tier"] == "redis"
+    assert mongo_reads(stack.renderer_url) == reads + 1
+    assert client.exists(f"stale:{other}") == 1
+
+    # Stale path: page: expires (PAGE_TTL 2 s), MongoDB dies, stale: on another node still serves.
+    wait_until(lambda: client.exists(f"page:{slug}") == 0, timeout=5)
+    stack.started["ferretdb"].kill()
+    stale = get(stack.renderer_url, f"/noticia/{slug}.ghtml", timeout=5)
+    assert stale.status == 200 and stale.headers["X-Tier"] == "stale"
+    assert "Publicada no cluster" in stale.text
+    health = json.loads(get(stack.renderer_url, "/healthcheck").body)
+    assert health["status"] == "degraded"
+    assert next(r for r in health["results"] if r["checker"] == "redis connection")["passed"] is True
