@@ -36,6 +36,7 @@ class Metrics:
         self.requests = Counter(
             "pagecache_requests", "Pages answered, by tier and HTTP status", ["tier", "status"], registry=r
         )
+        self._answered: dict[tuple[str, int], Counter] = {}
         self.mongodb_reads = Counter("pagecache_mongodb_reads", "Reads sent to MongoDB", registry=r)
         self.backend_errors = Counter(
             "pagecache_backend_errors",
@@ -94,6 +95,13 @@ class Metrics:
         self.render_seconds = Histogram(
             "pagecache_cold_render_seconds", "MongoDB read + render time of cold pages", registry=r
         )
+
+    def answered(self, tier: str, status: int) -> None:
+        """Count one page answer (the labelled child is looked up once per tier and status)."""
+        child = self._answered.get((tier, status))
+        if child is None:
+            child = self._answered[(tier, status)] = self.requests.labels(tier, status)
+        child.inc()
 
     def breaker_changed(self, backend: str, old: str, new: str) -> None:
         """Listener for ``AsyncCircuitBreaker`` transitions."""

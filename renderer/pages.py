@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
+
+from tornado.httputil import format_timestamp
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,11 @@ class RenderedPage:
     last_modified: float  # epoch seconds
     surrogate_keys: str  # space-separated xkeys
     rendered_at: float = 0.0  # epoch seconds; the age of a stale copy is measured from it
+
+    @cached_property
+    def last_modified_header(self) -> str:
+        """``Last-Modified``, formatted once per page rather than once per request."""
+        return format_timestamp(self.last_modified)
 
     def to_bytes(self) -> bytes:
         """The value stored at ``page:<id>`` and ``stale:<id>``."""

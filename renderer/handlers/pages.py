@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import tornado.web
-from tornado.httputil import format_timestamp
 
 from renderer import contract, logs
 from renderer.pages import RenderedPage
@@ -66,7 +65,7 @@ class PageHandler(tornado.web.RequestHandler):
             return
         self.set_header("Etag", page.etag)
         if page.last_modified:
-            self.set_header("Last-Modified", format_timestamp(page.last_modified))
+            self.set_header("Last-Modified", page.last_modified_header)
         if self.check_etag_header():
             self.set_status(304)
             self.finish()
@@ -75,12 +74,12 @@ class PageHandler(tornado.web.RequestHandler):
 
     def write_served(self, served: Served) -> None:
         """Send a page from the tier chain and count it."""
-        self.services.metrics.requests.labels(served.tier, served.page.status).inc()
+        self.services.metrics.answered(served.tier, served.page.status)
         self.write_page(served.page, served.tier, served.cache_status)
 
     def write_unavailable(self, exc: Unavailable) -> None:
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
-        self.services.metrics.requests.labels("none", 503).inc()
+        self.services.metrics.answered("none", 503)
         self.set_status(503)
         self.set_header("Retry-After", str(exc.retry_after))
         self.set_header("Cache-Control", "no-store")
@@ -90,7 +89,7 @@ class PageHandler(tornado.web.RequestHandler):
 
     def write_not_found(self) -> None:
         """The 404 page, without touching any backend."""
-        self.services.metrics.requests.labels("none", 404).inc()
+        self.services.metrics.answered("none", 404)
         self.write_page(self.services.renderer.not_found(None))
 
 
