@@ -254,7 +254,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stacks: list[Stack] = []
     try:
         progress("starting the stack")
-        stack = start_stack(run_dir / "main", Ports.free(), environ={"EDITOR_TOKENS": "bench"})
+        # One process each: the renderer is compared with single-process references.
+        stack = start_stack(
+            run_dir / "main", Ports.free(), environ={"EDITOR_TOKENS": "bench"}, renderer_env={"PROCESSES": "1"}
+        )
         stacks.append(stack)
         load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
         path = f"/noticia/{HOT_SLUG}.ghtml"
@@ -267,7 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         import redis
 
         redis.Redis.from_url(stack.env["REDIS_URL"]).set("bench:page", body)
-        quiet = servers.renderer(run_dir, servers.free_port(), {**stack.env, "LOG_LEVEL": "WARNING"})
+        quiet = servers.renderer(run_dir, servers.free_port(), {**stack.env, "LOG_LEVEL": "WARNING", "PROCESSES": "1"})
         for server in (
             nginx(run_dir, servers.free_port(), static),
             reference(run_dir, "bare", str(static / "page.html")),

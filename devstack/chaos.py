@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -74,19 +75,18 @@ class Outcome:
         return sum(1 for status in warm if status != 200), len(warm)
 
 
-def tier_of(status: int, headers: aiohttp.typedefs.LooseHeaders | dict[str, str]) -> str:
+def tier_of(status: int, headers: Mapping[str, str]) -> str:
     """Which tier answered a reader, from the response headers."""
-    get = headers.get  # type: ignore[union-attr]
     if status >= 500 or status == 0:
         return "5xx"
     if status == 404:
         return "404"
-    cache = get("X-Cache") or ""
+    cache = headers.get("X-Cache", "")
     if cache == "HIT":
         return "varnish"
     if cache == "HIT-STALE":
         return "varnish-stale"
-    return str(get("X-Tier") or "unknown")
+    return headers.get("X-Tier") or "unknown"
 
 
 class MongoReads:

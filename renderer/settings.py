@@ -17,8 +17,8 @@ class Settings:
 
     port: int = 8888
     address: str = "127.0.0.1"  # 0.0.0.0 in a container
-    # 0 means one process per core.
-    processes: int = 1
+    # 0: one process per core.
+    processes: int = 0
     redis_url: str = "redis://127.0.0.1:6379/0"
     mongodb_url: str = "mongodb://127.0.0.1:27017/"
     mongodb_db: str = "pagecache"

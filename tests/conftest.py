@@ -21,6 +21,7 @@ EDITOR_TOKEN = "editor-secret-token"
 
 # Fast breakers and short waits so that fault tests finish quickly; production defaults stay.
 FAULT_SETTINGS = {
+    "PROCESSES": "1",  # tests that need more processes say so
     "BREAKER_FAIL_MAX": "3",
     "BREAKER_RESET_TIMEOUT": "2",
     "REQUEST_DEADLINE": "1.5",
@@ -75,7 +76,12 @@ class StackClients:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
     """The shared stack with production settings and the sample articles."""
-    started = start_stack(tmp_path_factory.mktemp("stack"), Ports.free(), environ={"EDITOR_TOKENS": EDITOR_TOKEN})
+    started = start_stack(
+        tmp_path_factory.mktemp("stack"),
+        Ports.free(),
+        environ={"EDITOR_TOKENS": EDITOR_TOKEN},
+        renderer_env={"PROCESSES": "1"},
+    )
     try:
         load_samples(started.env["MONGODB_URL"], started.env["MONGODB_DB"])
         clients = StackClients(started)

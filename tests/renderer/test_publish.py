@@ -174,7 +174,9 @@ def test_renderer_processes_drop_in_process_copies_of_a_published_article(
     from devstack import servers
 
     s = make_stack(varnish=False)
-    other = servers.renderer(s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN})
+    other = servers.renderer(
+        s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
+    )
     other.start()
     try:
         other_url = f"http://127.0.0.1:{other.port}"

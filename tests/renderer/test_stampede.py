@@ -40,7 +40,7 @@ def test_a_thousand_concurrent_cold_requests_read_mongodb_once(
     settings = {"REQUEST_DEADLINE": "10", "LOCK_WAIT": "8", "LOCK_TTL": "10"}
     s = make_stack(varnish=False, **settings)
     second = servers.renderer(
-        s.stack.run_dir, servers.free_port(), {**s.stack.env, **settings, "BREAKER_FAIL_MAX": "3"}
+        s.stack.run_dir, servers.free_port(), {**s.stack.env, **settings, "BREAKER_FAIL_MAX": "3", "PROCESSES": "1"}
     ).start()
     try:
         renderers = [s.renderer, f"http://127.0.0.1:{second.port}"]
