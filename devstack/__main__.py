@@ -10,10 +10,7 @@ import tempfile
 from pathlib import Path
 
 from devstack.samples import load_samples
-from devstack.stack import Ports, start_stack
-
-# scripts/chaos finds the running stack through this file.
-CURRENT = Path.home() / ".cache" / "pagecache" / "current-stack"
+from devstack.stack import CURRENT_STACK, Ports, start_stack
 
 
 def main() -> int:
@@ -39,8 +36,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
-        CURRENT.parent.mkdir(parents=True, exist_ok=True)
-        CURRENT.write_text(str(stack.save_state()))
+        CURRENT_STACK.parent.mkdir(parents=True, exist_ok=True)
+        CURRENT_STACK.write_text(str(stack.save_state()))
         count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
         print(f"Loaded {count} sample articles. Logs in {run_dir}", flush=True)
         print(f"Editors' token: {environ['EDITOR_TOKENS'].split(',')[0]}", flush=True)

@@ -30,6 +30,7 @@ import aiohttp
 from pymongo import MongoClient
 
 from devstack import servers
+from devstack.probes import concurrent_gets, metric
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
 
@@ -49,20 +50,6 @@ def wrk(url: str, seconds: float, threads: int, connections: int, script: Path |
     if "Non-2xx or 3xx responses" in out:
         raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-
-def metric(base: str, name: str, **labels: str) -> float:
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
 
 
 def varnish_counters(stack: Stack) -> dict[str, int]:
@@ -121,23 +108,6 @@ def insert_articles(stack: Stack, prefix: str, count: int) -> list[str]:
     with MongoClient(stack.env["MONGODB_URL"]) as client:
         client[stack.env["MONGODB_DB"]]["articles"].insert_many(docs)
     return slugs
-
-
-async def stampede(urls: list[str]) -> Counter[int]:
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-        gate = asyncio.Event()
-
-        async def one(url: str) -> int:
-            await gate.wait()
-            async with session.get(url) as resp:
-                await resp.read()
-                return resp.status
-
-        tasks = [asyncio.ensure_future(one(u)) for u in urls]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return Counter(await asyncio.gather(*tasks))
 
 
 class Zipf:
@@ -307,7 +277,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         target = insert_articles(stack, "bench-stampede", 1)[0]
         renderers = [stack.renderer_url, quiet_url]
         before = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers)
-        statuses = asyncio.run(stampede([f"{renderers[i % 2]}/noticia/{target}.ghtml" for i in range(1000)]))
+        outcomes = asyncio.run(concurrent_gets([f"{renderers[i % 2]}/noticia/{target}.ghtml" for i in range(1000)]))
+        statuses: Counter[int] = Counter()
+        for (status, _tier), count in outcomes.items():
+            statuses[status] += count
         stampede_reads = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers) - before
 
         results["throughput"] = rps

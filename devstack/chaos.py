@@ -21,10 +21,10 @@ from pathlib import Path
 
 import aiohttp
 
+from devstack.probes import metric
 from devstack.samples import sample_articles
-from devstack.stack import Stack
+from devstack.stack import CURRENT_STACK, Stack
 
-CURRENT = Path.home() / ".cache" / "pagecache" / "current-stack"
 TIER_COLOURS = {
     "varnish": "#2b8cbe",
     "varnish-stale": "#7bccc4",
@@ -93,20 +93,15 @@ class MongoReads:
     """Sums the renderer's MongoDB read counter across scrapes, surviving a renderer restart."""
 
     def __init__(self, renderer_url: str) -> None:
-        self.url = renderer_url + "/metrics"
+        self.url = renderer_url
         self.total = 0.0
         self.last = self._scrape() or 0.0
 
     def _scrape(self) -> float | None:
         try:
-            with urllib.request.urlopen(self.url, timeout=2) as resp:
-                text = resp.read().decode()
-        except Exception:
-            return None
-        for line in text.splitlines():
-            if line.startswith("pagecache_mongodb_reads_total "):
-                return float(line.split()[1])
-        return 0.0
+            return metric(self.url, "pagecache_mongodb_reads_total", timeout=2)
+        except OSError:
+            return None  # the renderer is down (this scenario may have killed it)
 
     def checkpoint(self) -> None:
         now = self._scrape()
@@ -245,7 +240,7 @@ def draw(outcomes: list[Outcome], scale: float, path: Path) -> None:
 
 def find_stack(state: str | None) -> Stack:
     """The stack scripts/run started (its state file), or the one named by --state."""
-    path = Path(state) if state else Path(CURRENT.read_text().strip()) if CURRENT.exists() else None
+    path = Path(state) if state else Path(CURRENT_STACK.read_text().strip()) if CURRENT_STACK.exists() else None
     if path is None or not path.exists():
         raise SystemExit("no running stack found: start it with scripts/run (or pass --state FILE)")
     stack = Stack.load_state(path)

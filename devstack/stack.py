@@ -11,6 +11,9 @@ from typing import Mapping
 from devstack import servers
 from devstack.servers import Server
 
+# Where scripts/run records the state file of the stack it runs; scripts/chaos reads it.
+CURRENT_STACK = Path.home() / ".cache" / "pagecache" / "current-stack"
+
 
 @dataclass(frozen=True)
 class Ports:

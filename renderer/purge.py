@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 
+from healthcheck import describe_error
 from renderer.backends.redis_pages import RedisPages
 from renderer.metrics import Metrics
 from renderer.resilience import Deadline
@@ -65,7 +66,7 @@ class VarnishPurger:
                 with attempt:
                     await self._send(node, keys, soft, request_id)
         except Exception as exc:
-            result = _describe(exc)
+            result = describe_error(exc)
             self.metrics.purges.labels(node, "failed").inc()
             log.warning("purge of %s on %s failed: %s", keys, node, result)
             return result
@@ -77,14 +78,6 @@ class VarnishPurger:
         joined = " ".join(keys)
         results = await asyncio.gather(*(self.purge_node(n, joined, soft, request_id) for n in self.nodes))
         return dict(zip(self.nodes, results, strict=True))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return "connection refused"
-    return str(exc) or type(exc).__name__
 
 
 def queue_entry(node: str, keys: list[str], soft: bool) -> str:
@@ -107,7 +100,7 @@ class PurgeQueue:
             await self.redis.enqueue_purges(deadline, [queue_entry(node, keys, soft) for node in missed])
         except Exception as exc:
             log.error("could not queue purges for %s: %r", sorted(missed), exc)
-            return f"not queued ({_describe(exc)})"
+            return f"not queued ({describe_error(exc)})"
         return "queued"
 
     async def retry_pending(self) -> int:

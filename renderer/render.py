@@ -7,6 +7,7 @@ import json
 import os
 import time
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Iterable
 
 import nh3
@@ -120,6 +121,12 @@ class PageRenderer:
             [contract.HOME_SURROGATE_KEY] + sorted({contract.section_surrogate_key(a["section"]) for a in articles})
         )
         return RenderedPage(200, html, _etag(len(articles), html), newest, keys, time.time())
+
+    @cached_property
+    def generic_not_found(self) -> RenderedPage:
+        """The 404 page for paths that are no article at all, rendered once: scanners and typos
+        are answered without a template run."""
+        return self.not_found(None)
 
     def not_found(self, slug: str | None) -> RenderedPage:
         """The 404 page; for a valid slug it carries the article's xkey so a publish purges it."""

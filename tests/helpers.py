@@ -11,7 +11,8 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import redis
-from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.probes import metric
 
 
 @dataclass
@@ -25,34 +26,33 @@ class Response:
         return self.body.decode("utf-8", errors="replace")
 
 
-def get(
-    base_url: str, path: str, headers: dict[str, str] | None = None, method: str = "GET", timeout: float = 10
+def request(
+    base_url: str,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> Response:
     """One request with the path sent exactly as given (no normalising or quoting)."""
     parts = urlsplit(base_url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
     try:
-        conn.request(method, path, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return Response(resp.status, resp.headers, resp.read())
     finally:
         conn.close()
 
 
+def get(base_url: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10) -> Response:
+    """A GET with the path sent exactly as given."""
+    return request(base_url, "GET", path, None, headers, timeout)
+
+
 def unique_slug(prefix: str = "teste") -> str:
     """A slug no other test uses, so each test has its own keys."""
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def metric(base_url: str, name: str, **labels: str) -> float:
-    """The sum of samples ``name`` (with ``labels``) on a renderer's /metrics."""
-    text = get(base_url, "/metrics").text
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
 
 
 def mongo_reads(*renderer_urls: str) -> float:

@@ -90,7 +90,7 @@ class PageHandler(tornado.web.RequestHandler):
     def write_not_found(self) -> None:
         """The 404 page, without touching any backend."""
         self.services.metrics.answered("none", 404)
-        self.write_page(self.services.renderer.not_found(None))
+        self.write_page(self.services.renderer.generic_not_found)
 
 
 class ArticleHandler(PageHandler):

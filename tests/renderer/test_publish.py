@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from renderer import editor
 from tests.conftest import EDITOR_TOKEN, StackClients
-from tests.helpers import Response, get, mongo_reads, unique_slug, wait_until
+from tests.helpers import Response, get, mongo_reads, request, unique_slug, wait_until
 
 AUTH = {"Authorization": f"Bearer {EDITOR_TOKEN}", "Content-Type": "application/json"}
 
@@ -26,20 +26,6 @@ def article(title: str = "Manchete publicada", **extra: Any) -> dict[str, Any]:
 def put(base: str, slug: str, body: Any, headers: dict[str, str] | None = None) -> Response:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return request(base, "PUT", f"/api/articles/{slug}", raw, {**AUTH, **(headers or {})})
-
-
-def request(base: str, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Response:
-    import http.client
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers)
-        resp = conn.getresponse()
-        return Response(resp.status, resp.headers, resp.read())
-    finally:
-        conn.close()
 
 
 def nodes(s: StackClients) -> list[str]:

@@ -1,0 +1,43 @@
+"""Looking at a running stack from outside: one /metrics value, one burst of concurrent requests.
+
+Shared by the tests, scripts/chaos and scripts/bench.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections import Counter
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def metric(base_url: str, name: str, timeout: float = 5, **labels: str) -> float:
+    """The sum of the samples ``name`` (with ``labels``) on a renderer's /metrics."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=timeout) as resp:
+        text = resp.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+async def concurrent_gets(urls: list[str]) -> Counter[tuple[int, str]]:
+    """GET every URL at once (one connection each, released together); (status, X-Tier) counts."""
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+        gate = asyncio.Event()
+
+        async def one(url: str) -> tuple[int, str]:
+            await gate.wait()
+            async with session.get(url) as resp:
+                await resp.read()
+                return resp.status, resp.headers.get("X-Tier", "")
+
+        tasks = [asyncio.ensure_future(one(url)) for url in urls]
+        await asyncio.sleep(0.05)
+        gate.set()
+        return Counter(await asyncio.gather(*tasks))
