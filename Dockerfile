@@ -22,8 +22,9 @@ RUN useradd --system --uid 10002 --no-create-home varnishd \
     && mkdir -p /var/lib/varnish && chown 10002 /var/lib/varnish
 # Unprivileged from the start, so no jail is needed to drop privileges (-j none).
 USER 10002
-EXPOSE 6081
-ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", ":6081", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish", "-s", "malloc,256m"]
+# 6081: readers (pages only). 6082: renderers' purges and bans (never published to the outside).
+EXPOSE 6081 6082
+ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", "public=:6081", "-a", "admin=:6082", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish", "-s", "malloc,256m"]
 
 FROM python:3.11-slim-bookworm AS renderer
 RUN useradd --system --uid 10001 --no-create-home pagecache

@@ -6,7 +6,7 @@ setup(
     description="Article pages through Varnish, Redis and MongoDB, fast and available",
     python_requires=">=3.11",
     packages=find_packages(include=["renderer", "renderer.*", "healthcheck", "healthcheck.*", "devstack"]),
-    package_data={"renderer": ["templates/*.html"], "devstack": ["sample_articles.json"]},
+    package_data={"renderer": ["templates/*.html", "static/*"], "devstack": ["sample_articles.json"]},
     install_requires=[
         "tornado>=6.5",
         "redis[hiredis]>=8.0",

@@ -22,6 +22,7 @@ def main() -> int:
         mongodb=int(os.environ.get("MONGODB_PORT", defaults.mongodb)),
         renderer=int(os.environ.get("PORT", defaults.renderer)),
         varnish=int(os.environ.get("VARNISH_PORT", defaults.varnish)),
+        varnish_admin=int(os.environ.get("VARNISH_ADMIN_PORT", defaults.varnish_admin)),
     )
     environ = dict(os.environ)
     # Editors need a token; a fresh one per run unless EDITOR_TOKENS names some.

@@ -1,11 +1,13 @@
 """``scripts/bench``: every tier measured side by side in one run, printed as ratios (DESIGN §7).
 
-1. Varnish hit path vs nginx serving the same bytes statically.
+1. Our VCL's hit path vs stock Varnish (built-in VCL, same object, same flags); nginx
+   ``proxy_cache`` hit and nginx static beside them as the peers; gzip bytes vs raw.
 2. Renderer Redis-hit path vs a bare Tornado handler (same bytes) and a minimal Tornado handler
    doing one Redis GET (the design's floor).
 3. Cold render (MongoDB read + render + Redis write) vs the Redis-hit path.
 4. Stampede: 1000 concurrent requests for one cold article over two renderer processes.
-5. Zipf workload through the whole stack with time compressed: tier shares beside the seed's.
+5. Zipf workload through the whole stack with time compressed: tier shares beside the seed's;
+   then again with 30 % of URLs carrying random tracking parameters (one object per page).
 """
 
 from __future__ import annotations
@@ -41,11 +43,15 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def wrk(url: str, seconds: float, threads: int, connections: int, script: Path | None = None) -> float:
+def wrk(
+    url: str, seconds: float, threads: int, connections: int, script: Path | None = None, gzip: bool = False
+) -> float:
     """Requests per second that wrk measured (non-2xx/3xx answers are an error)."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s"]
     if script is not None:
         cmd += ["-s", str(script)]
+    if gzip:
+        cmd += ["-H", "Accept-Encoding: gzip"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     if "Non-2xx or 3xx responses" in out:
         raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
@@ -60,7 +66,8 @@ def varnish_counters(stack: Stack) -> dict[str, int]:
     return {k: int(v["value"]) for k, v in counters.items() if isinstance(v, dict) and "value" in v}
 
 
-def nginx(run_dir: Path, port: int, root: Path) -> servers.Server:
+def nginx(run_dir: Path, port: int, root: Path, proxy_port: int, upstream: int) -> servers.Server:
+    """nginx serving ``root/page.html`` on ``port``, and a ``proxy_cache`` of ``upstream`` on ``proxy_port``."""
     conf = run_dir / "nginx.conf"
     # The run dir is private (0700): workers must run as the user who made it.
     user = "user root;\n" if __import__("os").geteuid() == 0 else ""
@@ -75,11 +82,49 @@ http {{
     default_type text/html;
     keepalive_requests 1000000;
     server {{ listen 127.0.0.1:{port}; root {root}; location / {{ try_files /page.html =404; }} }}
+    proxy_cache_path {run_dir}/nginx-cache keys_zone=pages:10m;
+    server {{
+        listen 127.0.0.1:{proxy_port};
+        location / {{
+            proxy_pass http://127.0.0.1:{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache pages;
+            proxy_ignore_headers Cache-Control Expires;
+            proxy_cache_valid 200 10s;
+            proxy_cache_use_stale updating error timeout;
+            proxy_cache_background_update on;
+            proxy_cache_lock on;
+        }}
+    }}
 }}
 """
     )
     argv = [servers.require_binary("nginx"), "-c", str(conf), "-p", str(run_dir), "-g", "daemon off;"]
     return servers.Server("nginx", argv, port, run_dir / "nginx.log")
+
+
+def stock_varnish(run_dir: Path, port: int, backend_port: int) -> servers.Server:
+    """varnishd with the built-in VCL (``-b``) and our flags: the yardstick for our VCL."""
+    argv = [
+        servers.require_binary("varnishd"),
+        "-F",
+        "-n", str(run_dir / "stock-varnish"),
+        "-a", f"public=127.0.0.1:{port}",
+        "-T", f"127.0.0.1:{servers.free_port()}",
+        "-b", f"127.0.0.1:{backend_port}",
+        "-s", "malloc,128m",
+    ]  # fmt: skip
+    if __import__("os").geteuid() == 0:
+        argv += ["-j", "none"]
+    return servers.Server("stock-varnish", argv, port, run_dir / "stock-varnish.log")
+
+
+def body_bytes(url: str, gzip: bool) -> int:
+    """Bytes of the body as sent (compressed when ``gzip``)."""
+    headers = ["-H", "Accept-Encoding: gzip"] if gzip else []
+    out = subprocess.run(["curl", "-s", *headers, url], capture_output=True, check=True).stdout
+    return len(out)
 
 
 def reference(run_dir: Path, kind: str, *args: str) -> servers.Server:
@@ -149,11 +194,22 @@ async def warm(site: str, slugs: list[str], concurrency: int) -> tuple[float, Co
     return time.monotonic() - started, statuses
 
 
+TRACKING = ("utm_source=facebook", "utm_medium=social", "fbclid=", "gclid=", "utm_campaign=", "_ga=2.")
+
+
+def tracked(path: str, rng: random.Random) -> str:
+    """``path`` with one or two random tracking parameters, as links from social and search carry."""
+    params = [p + (str(rng.randrange(10**9)) if p.endswith(("=", ".")) else "") for p in rng.sample(TRACKING, 2)]
+    return path + "?" + "&".join(params[: rng.randint(1, 2)])
+
+
 async def zipf_load(
-    site: str, slugs: list[str], rate: float, seconds: float, s: float
+    site: str, slugs: list[str], rate: float, seconds: float, s: float, tracked_share: float = 0.0
 ) -> list[tuple[float, float, str]]:
-    """Open-loop Zipf traffic: (second, latency in s, what answered) per request."""
+    """Open-loop Zipf traffic: (second, latency in s, what answered) per request; ``tracked_share``
+    of the URLs carry random tracking parameters."""
     zipf = Zipf(len(slugs), s)
+    rng = random.Random(11)
     samples: list[tuple[float, float, str]] = []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
@@ -178,7 +234,10 @@ async def zipf_load(
         while (elapsed := time.monotonic() - start) < seconds:
             due = int(elapsed * rate) - sent_count
             for _ in range(max(0, due)):
-                task = asyncio.ensure_future(one(f"/noticia/{slugs[zipf.draw()]}.ghtml"))
+                path = f"/noticia/{slugs[zipf.draw()]}.ghtml"
+                if rng.random() < tracked_share:
+                    path = tracked(path, rng)
+                task = asyncio.ensure_future(one(path))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             sent_count += max(0, due)
@@ -241,17 +300,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         redis.Redis.from_url(stack.env["REDIS_URL"]).set("bench:page", body)
         quiet = servers.renderer(run_dir, servers.free_port(), {**stack.env, "LOG_LEVEL": "WARNING", "PROCESSES": "1"})
+        nginx_proxy_port = servers.free_port()
         for server in (
-            nginx(run_dir, servers.free_port(), static),
+            nginx(run_dir, servers.free_port(), static, nginx_proxy_port, stack.ports.renderer),
             reference(run_dir, "bare", str(static / "page.html")),
             reference(run_dir, "redis-get", stack.env["REDIS_URL"], "bench:page"),
             quiet,
+            stock_varnish(run_dir, servers.free_port(), stack.ports.renderer),
         ):
             started.append(server.start())
-        nginx_url, bare_url, redisget_url, quiet_url = (f"http://127.0.0.1:{s.port}" for s in started)
+        nginx_url, bare_url, redisget_url, quiet_url, stock_url = (f"http://127.0.0.1:{s.port}" for s in started)
+        nginx_proxy_url = f"http://127.0.0.1:{nginx_proxy_port}"
+        for url in (stock_url, nginx_proxy_url):
+            for _ in range(3):
+                subprocess.run(["curl", "-s", "-o", "/dev/null", url + path], check=True)
 
-        progress(f"1. Varnish hit path vs nginx ({d:.0f} s each)")
-        rps = {"varnish": wrk(stack.site_url + path, d, 2, 64), "nginx": wrk(nginx_url + path, d, 2, 64)}
+        progress(f"1. our VCL vs stock Varnish, nginx proxy_cache and nginx static ({d:.0f} s each)")
+        # Interleaved, gzip-accepting clients (as browsers are): our VCL serves its stored gzip.
+        rps = {"varnish": 0.0, "varnish-stock": 0.0}
+        for _ in range(2):
+            rps["varnish"] += wrk(stack.site_url + path, d / 2, 2, 64, gzip=True) / 2
+            rps["varnish-stock"] += wrk(stock_url + path, d / 2, 2, 64, gzip=True) / 2
+        rps["varnish-plain"] = wrk(stack.site_url + path, d / 2, 2, 64)
+        rps["nginx-proxy-cache"] = wrk(nginx_proxy_url + path, d, 2, 64, gzip=True)
+        rps["nginx"] = wrk(nginx_url + path, d, 2, 64, gzip=True)
+        results["gzip"] = {
+            "raw_bytes": body_bytes(stack.site_url + path, gzip=False),
+            "gzip_bytes": body_bytes(stack.site_url + path, gzip=True),
+        }
         progress("2. renderer Redis-hit path vs bare Tornado and Tornado + one Redis GET")
         rps["renderer"] = wrk(stack.renderer_url + path, d, 1, 32)
         rps["renderer-quiet"] = wrk(quiet_url + path, d, 1, 32)
@@ -285,6 +361,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         results["throughput"] = rps
         results["ratios"] = {
+            "varnish / varnish-stock": rps["varnish"] / rps["varnish-stock"],
+            "varnish (plain clients) / varnish-stock": rps["varnish-plain"] / rps["varnish-stock"],
+            "varnish-stock / nginx-proxy-cache": rps["varnish-stock"] / rps["nginx-proxy-cache"],
+            "varnish-stock / nginx": rps["varnish-stock"] / rps["nginx"],
             "varnish / nginx": rps["varnish"] / rps["nginx"],
             "renderer / tornado-redis-get": rps["renderer"] / rps["tornado-redis-get"],
             "renderer (access log off) / tornado-redis-get": rps["renderer-quiet"] / rps["tornado-redis-get"],
@@ -344,6 +424,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "max_mongodb_reads_per_article_per_redis_ttl": mongo_reads_per_article_per_ttl(answered, 300 / scale),
             "timeline": timeline(samples),
         }
+        progress(f"5b. the same load for {args.tracked_seconds:.0f} s, 30 % of URLs with tracking parameters")
+        tracked_samples = asyncio.run(
+            zipf_load(zstack.site_url, slugs, args.rate, args.tracked_seconds, args.zipf_s, tracked_share=0.3)
+        )
+        results["zipf_tracked"] = {
+            "seconds": args.tracked_seconds,
+            "requests": len(tracked_samples),
+            "errors": sum(1 for _, _, t in tracked_samples if t == "error"),
+            "varnish_share": sum(1 for _, _, t in tracked_samples if t == "varnish") / len(tracked_samples),
+        }
         return results
     finally:
         for server in started:
@@ -375,8 +465,17 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         "measurement                                   result            target",
         "--------------------------------------------  ----------------  ---------------",
-        f"1. Varnish hit / nginx static                 {ratios['varnish / nginx']:.2f}x "
-        f"({rps['varnish']:.0f} / {rps['nginx']:.0f} req/s)  >= 0.9",
+        f"1. our VCL hit / stock Varnish (built-in VCL) {ratios['varnish / varnish-stock']:.2f}x "
+        f"({rps['varnish']:.0f} / {rps['varnish-stock']:.0f} req/s, gzip clients)  >= 0.95",
+        f"   same, plain clients (gunzip on delivery)   {ratios['varnish (plain clients) / varnish-stock']:.2f}x "
+        f"({rps['varnish-plain']:.0f} req/s)",
+        f"   peers: stock Varnish / nginx proxy_cache   {ratios['varnish-stock / nginx-proxy-cache']:.2f}x "
+        f"({rps['nginx-proxy-cache']:.0f} req/s)",
+        f"          stock Varnish / nginx static        {ratios['varnish-stock / nginx']:.2f}x "
+        f"({rps['nginx']:.0f} req/s)",
+        f"   gzip body / raw body                       "
+        f"{results['gzip']['gzip_bytes'] / results['gzip']['raw_bytes']:.2f} "
+        f"({results['gzip']['gzip_bytes']} / {results['gzip']['raw_bytes']} bytes)  <= 0.35",
         f"2. renderer Redis-hit / Tornado + Redis GET   {ratios['renderer / tornado-redis-get']:.2f}x "
         f"({rps['renderer']:.0f} / {rps['tornado-redis-get']:.0f})  >= 0.9",
         f"   same, access log off                       {ratios['renderer (access log off) / tornado-redis-get']:.2f}x "
@@ -398,6 +497,9 @@ def table(results: dict[str, Any]) -> str:
         f"   MongoDB {100 * z['shares']['mongo']:.1f} %   (seed: < 5 %)",
         f"   latency p50 {z['p50_ms']:.1f} ms, p99 {z['p99_ms']:.1f} ms; errors {z['errors']}; "
         f"most MongoDB reads of one article per Redis TTL: {z['max_mongodb_reads_per_article_per_redis_ttl']} (<= 1)",
+        f"   with 30 % tracked URLs ({results['zipf_tracked']['requests']} requests): Varnish "
+        f"{100 * results['zipf_tracked']['varnish_share']:.1f} %, errors {results['zipf_tracked']['errors']}"
+        "   >= 80 %",
     ]
     return "\n".join(lines)
 
@@ -410,17 +512,29 @@ def draw(results: dict[str, Any], path: Path) -> None:
 
     rps = results["throughput"]
     fig, (bars, shares, lat) = plt.subplots(3, 1, figsize=(10, 11))
-    names = ["varnish", "nginx", "renderer", "renderer-quiet", "tornado-redis-get", "tornado-bare", "cold-render"]
+    names = [
+        "varnish",
+        "varnish-stock",
+        "nginx-proxy-cache",
+        "nginx",
+        "renderer",
+        "renderer-quiet",
+        "tornado-redis-get",
+        "tornado-bare",
+        "cold-render",
+    ]
     labels = [
-        "Varnish hit",
-        "nginx static",
+        "our VCL\nhit",
+        "stock\nVarnish",
+        "nginx\nproxy_cache",
+        "nginx\nstatic",
         "renderer\nRedis hit",
         "renderer\nno access log",
         "Tornado +\nRedis GET",
         "bare\nTornado",
         "cold\nrender",
     ]
-    colours = ["#2b8cbe", "#bdbdbd", "#41ab5d", "#a1d99b", "#bdbdbd", "#d9d9d9", "#fd8d3c"]
+    colours = ["#2b8cbe", "#9ecae1", "#bdbdbd", "#bdbdbd", "#41ab5d", "#a1d99b", "#bdbdbd", "#d9d9d9", "#fd8d3c"]
     bars.bar(labels, [rps[n] for n in names], color=colours)
     bars.set_ylabel("requests / s (log scale)")
     bars.set_yscale("log")
@@ -458,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     # sustain beside the stack on two cores: 400 req/s with time compressed 2x (5 s Varnish TTL).
     # Full: longer than one Redis TTL (150 s here), so expired pages are read from MongoDB again.
     args.zipf_seconds = 60.0 if args.quick else 300.0
+    args.tracked_seconds = 30.0 if args.quick else 120.0
     args.articles = 2000
     args.zipf_s = 1.2
     args.rate = 400.0

@@ -265,8 +265,13 @@ def ferretdb(run_dir: Path, port: int) -> Server:
     return Server("ferretdb", argv, port, run_dir / f"ferretdb-{port}.log")
 
 
-def varnish(run_dir: Path, port: int, backend_port: int, storage: str = "malloc,128m") -> Server:
-    """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer."""
+def varnish(
+    run_dir: Path, port: int, backend_port: int, admin_port: int | None = None, storage: str = "malloc,128m"
+) -> Server:
+    """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer.
+
+    Two listeners: ``public`` on ``port`` (readers) and ``admin`` on ``admin_port`` (purges, bans).
+    """
     base = run_dir / f"varnish-{port}"
     vcl_dir = base / "vcl"
     vcl_dir.mkdir(parents=True, exist_ok=True)
@@ -274,13 +279,14 @@ def varnish(run_dir: Path, port: int, backend_port: int, storage: str = "malloc,
     shutil.copy(REPO / "varnish" / "default.vcl", vcl_dir / "default.vcl")
     template = (REPO / "varnish" / "backends.vcl").read_text()
     (vcl_dir / "backends.vcl").write_text(template.replace('"8888"', f'"{backend_port}"'))
-    admin_port = free_port()
+    admin_port = admin_port or free_port()
     argv = [
         require_binary("varnishd"),
         "-F",
         "-n", str(base / "work"),
-        "-a", f"127.0.0.1:{port}",
-        "-T", f"127.0.0.1:{admin_port}",
+        "-a", f"public=127.0.0.1:{port}",
+        "-a", f"admin=127.0.0.1:{admin_port}",
+        "-T", f"127.0.0.1:{free_port()}",
         "-p", f"vcl_path={vcl_dir}",
         "-f", str(vcl_dir / "default.vcl"),
         "-s", storage,

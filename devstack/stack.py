@@ -22,17 +22,18 @@ class Ports:
     redis: int
     mongodb: int
     renderer: int
-    varnish: int
+    varnish: int  # the public listener (readers)
+    varnish_admin: int  # the admin listener (purges and bans from renderers)
 
     @classmethod
     def defaults(cls) -> Ports:
         """The well-known ports ``scripts/run`` uses."""
-        return cls(redis=6379, mongodb=27017, renderer=8888, varnish=6081)
+        return cls(redis=6379, mongodb=27017, renderer=8888, varnish=6081, varnish_admin=6082)
 
     @classmethod
     def free(cls) -> Ports:
         """Free ports, so that runs never collide."""
-        return cls(servers.free_port(), servers.free_port(), servers.free_port(), servers.free_port())
+        return cls(*(servers.free_port() for _ in range(5)))
 
 
 @dataclass
@@ -42,12 +43,14 @@ class Stack:
     run_dir: Path
     ports: Ports
     env: dict[str, str]
+    # Each Varnish node's public listener, where readers go (VARNISH_URLS names the admin ones).
+    public_urls: list[str] = field(default_factory=list)
     started: dict[str, Server] = field(default_factory=dict)
 
     @property
     def site_url(self) -> str:
-        """The first Varnish node: where readers go."""
-        return self.env["VARNISH_URLS"].split(",")[0]
+        """The first Varnish node's public listener: where readers go."""
+        return self.public_urls[0] if self.public_urls else self.env["SITE_URL"]
 
     @property
     def renderer_url(self) -> str:
@@ -65,6 +68,7 @@ class Stack:
             "run_dir": str(self.run_dir),
             "ports": self.ports.__dict__,
             "env": self.env,
+            "public_urls": self.public_urls,
             "servers": {name: server.to_state() for name, server in self.started.items()},
         }
         tmp = self.state_path.with_suffix(".tmp")
@@ -76,7 +80,7 @@ class Stack:
     def load_state(cls, path: Path) -> Stack:
         """A stack described by ``save_state``, its servers adopted by pid."""
         state = json.loads(path.read_text())
-        stack = cls(Path(state["run_dir"]), Ports(**state["ports"]), dict(state["env"]))
+        stack = cls(Path(state["run_dir"]), Ports(**state["ports"]), dict(state["env"]), list(state["public_urls"]))
         stack.started = {name: Server.from_state(s) for name, s in state["servers"].items()}
         return stack
 
@@ -108,21 +112,27 @@ def start_stack(
 ) -> Stack:
     """Start what ``environ`` does not already point at: a server named by REDIS_URL, MONGODB_URL
     or VARNISH_URLS is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the
-    first on ``ports.varnish``, named ``varnish``, ``varnish-2``, …). Stops whatever started if a
-    later step fails."""
+    first on ``ports.varnish`` and ``ports.varnish_admin``, named ``varnish``, ``varnish-2``, …).
+    Renderers purge through the admin listeners (VARNISH_URLS); readers use the public ones.
+    Stops whatever started if a later step fails."""
     environ = dict(os.environ if environ is None else environ)
     run_dir.mkdir(parents=True, exist_ok=True)
-    varnish_ports = [ports.varnish] + [servers.free_port() for _ in range(varnish_nodes - 1)]
+    varnish_ports = [(ports.varnish, ports.varnish_admin)] + [
+        (servers.free_port(), servers.free_port()) for _ in range(varnish_nodes - 1)
+    ]
+    public_urls = [f"http://127.0.0.1:{public}" for public, _ in varnish_ports]
     env = {
         "REDIS_URL": environ.get("REDIS_URL", f"redis://127.0.0.1:{ports.redis}/0"),
         "MONGODB_URL": environ.get("MONGODB_URL", f"mongodb://127.0.0.1:{ports.mongodb}/"),
         "MONGODB_DB": environ.get("MONGODB_DB", "pagecache"),
-        "VARNISH_URLS": environ.get("VARNISH_URLS", ",".join(f"http://127.0.0.1:{p}" for p in varnish_ports)),
+        "VARNISH_URLS": environ.get("VARNISH_URLS", ",".join(f"http://127.0.0.1:{a}" for _, a in varnish_ports)),
     }
     if "EDITOR_TOKENS" in environ:
         env["EDITOR_TOKENS"] = environ["EDITOR_TOKENS"]
-    env["SITE_URL"] = environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])
-    stack = Stack(run_dir, ports, env)
+    if "VARNISH_URLS" in environ:
+        public_urls = [environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])]
+    env["SITE_URL"] = environ.get("SITE_URL", public_urls[0])
+    stack = Stack(run_dir, ports, env, public_urls)
     try:
         if "REDIS_URL" not in environ:
             stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
@@ -130,9 +140,9 @@ def start_stack(
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
         stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, {**env, **(renderer_env or {})}).start()
         if "VARNISH_URLS" not in environ:
-            for index, port in enumerate(varnish_ports):
+            for index, (public, admin) in enumerate(varnish_ports):
                 name = "varnish" if index == 0 else f"varnish-{index + 1}"
-                stack.started[name] = servers.varnish(run_dir, port, ports.renderer).start()
+                stack.started[name] = servers.varnish(run_dir, public, ports.renderer, admin).start()
     except BaseException:
         stack.stop()
         raise

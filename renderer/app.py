@@ -15,7 +15,7 @@ from renderer.handlers.api import (
     PurgeApiHandler,
 )
 from renderer.handlers.metrics import MetricsHandler
-from renderer.handlers.pages import ArticleHandler, CachePolicy, HomeHandler, NotFoundHandler
+from renderer.handlers.pages import ArticleHandler, CachePolicy, HomeHandler, NotFoundHandler, SmallFileHandler
 from renderer.services import Services
 
 
@@ -42,12 +42,17 @@ class PagecacheApplication(tornado.web.Application):
             self.drained.set()
 
 
+TEXT = "text/plain; charset=UTF-8"
+
+
 def make_app(services: Services) -> PagecacheApplication:
     """The renderer's routes; handlers get ``services`` and nothing global."""
     pages = {"services": services, "policy": CachePolicy(services)}
     routes: list[Any] = [
         (r"/", HomeHandler, pages),
         (r"/noticia/(.*)", ArticleHandler, pages),
+        (r"/robots.txt", SmallFileHandler, {**pages, "name": "robots.txt", "content_type": TEXT}),
+        (r"/favicon.ico", SmallFileHandler, {**pages, "name": "favicon.ico", "content_type": "image/x-icon"}),
         (r"/healthcheck", HealthcheckHandler, {"health": services.health}),
         (r"/healthcheck/live", LiveHandler),
         (r"/metrics", MetricsHandler, {"services": services}),

@@ -22,10 +22,13 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     mongodb_url: str = "mongodb://127.0.0.1:27017/"
     mongodb_db: str = "pagecache"
-    varnish_urls: tuple[str, ...] = ("http://127.0.0.1:6081",)
+    # Each Varnish node's admin listener (purges); readers use the public one (6081).
+    varnish_urls: tuple[str, ...] = ("http://127.0.0.1:6082",)
     editor_tokens: tuple[str, ...] = field(default_factory=tuple)
     site_name: str = "pagecache news"
     site_url: str = "http://127.0.0.1:6081"
+    # Strict-Transport-Security max-age on pages; 0 sends none (set it where TLS terminates upstream).
+    hsts_max_age: int = 0
 
     # Tier freshness (DESIGN §1-§2).
     page_ttl: int = 300  # Redis page:<slug>

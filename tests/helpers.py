@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -76,6 +77,15 @@ def redis_calls(client: redis.Redis) -> int:
     """Data commands the Redis server has executed (not PINGs, INFO or connection set-up)."""
     stats: dict[str, Any] = client.info("commandstats")
     return sum(int(v["calls"]) for k, v in stats.items() if not k.startswith(_NOT_DATA_COMMANDS))
+
+
+def varnish_backends_sick(varnish: Any) -> bool:
+    """True when every backend of this Varnish server is marked sick by its health probe."""
+    out = subprocess.run(
+        ["varnishadm", "-n", str(varnish.workdir), "backend.list"], capture_output=True, text=True, check=True
+    ).stdout
+    rows = [line for line in out.splitlines()[1:] if line.strip()]
+    return bool(rows) and all("sick" in line for line in rows)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.1) -> Any:

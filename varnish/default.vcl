@@ -1,5 +1,12 @@
 vcl 4.1;
-# pagecache edge cache (Varnish 7.1 + varnish-modules' xkey). DESIGN §2 is the contract.
+# pagecache edge cache (Varnish 7.1 + varnish-modules' xkey). docs/architecture.rst, "The edge".
+#
+# Two listeners, named on the command line:
+#   -a public=:6081   readers: GET/HEAD of pages, nothing else
+#   -a admin=:6082    renderers: PURGE (xkey soft/hard) and BAN, from the "purgers" ACL only
+#
+# Internal state between passes travels in X-Pagecache-* request headers; a client's copies of
+# them are removed on the first pass.
 
 import std;
 import xkey;
@@ -19,32 +26,70 @@ probe healthcheck {
 include "backends.vcl";
 
 sub vcl_recv {
-    if (req.method == "PURGE" || req.method == "BAN") {
-        call pagecache_invalidate;
+    if (req.restarts == 0) {
+        call pagecache_clean_request;
     }
-    if (!req.http.X-Request-Id) {
-        set req.http.X-Request-Id = "varnish-" + req.xid;
-    }
-    # The editors' API and health/metrics endpoints are never cached.
-    if (req.url ~ "^/(api/|healthcheck|metrics)") {
-        return (pass);
+    if (local.socket == "admin") {
+        call pagecache_admin;
     }
     if (req.method != "GET" && req.method != "HEAD") {
         return (synth(405, "Method Not Allowed"));
     }
-    # Article pages are the same for everyone: a cookie must not split the cache.
+    # The editors' API, health and metrics live on the renderer's internal service, not here.
+    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)") {
+        return (synth(404, "Not Found"));
+    }
+    call pagecache_normalise_url;
+    # Pages are the same for everyone: a cookie must not split the cache.
     unset req.http.Cookie;
-    if (req.restarts > 0 && req.http.X-Pagecache-Stale-If-Error) {
-        # Second pass after a failed fetch: any grace copy will do (stale-if-error).
+    unset req.http.Authorization;
+    if (req.http.X-Pagecache-Pass == "stale") {
+        # The fetch failed and a grace copy exists: any grace copy will do (stale-if-error).
         set req.grace = 24h;
-    } elsif (std.healthy(req.backend_hint)) {
-        # Healthy backend: serve stale only briefly while refreshing (stale-while-revalidate).
-        set req.grace = 10s;
+    } elsif (req.http.X-Pagecache-Pass == "revalidate") {
+        # A grace copy exists beyond the revalidation window: fetch now, keep it as the fallback.
+        set req.grace = 0s;
+    } elsif (!std.healthy(req.backend_hint)) {
+        set req.grace = 24h;
     }
     return (hash);
 }
 
-sub pagecache_invalidate {
+sub pagecache_clean_request {
+    unset req.http.X-Pagecache-Pass;
+    unset req.http.X-Pagecache-Cache;
+    unset req.http.X-Pagecache-Purged;
+    # A client's request id is kept only when it is safe to log and to pass on.
+    if (req.http.X-Request-Id !~ "^[A-Za-z0-9._-]{1,64}$") {
+        set req.http.X-Request-Id = "varnish-" + req.xid;
+    }
+    # One cache object per page, whatever the client's Accept-Encoding: gzip stored, gunzipped
+    # on delivery for clients that do not accept it.
+    if (req.http.Accept-Encoding ~ "(?i)gzip" && req.http.Accept-Encoding !~ "(?i)gzip\s*;\s*q=0(\.0*)?\s*(,|$)") {
+        set req.http.Accept-Encoding = "gzip";
+    } else {
+        unset req.http.Accept-Encoding;
+    }
+}
+
+sub pagecache_normalise_url {
+    # Article pages ignore the query: drop it whole.
+    if (req.url ~ "^/noticia/[^?]*\?") {
+        set req.url = regsub(req.url, "\?.*$", "");
+        return;
+    }
+    if (req.url !~ "\?") {
+        return;
+    }
+    # Tracking parameters from social, search and mail links never change a page.
+    set req.url = regsuball(req.url,
+        "(?<=[?&])(utm_[A-Za-z0-9_]*|fbclid|gclid|gclsrc|dclid|gbraid|wbraid|msclkid|mc_cid|mc_eid|igshid|yclid|_ga|_gl|_hsenc|_hsmi|mkt_tok|ref_src|twclid|ttclid|li_fat_id|s_cid|cmpid)(=[^&]*)?(&|$)",
+        "");
+    set req.url = regsub(req.url, "[?&]+$", "");
+    set req.url = std.querysort(req.url);
+}
+
+sub pagecache_admin {
     if (client.ip !~ purgers) {
         return (synth(403, "Forbidden"));
     }
@@ -52,26 +97,47 @@ sub pagecache_invalidate {
         if (!req.http.X-Ban-Url) {
             return (synth(400, "X-Ban-Url header required"));
         }
-        ban("obj.http.X-Url ~ " + req.http.X-Ban-Url);
-        return (synth(200, "Ban added"));
+        # X-Ban-Url is a regular expression on the URL (no spaces: std.ban() splits on them).
+        if (std.ban("obj.http.X-Url ~ " + req.http.X-Ban-Url)) {
+            return (synth(200, "Ban added"));
+        }
+        return (synth(400, std.ban_error()));
+    }
+    if (req.method != "PURGE") {
+        return (synth(405, "Method Not Allowed"));
     }
     if (req.http.xkey-softpurge) {
         # Soft purge: the old copy is served only while the new one is fetched (no herd).
-        set req.http.X-Purged = xkey.softpurge(req.http.xkey-softpurge);
-        return (synth(200, "Soft-purged " + req.http.X-Purged));
+        set req.http.X-Pagecache-Purged = xkey.softpurge(req.http.xkey-softpurge);
+        return (synth(200, "Soft-purged " + req.http.X-Pagecache-Purged));
     }
     if (req.http.xkey-purge) {
-        set req.http.X-Purged = xkey.purge(req.http.xkey-purge);
-        return (synth(200, "Purged " + req.http.X-Purged));
+        set req.http.X-Pagecache-Purged = xkey.purge(req.http.xkey-purge);
+        return (synth(200, "Purged " + req.http.X-Pagecache-Purged));
     }
+    call pagecache_normalise_url;
     return (purge);
 }
 
 sub vcl_hit {
     if (obj.ttl >= 0s) {
         set req.http.X-Pagecache-Cache = "HIT";
-    } else {
+        return (deliver);
+    }
+    # Stale-while-revalidate window (10 s), a sick renderer, or a failed fetch: the grace copy.
+    if (obj.ttl + 10s > 0s || req.http.X-Pagecache-Pass == "stale" || !std.healthy(req.backend_hint)) {
         set req.http.X-Pagecache-Cache = "HIT-STALE";
+        return (deliver);
+    }
+    # Older than that: fetch now, and remember that this copy is the fallback if the fetch fails.
+    set req.http.X-Pagecache-Pass = "revalidate";
+    return (restart);
+}
+
+sub vcl_backend_fetch {
+    if (bereq.is_bgfetch && bereq.http.X-Pagecache-Pass == "stale") {
+        # The grace copy is being served because a fetch just failed: no second try right away.
+        return (abandon);
     }
 }
 
@@ -79,8 +145,15 @@ sub vcl_backend_response {
     # Kept for BAN expressions that match on the URL (ban-lurker friendly).
     set beresp.http.X-Url = bereq.url;
     if (beresp.status >= 500) {
-        # Never replace a good copy with an error; vcl_synth retries with any grace copy.
-        return (abandon);
+        if (bereq.is_bgfetch || bereq.http.X-Pagecache-Pass == "revalidate") {
+            # A grace copy exists: never replace it with an error; vcl_synth restarts for it.
+            return (abandon);
+        }
+        # Nothing to fall back on: the renderer's own answer (503 + Retry-After) goes through.
+        set beresp.ttl = 0s;
+        set beresp.grace = 0s;
+        set beresp.uncacheable = true;
+        return (deliver);
     }
     if (!beresp.http.Cache-Control) {
         # The renderer sets the TTL; this holds the contract if it did not.
@@ -89,16 +162,39 @@ sub vcl_backend_response {
     if (beresp.http.Set-Cookie && beresp.ttl > 0s) {
         unset beresp.http.Set-Cookie;
     }
-    # Long grace: used in full only when the backend is sick or a fetch fails (req.grace).
-    set beresp.grace = 24h;
-    # Lets Varnish revalidate an expired copy with a cheap 304 (never served as stale).
-    set beresp.keep = 1h;
+    if (beresp.http.Content-Type ~ "^(text/|application/(json|xml|javascript)|image/svg)") {
+        # Stored gzipped once; gunzipped on delivery for clients that do not accept gzip.
+        set beresp.do_gzip = true;
+    }
+    if (beresp.status == 200) {
+        # Long grace, used in full only when the backend is sick or a fetch fails; keep lets an
+        # expired copy be revalidated with a cheap 304 (never served as stale).
+        set beresp.grace = 24h;
+        set beresp.keep = 1h;
+    } else {
+        # 404s and other junk: no longer stale than fresh, no keep, so that scanners cannot
+        # evict the copies stale-if-error needs.
+        if (beresp.ttl > 10s) {
+            set beresp.ttl = 10s;
+        }
+        set beresp.grace = beresp.ttl;
+        set beresp.keep = 0s;
+    }
     return (deliver);
 }
 
 sub vcl_backend_error {
-    # The renderer is unreachable: let vcl_synth retry with any grace copy.
-    return (abandon);
+    if (bereq.is_bgfetch || bereq.http.X-Pagecache-Pass == "revalidate") {
+        # The renderer is unreachable and a grace copy exists: vcl_synth restarts for it.
+        return (abandon);
+    }
+    set beresp.http.Content-Type = "text/plain; charset=utf-8";
+    set beresp.http.Retry-After = "5";
+    set beresp.http.Cache-Control = "no-store";
+    set beresp.ttl = 0s;
+    synthetic("Service temporarily unavailable" + {"
+"});
+    return (deliver);
 }
 
 sub vcl_deliver {
@@ -122,13 +218,25 @@ sub vcl_deliver {
 }
 
 sub vcl_synth {
-    # A failed fetch (renderer down before the probe noticed): try once more, allowing any grace copy.
-    if (resp.status == 503 && req.restarts == 0 && (req.method == "GET" || req.method == "HEAD")
-        && !req.http.X-Pagecache-Stale-If-Error) {
-        set req.http.X-Pagecache-Stale-If-Error = "1";
+    # A fetch failed while a grace copy exists: look again, this time taking any grace copy.
+    if (resp.status == 503 && req.http.X-Pagecache-Pass == "revalidate") {
+        set req.http.X-Pagecache-Pass = "stale";
         return (restart);
     }
     if (resp.status == 503) {
         set resp.http.Retry-After = "5";
     }
+    if (resp.status == 405) {
+        if (local.socket == "admin") {
+            set resp.http.Allow = "PURGE, BAN";
+        } else {
+            set resp.http.Allow = "GET, HEAD";
+        }
+    }
+    set resp.http.X-Request-Id = req.http.X-Request-Id;
+    set resp.http.Content-Type = "text/plain; charset=utf-8";
+    set resp.http.Cache-Control = "no-store";
+    set resp.body = resp.reason + {"
+"};
+    return (deliver);
 }

@@ -17,12 +17,11 @@ backend renderer2 {
     .first_byte_timeout = 5s;
 }
 
-# The compose network's private addresses: renderers purge from their own containers.
+# The compose backplane network (compose.yaml), where the renderers purge from. Purges are
+# accepted only on the admin listener (6082), which compose does not publish.
 acl purgers {
     "127.0.0.1";
-    "10.0.0.0"/8;
-    "172.16.0.0"/12;
-    "192.168.0.0"/16;
+    "172.28.0.0"/24;
 }
 
 sub vcl_init {

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 import tornado.web
 
-from renderer import contract, logs
+from renderer import contract, logs, security
 from renderer.pages import RenderedPage
 from renderer.resilience import Deadline
 from renderer.services import Services
 from renderer.tiers import Served, Unavailable
 
 ARTICLE_SUFFIX = ".ghtml"
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class CachePolicy:
@@ -26,6 +29,8 @@ class CachePolicy:
         )
         self.stale = f"public, max-age=0, s-maxage={s.stale_shared_max_age}, stale-if-error={s.stale_if_error}"
         self.not_found = f"public, max-age=0, s-maxage={s.not_found_ttl}"
+        sample = services.renderer.generic_not_found.html.decode()
+        self.security_headers = security.page_headers(sample, s.hsts_max_age)
 
     def for_page(self, page: RenderedPage, tier: str) -> str:
         """The header for ``page`` served from ``tier``."""
@@ -42,16 +47,22 @@ class PageHandler(tornado.web.RequestHandler):
         self.policy = policy
         logs.begin_request(self)
 
-    def compute_etag(self) -> None:
+    def compute_etag(self) -> str | None:
         return None  # the page carries its own ETag
 
     def deadline(self) -> Deadline:
         """This request's deadline: every backend call fits inside it."""
         return Deadline.after(self.services.settings.request_deadline)
 
+    def set_security_headers(self) -> None:
+        """CSP, nosniff, referrer and frame policy (and HSTS when configured) on every page."""
+        for name, value in self.policy.security_headers.items():
+            self.set_header(name, value)
+
     def write_page(self, page: RenderedPage, tier: str | None = None, cache_status: str | None = None) -> None:
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
+        self.set_security_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", self.policy.for_page(page, tier or ""))
         if page.surrogate_keys:
@@ -81,6 +92,7 @@ class PageHandler(tornado.web.RequestHandler):
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
         self.services.metrics.answered("none", 503)
         self.set_status(503)
+        self.set_security_headers()
         self.set_header("Retry-After", str(exc.retry_after))
         self.set_header("Cache-Control", "no-store")
         self.set_header(contract.HEADER_CACHE_STATUS, f"redis; fwd=miss; detail={exc.reason}")
@@ -123,6 +135,30 @@ class HomeHandler(PageHandler):
             self.write_unavailable(exc)
             return
         self.write_served(served)
+
+
+class SmallFileHandler(PageHandler):
+    """``/robots.txt`` and ``/favicon.ico``: bytes from ``renderer/static``, cached like pages."""
+
+    def initialize(self, services: Services, policy: CachePolicy, name: str, content_type: str) -> None:  # type: ignore[override]
+        super().initialize(services, policy)
+        self.body = (STATIC_DIR / name).read_bytes()
+        self.content_type = content_type
+
+    def compute_etag(self) -> str | None:
+        return f'"{hashlib.sha1(self.body).hexdigest()[:16]}"'
+
+    def get(self) -> None:
+        self.services.metrics.answered("none", 200)
+        self.set_header("Content-Type", self.content_type)
+        self.set_header("Cache-Control", self.policy.fresh)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_etag_header()
+        if self.check_etag_header():
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(self.body)
 
 
 class NotFoundHandler(PageHandler):

@@ -9,7 +9,7 @@ import time
 from typing import Callable
 
 from tests.conftest import StackClients
-from tests.helpers import get, metric, mongo_reads, unique_slug, wait_until
+from tests.helpers import get, metric, mongo_reads, unique_slug, varnish_backends_sick, wait_until
 
 # A request may take its deadline (1.5 s in FAULT_SETTINGS); a hung one fails on this client timeout.
 CLIENT_TIMEOUT = 6.0
@@ -138,5 +138,5 @@ def test_every_renderer_killed_varnish_serves_warm_pages_stale_and_cold_ones_503
     assert missing.status == 503
     assert missing.headers["Retry-After"]
     # Once the probe marks the renderer sick, warm pages are still served from grace.
-    wait_until(lambda: get(s.site, "/healthcheck").status == 503, timeout=10)
+    wait_until(lambda: varnish_backends_sick(s.server("varnish")), timeout=10)
     assert get(s.site, path(warm)).headers["X-Cache"] == "HIT-STALE"

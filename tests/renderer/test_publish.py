@@ -29,6 +29,12 @@ def put(base: str, slug: str, body: Any, headers: dict[str, str] | None = None) 
 
 
 def nodes(s: StackClients) -> list[str]:
+    """Each Varnish node's public listener (readers)."""
+    return s.stack.public_urls
+
+
+def admin_nodes(s: StackClients) -> list[str]:
+    """Each Varnish node's admin listener (where renderers purge: VARNISH_URLS)."""
     return s.stack.env["VARNISH_URLS"].split(",")
 
 
@@ -57,7 +63,7 @@ def test_publish_reaches_both_varnish_nodes_from_redis_without_reading_mongodb(t
     assert report["version"] == 2 and report["created"] is False
     assert report["steps"]["mongodb"] == "committed version 2"
     assert report["steps"]["redis"] == "ok" and report["steps"]["invalidate"] == "ok"
-    assert report["steps"]["varnish"] == {node: "purged" for node in nodes(s)}
+    assert report["steps"]["varnish"] == {node: "purged" for node in admin_nodes(s)}
     assert report["pending"] == []
 
     reads_after_publish = mongo_reads(s.renderer)
@@ -73,6 +79,7 @@ def test_publish_reaches_both_varnish_nodes_from_redis_without_reading_mongodb(t
 def test_a_varnish_node_frozen_during_publish_gets_the_queued_purge_when_back(two_nodes: StackClients) -> None:
     s = two_nodes
     first, second = nodes(s)
+    first_admin, second_admin = admin_nodes(s)
     slug = unique_slug()
     assert put(s.renderer, slug, article("Antes da pane")).status == 201
     for node in (first, second):
@@ -82,14 +89,14 @@ def test_a_varnish_node_frozen_during_publish_gets_the_queued_purge_when_back(tw
         resp = put(s.renderer, slug, article("Depois da pane"))
         assert resp.status == 200
         report = json.loads(resp.body)
-        assert report["pending"] == [second]
-        assert report["steps"]["varnish"][first] == "purged"
+        assert report["pending"] == [second_admin]
+        assert report["steps"]["varnish"][first_admin] == "purged"
         assert (
-            report["steps"]["varnish"][second].startswith("pending (")
-            and "queued" in report["steps"]["varnish"][second]
+            report["steps"]["varnish"][second_admin].startswith("pending (")
+            and "queued" in report["steps"]["varnish"][second_admin]
         )
         queue = json.loads(request(s.renderer, "GET", "/api/purge/pending", None, AUTH).body)
-        assert queue["length"] >= 1 and queue["pending"][0]["node"] == second
+        assert queue["length"] >= 1 and queue["pending"][0]["node"] == second_admin
         wait_until(lambda: title_on(first, slug) == "Depois da pane", timeout=2)
     finally:
         s.server("varnish-2").thaw()
@@ -204,8 +211,8 @@ def test_publishing_needs_a_valid_token_and_changes_nothing_without_one(
         assert resp.status == status
         assert "error" in json.loads(resp.body)
     assert stack.articles.count_documents({"slug": slug}) == 0
-    # Through Varnish too: the API is passed, never cached.
-    assert request(stack.site, "PUT", f"/api/articles/{slug}", body, headers).status == status
+    # The public edge does not offer the API at all.
+    assert request(stack.site, "PUT", f"/api/articles/{slug}", body, headers).status == 405
 
 
 def test_request_errors_are_clear(stack: StackClients) -> None:
@@ -296,17 +303,22 @@ def test_openapi_document_describes_the_api(stack: StackClients) -> None:
     assert {"put", "delete"} <= set(doc["paths"]["/api/articles/{slug}"])
 
 
-def test_varnish_accepts_purge_and_ban_only_from_its_acl(stack: StackClients) -> None:
+def test_varnish_purges_and_bans_only_on_its_admin_listener_from_its_acl(stack: StackClients) -> None:
     from urllib.parse import urlsplit
 
-    port = urlsplit(stack.site).port
-    assert request(stack.site, "PURGE", "/", None, {"xkey-softpurge": "home"}).status == 200
-    assert request(stack.site, "BAN", "/", None, {"X-Ban-Url": "^/nada$"}).status == 200
-    assert request(stack.site, "BAN", "/", None, {}).status == 400
-    assert request(stack.site, "FOO", "/", None, {}).status == 405
+    admin = stack.stack.env["VARNISH_URLS"].split(",")[0]
+    assert request(admin, "PURGE", "/", None, {"xkey-softpurge": "home"}).status == 200
+    assert request(admin, "BAN", "/", None, {"X-Ban-Url": "^/nada$"}).status == 200
+    assert request(admin, "BAN", "/", None, {}).status == 400
+    assert request(admin, "FOO", "/", None, {}).status == 405
+    # The public listener refuses them all, whoever asks.
+    for method in ("PURGE", "BAN"):
+        refused = request(stack.site, method, "/", None, {"xkey-purge": "home", "X-Ban-Url": "."})
+        assert refused.status == 405 and refused.headers["Allow"] == "GET, HEAD"
 
     def from_other_address(method: str) -> int:
         # 127.0.0.2 is loopback, but not in the purgers ACL.
+        port = urlsplit(admin).port
         sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0))
         with sock:
             sock.sendall(f"{method} / HTTP/1.1\r\nHost: x\r\nxkey-purge: home\r\nConnection: close\r\n\r\n".encode())

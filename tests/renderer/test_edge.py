@@ -1,0 +1,70 @@
+"""The public edge through the real stack: one object per page, gzip, the admin surface off it,
+security headers and the small files (docs/architecture.rst, "The edge")."""
+
+from __future__ import annotations
+
+import gzip
+
+from tests.conftest import StackClients
+from tests.helpers import get, unique_slug
+
+
+def test_tracking_parameters_do_not_split_the_cache(stack: StackClients) -> None:
+    slug = unique_slug("rastreio")
+    stack.add_article(slug, title="Compartilhada nas redes")
+    path = f"/noticia/{slug}.ghtml"
+    assert get(stack.site, path).headers["X-Cache"] == "MISS"
+    for query in ("?utm_source=facebook", "?fbclid=abc", "?utm_source=x&utm_medium=y", "?page=2", "?gclid=1&_ga=2"):
+        resp = get(stack.site, path + query)
+        assert resp.status == 200
+        assert resp.headers["X-Cache"] == "HIT", query
+        assert "Compartilhada nas redes" in resp.text
+
+
+def test_gzip_and_plain_clients_get_the_same_page_from_one_object(stack: StackClients) -> None:
+    slug = unique_slug("gzip")
+    stack.add_article(slug, body_html="<p>" + "Texto longo da matéria. " * 200 + "</p>")
+    path = f"/noticia/{slug}.ghtml"
+    direct = get(stack.renderer, path)
+    zipped = get(stack.site, path, {"Accept-Encoding": "gzip, deflate, br"})
+    plain = get(stack.site, path)
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in plain.headers
+    assert plain.headers["X-Cache"] == "HIT"  # the gzip client's fetch made the one object
+    assert gzip.decompress(zipped.body) == plain.body == direct.body
+    assert len(zipped.body) <= 0.35 * len(plain.body)
+    # Revalidation works for both kinds of client through Varnish.
+    etag = zipped.headers["ETag"]
+    assert get(stack.site, path, {"If-None-Match": etag, "Accept-Encoding": "gzip"}).status == 304
+    assert get(stack.site, path, {"If-None-Match": etag}).status == 304
+
+
+def test_internal_endpoints_are_not_on_the_public_edge(stack: StackClients) -> None:
+    for path in ("/metrics", "/healthcheck", "/healthcheck/live", "/api/openapi.json", "/api/purge/pending"):
+        assert get(stack.site, path).status == 404, path
+        assert get(stack.renderer, path).status in (200, 401), path
+
+
+def test_pages_carry_security_headers_that_allow_what_they_use(stack: StackClients) -> None:
+    page = get(stack.site, "/noticia/tiroteio-deixa-um-morto-e-feridos.ghtml")
+    csp = page.headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp and "style-src 'sha256-" in csp
+    assert "script-src" not in csp and "unsafe-inline" not in csp
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert page.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "Strict-Transport-Security" not in page.headers  # HSTS_MAX_AGE is 0 by default
+    missing = get(stack.site, f"/noticia/{unique_slug()}.ghtml")
+    assert missing.status == 404 and missing.headers["Content-Security-Policy"] == csp
+
+
+def test_robots_and_favicon_are_served_and_cached_like_pages(stack: StackClients) -> None:
+    for path, content_type, start in (
+        ("/robots.txt", "text/plain; charset=UTF-8", b"User-agent: *"),
+        ("/favicon.ico", "image/x-icon", b"\x00\x00\x01\x00"),
+    ):
+        first = get(stack.site, path)
+        assert first.status == 200 and first.headers["Content-Type"] == content_type
+        assert first.body.startswith(start)
+        assert "s-maxage=10" in first.headers["Cache-Control"]
+        assert get(stack.site, path).headers["X-Cache"] == "HIT"
