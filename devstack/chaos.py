@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import sys
 import time
 import urllib.request
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
+from devstack import servers
 from devstack.probes import metric
 from devstack.samples import sample_articles
 from devstack.stack import CURRENT_STACK, Stack
@@ -42,7 +45,7 @@ class Scenario:
 
     name: str
     server: str
-    hurt: str  # kill | freeze
+    hurt: str  # kill | freeze | kill-stale-only | kill-worker
     before: float
     during: float
     after: float
@@ -50,9 +53,49 @@ class Scenario:
 
 SCENARIOS = [
     Scenario("FerretDB killed", "ferretdb", "kill", 3, 12, 10),
+    Scenario("FerretDB killed, Redis holding only stale copies", "ferretdb", "kill-stale-only", 3, 10, 8),
     Scenario("Redis frozen (SIGSTOP)", "redis", "freeze", 3, 8, 8),
+    Scenario("a renderer worker crashes (SIGKILL)", "renderer", "kill-worker", 3, 6, 4),
     Scenario("every renderer killed", "renderer", "kill", 3, 8, 6),
 ]
+
+
+def drop_fresh_copies(stack: Stack) -> None:
+    """Leave only stale copies: every ``page:`` key in Redis and every Varnish object goes."""
+    import redis
+
+    client = redis.Redis.from_url(stack.env["REDIS_URL"])
+    with client:
+        for key in client.scan_iter("page:*", count=1000):
+            client.delete(key)
+    for admin in stack.env["VARNISH_URLS"].split(","):
+        ban = urllib.request.Request(admin + "/", method="BAN", headers={"X-Ban-Url": "."})
+        urllib.request.urlopen(ban, timeout=5).close()
+
+
+def hurt(stack: Stack, scenario: Scenario) -> None:
+    """Do the scenario's damage to real processes."""
+    server = stack.started[scenario.server]
+    if scenario.hurt == "freeze":
+        server.freeze()
+    elif scenario.hurt == "kill-worker":
+        workers = servers.child_pids(server.pid or 0)
+        if not workers:
+            raise SystemExit("the renderer runs a single process (PROCESSES=1): no worker to crash")
+        os.kill(min(workers), signal.SIGKILL)
+    else:
+        server.kill()
+        if scenario.hurt == "kill-stale-only":
+            drop_fresh_copies(stack)
+
+
+def heal(stack: Stack, scenario: Scenario) -> None:
+    """Undo the damage (a crashed worker is replaced by the renderer's own supervisor)."""
+    server = stack.started[scenario.server]
+    if scenario.hurt == "freeze":
+        server.thaw()
+    elif scenario.hurt in ("kill", "kill-stale-only"):
+        server.start()
 
 
 @dataclass
@@ -165,17 +208,16 @@ async def reader_traffic(
 async def run_scenario(stack: Stack, scenario: Scenario, rate: float, scale: float, read: set[str]) -> Outcome:
     """Traffic throughout; hurt and heal the server in a thread so that traffic never pauses."""
     outcome = Outcome(scenario)
-    server = stack.started[scenario.server]
     reads = MongoReads(stack.renderer_url)
     start = time.monotonic()
     total = (scenario.before + scenario.during + scenario.after) * scale
     traffic = asyncio.ensure_future(reader_traffic(stack.site_url, total, rate, outcome, start, read))
     await asyncio.sleep(scenario.before * scale)
     reads.checkpoint()
-    await asyncio.to_thread(server.kill if scenario.hurt == "kill" else server.freeze)
+    await asyncio.to_thread(hurt, stack, scenario)
     await asyncio.sleep(scenario.during * scale)
     reads.checkpoint()
-    await asyncio.to_thread(server.start if scenario.hurt == "kill" else server.thaw)
+    await asyncio.to_thread(heal, stack, scenario)
     stack.save_state()  # a restarted server has a new pid: scripts/run must stop that one
     await traffic
     reads.checkpoint()

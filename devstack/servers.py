@@ -55,6 +55,18 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def child_pids(pid: int) -> set[int]:
+    """The direct children of process ``pid`` (a renderer's workers), from /proc."""
+    children: set[int] = set()
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                children.update(int(child) for child in f.read().split())
+    except OSError:
+        pass
+    return children
+
+
 def require_binary(name: str) -> str:
     """The path of ``name`` on PATH, or a clear error saying how to install it."""
     path = shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import tornado.web
 
@@ -39,4 +40,4 @@ class LiveHandler(tornado.web.RequestHandler):
 
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        self.finish({"status": "alive"})
+        self.finish({"status": "alive", "pid": os.getpid()})

@@ -62,6 +62,7 @@ class AsyncCircuitBreaker:
         reset_timeout: float,
         exclude: Iterable[type[BaseException]] = (),
         on_change: Callable[[str, str, str], None] | None = None,
+        neutral: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._transitions = _Transitions(on_change)
         self._breaker = pybreaker.CircuitBreaker(
@@ -74,6 +75,9 @@ class AsyncCircuitBreaker:
             throw_new_error_on_trip=False,
         )
         self._trial_in_flight = False
+        # Outcomes that say nothing about the backend (the request's own deadline ran out): passed
+        # through without counting as a failure or as a success.
+        self._neutral = neutral
 
     @property
     def name(self) -> str:
@@ -116,6 +120,8 @@ class AsyncCircuitBreaker:
         try:
             try:
                 outcome: Any = await func(*args)
+            except self._neutral:
+                raise
             except Exception as exc:  # recorded by pybreaker below, then re-raised
                 outcome = exc
             if not trial and self.state == pybreaker.STATE_OPEN:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
@@ -92,9 +93,26 @@ class Metrics:
         self.publishes = Counter(
             "pagecache_publishes", "Publish API calls by action and HTTP status", ["action", "status"], registry=r
         )
+        self.retries = Counter(
+            "pagecache_backend_retries",
+            "Retries of backend calls: spent, or refused by the retry budget",
+            ["backend", "outcome"],
+            registry=r,
+        )
+        self.render_errors = Counter("pagecache_render_errors", "Pages whose template failed to render", registry=r)
+        self.undecodable = Counter(
+            "pagecache_undecodable_cache_values",
+            "Cached values that could not be decoded (treated as misses and repaired)",
+            registry=r,
+        )
         self.render_seconds = Histogram(
             "pagecache_cold_render_seconds", "MongoDB read + render time of cold pages", registry=r
         )
+
+    def retried(self, backend: str) -> Callable[[bool], None]:
+        """Listener for ``Guard`` retries of ``backend``."""
+        spent, refused = self.retries.labels(backend, "spent"), self.retries.labels(backend, "refused")
+        return lambda allowed: (spent if allowed else refused).inc()
 
     def answered(self, tier: str, status: int) -> None:
         """Count one page answer (the labelled child is looked up once per tier and status)."""
@@ -127,3 +145,14 @@ class Metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
+
+
+def worker_restarts_counter() -> Counter:
+    """Renderer workers replaced after dying, counted by the supervising parent process (its own
+    file in the multiprocess directory, so every worker's ``/metrics`` reports it)."""
+    return Counter(
+        "pagecache_worker_restarts",
+        "Renderer worker processes that died and were replaced",
+        ["reason"],
+        registry=CollectorRegistry(),
+    )

@@ -46,5 +46,8 @@ class RenderedPage:
         head, sep, html = value.partition(b"\n")
         if not sep:
             raise ValueError("not a rendered page")
-        meta = json.loads(head)
-        return cls(int(meta["s"]), html, str(meta["e"]), float(meta["m"]), str(meta["k"]), float(meta["r"]))
+        try:
+            meta = json.loads(head)
+            return cls(int(meta["s"]), html, str(meta["e"]), float(meta["m"]), str(meta["k"]), float(meta["r"]))
+        except (ValueError, KeyError, TypeError) as exc:  # corrupt, or an older page format
+            raise ValueError(f"not a rendered page: {exc!r}") from exc

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -26,7 +27,8 @@ T = TypeVar("T")
 
 
 class DeadlineExceeded(TimeoutError):
-    """The request's deadline left no time for this call."""
+    """The request's deadline (not the backend) ended this call: no time was left for it, or its
+    timeout was cut short by the deadline. Never counted against the backend's breaker."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,11 @@ class Deadline:
         """Seconds left, never negative."""
         return max(0.0, self.expires_at - time.monotonic())
 
+    def reserving(self, seconds: float) -> Deadline:
+        """An earlier deadline that leaves ``seconds`` of this one for what comes after (the
+        stale fallback's slice: docs/architecture.rst, "The deadline is a budget with a reserve")."""
+        return Deadline(self.expires_at - seconds)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -52,6 +59,37 @@ class RetryPolicy:
     attempts: int
     initial_wait: float
     max_wait: float
+
+
+class RetryBudget:
+    """Retries may be at most ``ratio`` of the first attempts over the last ``window`` seconds (plus
+    ``floor`` per window, so a quiet backend can still retry): under overload retries stop
+    multiplying the load (the gRPC/Envoy retry-budget idea)."""
+
+    def __init__(self, ratio: float, window: float = 10.0, floor: int = 3) -> None:
+        self.ratio = ratio
+        self.window = window
+        self.floor = floor
+        self._calls: deque[float] = deque()
+        self._retries: deque[float] = deque()
+
+    def _trim(self, now: float) -> None:
+        for stamps in (self._calls, self._retries):
+            while stamps and stamps[0] < now - self.window:
+                stamps.popleft()
+
+    def called(self) -> None:
+        """Record a first attempt."""
+        self._calls.append(time.monotonic())
+
+    def try_spend(self) -> bool:
+        """True (and recorded) when one more retry fits in the budget."""
+        now = time.monotonic()
+        self._trim(now)
+        if len(self._retries) >= self.floor + self.ratio * len(self._calls):
+            return False
+        self._retries.append(now)
+        return True
 
 
 class Guard:
@@ -64,17 +102,25 @@ class Guard:
         policy: RetryPolicy,
         is_transient: Callable[[BaseException], bool],
         observe: Callable[[float], None] = lambda seconds: None,
+        budget: RetryBudget | None = None,
+        on_retry: Callable[[bool], None] = lambda allowed: None,
     ) -> None:
         self.breaker = breaker
         self.timeout = timeout
         self.policy = policy
+        self.budget = budget or RetryBudget(ratio=0.2)
         self._is_transient = is_transient
         self._observe = observe  # the duration of every attempt that reached the backend
+        self._on_retry = on_retry  # True: a retry was spent; False: the budget refused one
 
     def _should_retry(self, exc: BaseException) -> bool:
         if isinstance(exc, (CircuitOpen, DeadlineExceeded)):
             return False
-        return isinstance(exc, TimeoutError) or self._is_transient(exc)
+        if not (isinstance(exc, TimeoutError) or self._is_transient(exc)):
+            return False
+        allowed = self.budget.try_spend()
+        self._on_retry(allowed)
+        return allowed
 
     async def _attempt(self, deadline: Deadline, func: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
         budget = min(self.timeout, deadline.remaining())
@@ -86,6 +132,11 @@ class Guard:
             try:
                 async with asyncio.timeout(budget):
                     return await func(*args)
+            except TimeoutError as exc:
+                if budget < self.timeout:
+                    # The request ran out of time, not the backend: not the breaker's business.
+                    raise DeadlineExceeded(f"{self.breaker.name}: deadline reached after {budget:.3f}s") from exc
+                raise
             finally:
                 self._observe(time.perf_counter() - started)
 
@@ -93,6 +144,7 @@ class Guard:
 
     async def run(self, deadline: Deadline, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``func(*args)`` against the backend within ``deadline``; raise its last error."""
+        self.budget.called()
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.policy.attempts) | stop_before_delay(max(deadline.remaining(), 0.0)),
             # tenacity's default jitter is a whole second: far more than a request's deadline allows.

@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 
 from prometheus_client import multiprocess
 from tornado.httpserver import HTTPServer
@@ -49,27 +50,66 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     await services.close()
 
 
-def _run_children(count: int, settings: Settings, sockets: list[socket.socket]) -> None:
-    children = []
-    for _ in range(count):
-        pid = os.fork()
-        if pid == 0:
+def _fork_worker(settings: Settings, sockets: list[socket.socket]) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             asyncio.run(serve(settings, sockets))
-            os._exit(0)
-        children.append(pid)
+        except BaseException:
+            log.exception("renderer worker %d failed", os.getpid())
+            code = 1
+        finally:
+            os._exit(code)
+    return pid
+
+
+def supervise(count: int, settings: Settings, sockets: list[socket.socket]) -> None:
+    """Run ``count`` workers on the shared sockets; replace any that dies until SIGTERM/SIGINT,
+    then forward the signal and wait for every worker's graceful drain."""
+    restarts = metrics.worker_restarts_counter()
+    workers = {_fork_worker(settings, sockets) for _ in range(count)}
+    stopping = False
+    recent: list[float] = []
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
             try:
-                os.kill(child, signum)
+                os.kill(pid, signum)
             except ProcessLookupError:
                 pass
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    for child in children:
-        os.waitpid(child, 0)
-        multiprocess.mark_process_dead(child)  # type: ignore[no-untyped-call]
+    while workers:
+        pid, status = os.wait()  # a signal handler runs in between; the wait then resumes (PEP 475)
+        if pid not in workers:
+            continue
+        workers.discard(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        if stopping:
+            continue
+        reason = (
+            f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status) else f"exit {os.waitstatus_to_exitcode(status)}"
+        )
+        restarts.labels(reason).inc()
+        now = time.monotonic()
+        recent = [t for t in recent if t > now - 10] + [now]
+        if len(recent) > 2 * count:
+            time.sleep(1)  # a crash loop: don't spin, but keep trying
+        replacement = _fork_worker(settings, sockets)
+        workers.add(replacement)
+        log.error(
+            "renderer worker %d died (%s); replaced by %d",
+            pid,
+            reason,
+            replacement,
+            extra={"dead_pid": pid, "new_pid": replacement, "reason": reason},
+        )
 
 
 def main() -> None:
@@ -87,7 +127,7 @@ def main() -> None:
         os.unlink(os.path.join(directory, stale))
     metrics.enable_multiprocess(directory)
     try:
-        _run_children(count, settings, sockets)
+        supervise(count, settings, sockets)
     finally:
         if given is None:
             shutil.rmtree(directory, ignore_errors=True)

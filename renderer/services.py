@@ -17,7 +17,7 @@ from renderer.metrics import Metrics
 from renderer.publish import Publisher
 from renderer.purge import PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer
-from renderer.resilience import Guard, RetryPolicy
+from renderer.resilience import DeadlineExceeded, Guard, RetryBudget, RetryPolicy
 from renderer.settings import Settings
 from renderer.tiers import Tiers
 
@@ -57,6 +57,7 @@ class Services:
                 reset_timeout=settings.breaker_reset_timeout,
                 exclude=exclude,
                 on_change=metrics.breaker_changed,
+                neutral=(DeadlineExceeded,),
             )
             metrics.breaker_state.labels(name).set(0)
             return made
@@ -72,10 +73,13 @@ class Services:
                 policy,
                 redis_pages.is_transient,
                 metrics.backend_latency.labels("redis").observe,
+                RetryBudget(settings.retry_budget_ratio),
+                metrics.retried("redis"),
             ),
             page_ttl=settings.page_ttl,
             stale_ttl=settings.stale_ttl,
             lock_ttl=settings.lock_ttl,
+            on_undecodable=metrics.undecodable.inc,
         )
         mongo_client = mongo_articles.connect(
             settings.mongodb_url,
@@ -91,6 +95,8 @@ class Services:
                 policy,
                 mongo_articles.is_transient,
                 metrics.backend_latency.labels("mongodb").observe,
+                RetryBudget(settings.retry_budget_ratio),
+                metrics.retried("mongodb"),
             ),
             on_read=metrics.mongodb_reads.inc,
         )
@@ -105,6 +111,8 @@ class Services:
                 policy,
                 mongo_articles.is_transient,
                 metrics.backend_latency.labels("mongodb-writes").observe,
+                RetryBudget(settings.retry_budget_ratio),
+                metrics.retried("mongodb-writes"),
             ),
             on_read=metrics.mongodb_reads.inc,
         )
@@ -119,6 +127,7 @@ class Services:
             last_good_size=settings.last_good_size,
             retry_after=max(1, round(settings.breaker_reset_timeout)),
             home_size=settings.home_size,
+            stale_reserve=settings.stale_reserve,
         )
         health = HealthCheck(
             _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds

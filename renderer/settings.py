@@ -48,6 +48,9 @@ class Settings:
     retry_attempts: int = 3
     retry_initial_wait: float = 0.02
     retry_max_wait: float = 0.25
+    retry_budget_ratio: float = 0.2  # retries per backend at most this share of first attempts (10 s window)
+    # The slice of every request's deadline MongoDB attempts may not spend: the stale fallback's.
+    stale_reserve: float = 0.4
     breaker_fail_max: int = 5
     breaker_reset_timeout: float = 5.0
     lock_ttl: float = 3.0  # expiry of lock:page:<slug> if its holder dies

@@ -40,6 +40,17 @@ class Served:
     cache_status: str
 
 
+class RenderFailed(Exception):
+    """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
+
+
+def _render(make: Callable[[], RenderedPage]) -> RenderedPage:
+    try:
+        return make()
+    except Exception as exc:
+        raise RenderFailed(repr(exc)) from exc
+
+
 class Unavailable(Exception):
     """No fresh page and no stale copy: answer 503 with ``Retry-After``."""
 
@@ -50,6 +61,8 @@ class Unavailable(Exception):
 
 
 def _failure_reason(exc: BaseException) -> str:
+    if isinstance(exc, RenderFailed):
+        return "render-error"
     if isinstance(exc, CircuitOpen):
         return "breaker-open"
     if isinstance(exc, TimeoutError):
@@ -100,6 +113,7 @@ class Tiers:
         last_good_size: int,
         retry_after: int,
         home_size: int,
+        stale_reserve: float = 0.0,
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -109,6 +123,7 @@ class Tiers:
         self.lock_wait = lock_wait
         self.retry_after = retry_after
         self.home_size = home_size
+        self.stale_reserve = stale_reserve
         self.last_good = LastGood(last_good_size)
         self._inflight: dict[str, asyncio.Future[Served]] = {}
 
@@ -117,7 +132,9 @@ class Tiers:
 
         async def load(d: Deadline) -> RenderedPage:
             doc = await self.mongo.published(d, slug)
-            return self.renderer.not_found(slug) if doc is None else self.renderer.article(doc)
+            if doc is None:
+                return _render(lambda: self.renderer.not_found(slug))
+            return _render(lambda: self.renderer.article(doc))
 
         return await self._serve(deadline, slug, load)
 
@@ -125,7 +142,8 @@ class Tiers:
         """The home page: the newest articles."""
 
         async def load(d: Deadline) -> RenderedPage:
-            return self.renderer.home(await self.mongo.latest(d, self.home_size))
+            latest = await self.mongo.latest(d, self.home_size)
+            return _render(lambda: self.renderer.home(latest))
 
         return await self._serve(deadline, contract.HOME_CACHE_ID, load)
 
@@ -214,7 +232,12 @@ class Tiers:
     async def _render_fresh(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
         started = time.perf_counter()
         try:
-            page = await load(deadline)
+            # MongoDB may not spend the stale fallback's slice of the deadline.
+            page = await load(deadline.reserving(self.stale_reserve))
+        except RenderFailed as exc:
+            self.metrics.render_errors.inc()
+            log.error("rendering %s failed: %s", cache_id, exc, exc_info=exc.__cause__)
+            return await self._stale(deadline, cache_id, exc, redis_usable)
         except Exception as exc:
             self.metrics.backend_errors.labels("mongodb", _failure_reason(exc)).inc()
             return await self._stale(deadline, cache_id, exc, redis_usable)
@@ -235,7 +258,8 @@ class Tiers:
 
     async def _stale(self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool) -> Served:
         """Stale-on-failure: the last good copy, from Redis or this process, or ``Unavailable``."""
-        reason = f"stale-mongodb-{_failure_reason(cause)}"
+        failure = _failure_reason(cause)
+        reason = f"stale-{failure}" if isinstance(cause, RenderFailed) else f"stale-mongodb-{failure}"
         page = None
         if redis_usable:
             try:

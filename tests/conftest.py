@@ -96,7 +96,10 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
     """Start a private stack (fast fault settings plus ``overrides``) that the test may hurt."""
     made: list[StackClients] = []
 
-    def make(varnish: bool = True, varnish_nodes: int = 1, **overrides: str) -> StackClients:
+    def make(
+        varnish: bool = True, varnish_nodes: int = 1, production_defaults: bool = False, **overrides: str
+    ) -> StackClients:
+        """``production_defaults``: the settings users get (breakers, timeouts), not the fast ones."""
         environ: dict[str, str] = {"EDITOR_TOKENS": EDITOR_TOKEN}
         if not varnish:
             environ["VARNISH_URLS"] = "http://127.0.0.1:9"
@@ -104,7 +107,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
             tmp_path / f"stack{len(made)}",
             Ports.free(),
             environ=environ,
-            renderer_env={**FAULT_SETTINGS, **overrides},
+            renderer_env={**({} if production_defaults else FAULT_SETTINGS), **overrides},
             varnish_nodes=varnish_nodes,
         )
         clients = StackClients(started)

@@ -59,26 +59,24 @@ sub pagecache_clean_request {
     unset req.http.X-Pagecache-Pass;
     unset req.http.X-Pagecache-Cache;
     unset req.http.X-Pagecache-Purged;
+    unset req.http.X-Pagecache-Member;
     # A client's request id is kept only when it is safe to log and to pass on.
-    if (req.http.X-Request-Id !~ "^[A-Za-z0-9._-]{1,64}$") {
+    if (!req.http.X-Request-Id) {
+        set req.http.X-Request-Id = "varnish-" + req.xid;
+    } elsif (req.http.X-Request-Id !~ "^[A-Za-z0-9._-]{1,64}$") {
         set req.http.X-Request-Id = "varnish-" + req.xid;
     }
-    # One cache object per page, whatever the client's Accept-Encoding: gzip stored, gunzipped
-    # on delivery for clients that do not accept it.
-    if (req.http.Accept-Encoding ~ "(?i)gzip" && req.http.Accept-Encoding !~ "(?i)gzip\s*;\s*q=0(\.0*)?\s*(,|$)") {
-        set req.http.Accept-Encoding = "gzip";
-    } else {
-        unset req.http.Accept-Encoding;
-    }
+    # Accept-Encoding needs nothing here: with http_gzip_support (the default) Varnish itself
+    # reduces it to "gzip" or nothing after vcl_recv, so it never splits the cache.
 }
 
 sub pagecache_normalise_url {
-    # Article pages ignore the query: drop it whole.
-    if (req.url ~ "^/noticia/[^?]*\?") {
-        set req.url = regsub(req.url, "\?.*$", "");
+    if (req.url !~ "\?") {
         return;
     }
-    if (req.url !~ "\?") {
+    # Article pages ignore the query: drop it whole.
+    if (req.url ~ "^/noticia/") {
+        set req.url = regsub(req.url, "\?.*$", "");
         return;
     }
     # Tracking parameters from social, search and mail links never change a page.
@@ -198,20 +196,23 @@ sub vcl_backend_error {
 }
 
 sub vcl_deliver {
-    if (req.http.X-Pagecache-Cache) {
-        set resp.http.X-Cache = req.http.X-Pagecache-Cache;
+    # X-Cache, and this cache's member of Cache-Status (RFC 9211: the renderer's members first,
+    # the cache nearest the client last).
+    if (req.http.X-Pagecache-Cache == "HIT") {
+        set resp.http.X-Cache = "HIT";
+        set req.http.X-Pagecache-Member = "varnish; hit";
+    } elsif (req.http.X-Pagecache-Cache == "HIT-STALE") {
+        set resp.http.X-Cache = "HIT-STALE";
+        set req.http.X-Pagecache-Member = "varnish; hit; detail=grace";
     } else {
         set resp.http.X-Cache = "MISS";
+        set req.http.X-Pagecache-Member = "varnish; fwd=miss";
     }
-    # RFC 9211: the renderer's members first, the cache nearest the client last.
-    if (resp.http.X-Cache == "HIT") {
-        set resp.http.Cache-Status = resp.http.Cache-Status + ", varnish; hit";
-    } elsif (resp.http.X-Cache == "HIT-STALE") {
-        set resp.http.Cache-Status = resp.http.Cache-Status + ", varnish; hit; detail=grace";
+    if (resp.http.Cache-Status) {
+        set resp.http.Cache-Status = resp.http.Cache-Status + ", " + req.http.X-Pagecache-Member;
     } else {
-        set resp.http.Cache-Status = resp.http.Cache-Status + ", varnish; fwd=miss";
+        set resp.http.Cache-Status = req.http.X-Pagecache-Member;
     }
-    set resp.http.Cache-Status = regsub(resp.http.Cache-Status, "^, ", "");
     unset resp.http.X-Url;
     unset resp.http.xkey;
     set resp.http.X-Request-Id = req.http.X-Request-Id;

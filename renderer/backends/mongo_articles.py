@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pymongo
 import pymongo.errors as mongo_errors
 from pymongo import AsyncMongoClient
+from pymongo.server_type import SERVER_TYPE
 
 from renderer.resilience import Deadline, Guard
 
@@ -23,6 +24,23 @@ class VersionConflict(Exception):
     def __init__(self, current: int | None) -> None:
         super().__init__(f"current version is {current}" if current else "article does not exist")
         self.current = current
+
+
+class Unreachable(mongo_errors.AutoReconnect):
+    """Every known MongoDB server failed its last check (refused, reset): failing now beats
+    waiting out server selection, which pymongo does for ``serverSelectionTimeoutMS`` even when the
+    server refuses connections at once."""
+
+
+# How often pymongo's monitor re-checks each server: how soon a server that came back is used again.
+HEARTBEAT_MS = 1000
+
+
+def fail_fast_if_unreachable(client: AsyncMongoClient[dict[str, Any]]) -> None:
+    """Raise ``Unreachable`` when the driver already knows that no server can be reached."""
+    servers = list(client.topology_description.server_descriptions().values())
+    if servers and all(s.server_type == SERVER_TYPE.Unknown and s.error is not None for s in servers):
+        raise Unreachable(f"no MongoDB server reachable: {servers[0].error}")
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -41,6 +59,7 @@ def connect(url: str, timeout: float, longest_call: float) -> AsyncMongoClient[d
         serverSelectionTimeoutMS=millis,
         connectTimeoutMS=millis,
         socketTimeoutMS=max(millis, int(longest_call * 1000)),
+        heartbeatFrequencyMS=HEARTBEAT_MS,
         retryReads=False,
         retryWrites=False,
         tz_aware=True,
@@ -69,6 +88,7 @@ class MongoArticles:
         await self.collection.create_index([("published_at", pymongo.DESCENDING)])
 
     async def _find(self, slug: str) -> dict[str, Any] | None:
+        fail_fast_if_unreachable(self.client)
         self._on_read()
         # By _id alone: the slug is the primary key, and FerretDB pushes down only such lookups.
         doc = await self.collection.find_one({"_id": slug}, _PROJECTION)
@@ -79,6 +99,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._find, slug)
 
     async def _latest(self, limit: int) -> list[dict[str, Any]]:
+        fail_fast_if_unreachable(self.client)
         self._on_read()
         cursor = self.collection.find({"published": True}, _PROJECTION)
         return await cursor.sort("published_at", pymongo.DESCENDING).limit(limit).to_list(limit)
@@ -95,6 +116,7 @@ class MongoArticles:
     async def _save(
         self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str
     ) -> tuple[dict[str, Any], bool]:
+        fail_fast_if_unreachable(self.client)
         now = datetime.now(UTC)
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is not None and current.get("write_id") == write_id:
@@ -147,6 +169,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._save, slug, fields, expected_version, uuid.uuid4().hex)
 
     async def _unpublish(self, slug: str, expected: int | None, write_id: str) -> dict[str, Any] | None:
+        fail_fast_if_unreachable(self.client)
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is None:
             return None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Callable
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
@@ -13,6 +14,8 @@ from redis.retry import Retry
 from renderer import contract
 from renderer.pages import RenderedPage
 from renderer.resilience import Deadline, Guard
+
+log = logging.getLogger("pagecache.redis")
 
 TRANSIENT_ERRORS = (
     redis_errors.ConnectionError,
@@ -55,24 +58,44 @@ def connect_pubsub(url: str, timeout: float) -> aioredis.Redis:
 class RedisPages:
     """The Redis tier. Every method takes the request's deadline and runs under the Redis guard."""
 
-    def __init__(self, client: Any, guard: Guard, page_ttl: int, stale_ttl: int, lock_ttl: float):
+    def __init__(
+        self,
+        client: Any,
+        guard: Guard,
+        page_ttl: int,
+        stale_ttl: int,
+        lock_ttl: float,
+        on_undecodable: Callable[[], None] = lambda: None,
+    ):
         self.client = client
         self.guard = guard
         self.page_ttl = page_ttl
         self.stale_ttl = stale_ttl
         self.lock_ttl = lock_ttl
+        self._on_undecodable = on_undecodable
 
-    async def _get(self, key: str) -> RenderedPage | None:
-        value = await self.client.get(key)
-        return None if value is None else RenderedPage.from_bytes(value)
+    async def _page_at(self, deadline: Deadline, key: str) -> RenderedPage | None:
+        # Decoded outside the guard: a bad value is this value's problem, not a Redis fault.
+        value = await self.guard.run(deadline, self.client.get, key)
+        if value is None:
+            return None
+        try:
+            return RenderedPage.from_bytes(value)
+        except ValueError as exc:
+            # Corrupt, or written by an older release during a rolling deploy: a miss. Deleting it
+            # lets the read path's write-back (SET NX) put a good copy in its place.
+            self._on_undecodable()
+            log.warning("undecodable value at %s, treated as a miss: %s", key, exc)
+            await self.guard.run(deadline, self.client.delete, key)
+            return None
 
     async def fresh(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
         """The page at ``page:<id>``, or None on a miss."""
-        return await self.guard.run(deadline, self._get, contract.page_key(cache_id))
+        return await self._page_at(deadline, contract.page_key(cache_id))
 
     async def stale(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
         """The last good page at ``stale:<id>``, or None."""
-        return await self.guard.run(deadline, self._get, contract.stale_key(cache_id))
+        return await self._page_at(deadline, contract.stale_key(cache_id))
 
     async def _store(self, cache_id: str, page: RenderedPage, ttl: int) -> None:
         value = page.to_bytes()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from renderer.breaker import AsyncCircuitBreaker, CircuitOpen
-from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryPolicy
+from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
 
 
 class Flaky:
@@ -75,3 +75,55 @@ async def test_a_call_that_hangs_is_cut_at_its_timeout() -> None:
     g.timeout = 0.01
     with pytest.raises(TimeoutError):
         await g.run(Deadline.after(5), hangs)
+
+
+async def test_a_timeout_cut_short_by_the_deadline_is_not_a_backend_failure() -> None:
+    import asyncio
+
+    breaker = AsyncCircuitBreaker("test", fail_max=1, reset_timeout=60, neutral=(DeadlineExceeded,))
+    policy = RetryPolicy(attempts=1, initial_wait=0.001, max_wait=0.001)
+    slow = Guard(breaker, timeout=1.0, policy=policy, is_transient=lambda e: False)
+
+    async def hangs() -> None:
+        await asyncio.sleep(5)
+
+    with pytest.raises(DeadlineExceeded):
+        await slow.run(Deadline.after(0.02), hangs)
+    assert breaker.state == "closed"
+    # A timeout of the backend's own length is a fault: with fail_max=1 it opens the breaker.
+    own = Guard(breaker, timeout=0.02, policy=policy, is_transient=lambda e: False)
+    with pytest.raises(TimeoutError):
+        await own.run(Deadline.after(5), hangs)
+    assert breaker.state == "open"
+
+
+def test_the_retry_budget_caps_retries_at_a_share_of_first_attempts() -> None:
+    budget = RetryBudget(ratio=0.2, window=60, floor=3)
+    for _ in range(10):
+        budget.called()
+    spent = sum(budget.try_spend() for _ in range(20))
+    assert spent == 3 + 2  # the floor plus 20 % of ten first attempts
+    for _ in range(10):
+        budget.called()
+    assert budget.try_spend() and budget.try_spend() and not budget.try_spend()
+
+
+async def test_retries_refused_by_the_budget_are_reported() -> None:
+    outcomes: list[bool] = []
+    breaker = AsyncCircuitBreaker("test", fail_max=100, reset_timeout=60)
+    policy = RetryPolicy(attempts=3, initial_wait=0.001, max_wait=0.001)
+    g = Guard(
+        breaker,
+        timeout=1.0,
+        policy=policy,
+        is_transient=lambda e: isinstance(e, ConnectionError),
+        budget=RetryBudget(ratio=0.0, floor=1),
+        on_retry=outcomes.append,
+    )
+    flaky = Flaky(ConnectionError("reset"))
+    with pytest.raises(ConnectionError):
+        await g.run(Deadline.after(5), flaky)
+    with pytest.raises(ConnectionError):
+        await g.run(Deadline.after(5), flaky)
+    assert flaky.calls == 3  # two first attempts and the one retry the budget allowed
+    assert outcomes == [True, False, False]
