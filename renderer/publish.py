@@ -46,6 +46,11 @@ class PublishReport:
     etag: str | None = None
 
 
+def _both(first: str, second: str) -> str:
+    """One node's outcome of two purges: "purged" only when both were."""
+    return first if first != PURGED else second
+
+
 def _failed(exc: BaseException) -> str:
     return f"failed: {type(exc).__name__}: {exc}"[:300]
 
@@ -82,17 +87,26 @@ class Publisher:
         """Create or update an article; 201 when created, 200 when updated."""
         deadline = Deadline.after(self.deadline_seconds)
         fields = {**article.fields, "body_html": sanitise_html(article.fields["body_html"])}
-        doc, created = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
+        saved = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
+        doc, created = saved.doc, saved.created
         page = self.renderer.article(doc)
         steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
         steps["redis"] = await self._rerender(deadline, article.slug, page)
         steps["invalidate"] = await self._announce(deadline, article.slug)
-        keys = [
-            contract.article_surrogate_key(article.slug),
-            contract.section_surrogate_key(doc["section"]),
-            contract.HOME_SURROGATE_KEY,
-        ]
-        steps["varnish"], pending = await self._purge(deadline, keys, soft=True, request_id=request_id)
+        # The objects that show this article: its page, the home, its section (old and new).
+        article_key = contract.article_surrogate_key(article.slug)
+        sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
+        listings = [contract.HOME_SURROGATE_KEY] + sorted(contract.section_surrogate_key(s) for s in sections)
+        if saved.page_appears:
+            # A cached 404 must never be served again, not even once while the page is refetched.
+            nodes, pending = await self._purge(deadline, [article_key], soft=False, request_id=request_id)
+            more, pending_listings = await self._purge(deadline, listings, soft=True, request_id=request_id)
+            steps["varnish"] = {node: _both(nodes[node], more[node]) for node in nodes}
+            pending = sorted(set(pending) | set(pending_listings))
+        else:
+            keys = [article_key, *listings]
+            steps["varnish"], pending = await self._purge(deadline, keys, soft=True, request_id=request_id)
+        keys = [article_key, *listings]
         self._settle_later(keys)
         body = {
             "slug": article.slug,
@@ -119,7 +133,11 @@ class Publisher:
         except Exception as exc:
             steps["redis"] = _failed(exc)
         steps["invalidate"] = await self._announce(deadline, slug)
-        keys = [contract.article_surrogate_key(slug), contract.section_surrogate_key(doc["section"]), "home"]
+        keys = [
+            contract.article_surrogate_key(slug),
+            contract.section_surrogate_key(doc["section"]),
+            contract.HOME_SURROGATE_KEY,
+        ]
         # A hard purge: a soft one would still serve the unpublished page while refetching.
         steps["varnish"], pending = await self._purge(deadline, keys, soft=False, request_id=request_id)
         self._settle_later(keys)

@@ -98,12 +98,8 @@ class PageRenderer:
             canonical_url=url,
             json_ld=_json_ld(json_ld),
         )
-        keys = " ".join(
-            (
-                contract.article_surrogate_key(slug),
-                contract.section_surrogate_key(doc["section"]),
-            )
-        )
+        # Only what the page shows: the article (DESIGN: a publish purges only what changed).
+        keys = contract.article_surrogate_key(slug)
         etag = _etag(int(doc.get("version", 1)), html)
         return RenderedPage(200, html, etag, updated.timestamp(), keys, time.time())
 
@@ -117,10 +113,7 @@ class PageRenderer:
             site_name=self.site_name, articles=articles, canonical_url=self.site_url + "/"
         )
         newest = max((a["published"].timestamp() for a in articles), default=0.0)
-        keys = " ".join(
-            [contract.HOME_SURROGATE_KEY] + sorted({contract.section_surrogate_key(a["section"]) for a in articles})
-        )
-        return RenderedPage(200, html, _etag(len(articles), html), newest, keys, time.time())
+        return RenderedPage(200, html, _etag(len(articles), html), newest, contract.HOME_SURROGATE_KEY, time.time())
 
     @cached_property
     def generic_not_found(self) -> RenderedPage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Callable
 
@@ -41,6 +42,24 @@ def fail_fast_if_unreachable(client: AsyncMongoClient[dict[str, Any]]) -> None:
     servers = list(client.topology_description.server_descriptions().values())
     if servers and all(s.server_type == SERVER_TYPE.Unknown and s.error is not None for s in servers):
         raise Unreachable(f"no MongoDB server reachable: {servers[0].error}")
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a save committed: the stored document, whether it created the article, and the version
+    it replaced (None when created, or when unknown because an earlier attempt committed unseen)."""
+
+    doc: dict[str, Any]
+    created: bool
+    previous: dict[str, Any] | None
+
+    @property
+    def page_appears(self) -> bool:
+        """True when readers could not see this article before (new, republished, or unknown)."""
+        return self.previous is None or not self.previous.get("published")
+
+
+_UNCONDITIONAL_ROUNDS = 5
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -113,57 +132,57 @@ class MongoArticles:
         await self.client.admin.command("ping")
         return True
 
-    async def _save(
-        self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str
-    ) -> tuple[dict[str, Any], bool]:
+    async def _save(self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str) -> Saved:
         fail_fast_if_unreachable(self.client)
-        now = datetime.now(UTC)
-        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
-        if current is not None and current.get("write_id") == write_id:
-            # An earlier attempt of this same save committed, though its reply never arrived.
-            return current, current["version"] == 1
-        if expected is not None and (current is None or current["version"] != expected):
-            raise VersionConflict(current["version"] if current else None)
-        published_at = fields.get("published_at") or (current or {}).get("published_at") or now
-        version = current["version"] + 1 if current else 1
-        doc = {
-            **fields,
-            "_id": slug,
-            "slug": slug,
-            "published_at": published_at,
-            "updated_at": now,
-            "version": version,
-            "published": True,
-            "write_id": write_id,
-        }
-        if current is None:
+        # Without If-Match the last writer wins: a write that lost a race to another writer is
+        # simply made again on top of the winner's version (a few rounds at most).
+        for _ in range(_UNCONDITIONAL_ROUNDS):
+            current = await self.collection.find_one({"_id": slug}, _PROJECTION)
+            if current is not None and current.get("write_id") == write_id:
+                # An earlier attempt of this same save committed, though its reply never arrived.
+                return Saved(current, current["version"] == 1, None)
+            if expected is not None and (current is None or current["version"] != expected):
+                raise VersionConflict(current["version"] if current else None)
+            now = datetime.now(UTC)
+            doc = {
+                **fields,
+                "_id": slug,
+                "slug": slug,
+                "published_at": fields.get("published_at") or (current or {}).get("published_at") or now,
+                "updated_at": now,
+                "version": current["version"] + 1 if current else 1,
+                "published": True,
+                "write_id": write_id,
+            }
             try:
-                await self.collection.insert_one(dict(doc))
+                if current is None:
+                    await self.collection.insert_one(dict(doc))
+                    landed = True
+                else:
+                    result = await self.collection.replace_one({"_id": slug, "version": current["version"]}, doc)
+                    landed = result.matched_count == 1
             except mongo_errors.DuplicateKeyError:
-                return await self._ours_or_conflict(slug, write_id), True
+                landed = False
             doc.pop("_id")
-            return doc, True
-        result = await self.collection.replace_one({"_id": slug, "version": current["version"]}, doc)
-        doc.pop("_id")
-        if result.matched_count == 0:
-            return await self._ours_or_conflict(slug, write_id), False
-        return doc, False
+            if landed:
+                return Saved(doc, current is None, current)
+            ours = await self._ours(slug, write_id)
+            if ours is not None:
+                return Saved(ours, ours["version"] == 1, None)
+            if expected is not None:
+                raise VersionConflict(None)
+        raise VersionConflict(None)
 
-    async def _ours_or_conflict(self, slug: str, write_id: str) -> dict[str, Any]:
-        """After a lost race: the stored article if it is this save's own earlier attempt, landing
-        late; otherwise another writer got there first (``VersionConflict``)."""
+    async def _ours(self, slug: str, write_id: str) -> dict[str, Any] | None:
+        """The stored article if it is this write's own earlier attempt, landing late."""
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
-        if current is not None and current.get("write_id") == write_id:
-            return current
-        raise VersionConflict(current["version"] if current else None)
+        return current if current is not None and current.get("write_id") == write_id else None
 
-    async def save(
-        self, deadline: Deadline, slug: str, fields: dict[str, Any], expected_version: int | None
-    ) -> tuple[dict[str, Any], bool]:
+    async def save(self, deadline: Deadline, slug: str, fields: dict[str, Any], expected_version: int | None) -> Saved:
         """Create or replace article ``slug`` as the next version: the commit point of a publish.
 
-        Returns the stored document and whether it was created. ``VersionConflict`` when
-        ``expected_version`` is given and is not the current one, or another writer got there first.
+        ``VersionConflict`` when ``expected_version`` is given and is not the current one, or
+        another writer got there first; without it the last writer wins.
         """
         # One id for every attempt, so a retry recognises an attempt that committed unseen.
         return await self.guard.run(deadline, self._save, slug, fields, expected_version, uuid.uuid4().hex)
@@ -180,7 +199,10 @@ class MongoArticles:
         changes = {"published": False, "version": current["version"] + 1, "updated_at": datetime.now(UTC)}
         result = await self.collection.update_one({"_id": slug, "version": current["version"]}, {"$set": changes})
         if result.matched_count == 0:
-            return await self._ours_or_conflict(slug, write_id)
+            ours = await self._ours(slug, write_id)
+            if ours is None:
+                raise VersionConflict(None)
+            return ours
         return {**current, **changes}
 
     async def unpublish(self, deadline: Deadline, slug: str, expected_version: int | None) -> dict[str, Any] | None:
