@@ -32,7 +32,7 @@ import aiohttp
 from pymongo import MongoClient
 
 from devstack import servers
-from devstack.probes import concurrent_gets, metric
+from devstack.probes import concurrent_gets, metric, varnish_counters
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
 
@@ -56,14 +56,6 @@ def wrk(
     if "Non-2xx or 3xx responses" in out:
         raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
     return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-
-
-def varnish_counters(stack: Stack) -> dict[str, int]:
-    workdir = stack.started["varnish"].workdir  # type: ignore[attr-defined]
-    out = subprocess.run(["varnishstat", "-1", "-j", "-n", str(workdir)], capture_output=True, text=True).stdout
-    data = json.loads(out)
-    counters = data.get("counters", data)
-    return {k: int(v["value"]) for k, v in counters.items() if isinstance(v, dict) and "value" in v}
 
 
 def nginx(run_dir: Path, port: int, root: Path, proxy_port: int, upstream: int) -> servers.Server:
@@ -102,22 +94,6 @@ http {{
     )
     argv = [servers.require_binary("nginx"), "-c", str(conf), "-p", str(run_dir), "-g", "daemon off;"]
     return servers.Server("nginx", argv, port, run_dir / "nginx.log")
-
-
-def stock_varnish(run_dir: Path, port: int, backend_port: int) -> servers.Server:
-    """varnishd with the built-in VCL (``-b``) and our flags: the yardstick for our VCL."""
-    argv = [
-        servers.require_binary("varnishd"),
-        "-F",
-        "-n", str(run_dir / "stock-varnish"),
-        "-a", f"public=127.0.0.1:{port}",
-        "-T", f"127.0.0.1:{servers.free_port()}",
-        "-b", f"127.0.0.1:{backend_port}",
-        "-s", "malloc,128m",
-    ]  # fmt: skip
-    if __import__("os").geteuid() == 0:
-        argv += ["-j", "none"]
-    return servers.Server("stock-varnish", argv, port, run_dir / "stock-varnish.log")
 
 
 def body_bytes(url: str, gzip: bool) -> int:
@@ -306,7 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             reference(run_dir, "bare", str(static / "page.html")),
             reference(run_dir, "redis-get", stack.env["REDIS_URL"], "bench:page"),
             quiet,
-            stock_varnish(run_dir, servers.free_port(), stack.ports.renderer),
+            servers.varnish(run_dir, servers.free_port(), stack.ports.renderer, stock=True),
         ):
             started.append(server.start())
         nginx_url, bare_url, redisget_url, quiet_url, stock_url = (f"http://127.0.0.1:{s.port}" for s in started)
@@ -394,10 +370,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         warm_seconds, warm_statuses = asyncio.run(warm(zstack.site_url, slugs, args.warm_concurrency))
         results["zipf_warmup"] = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
         log_start = time.time()
-        counters_before = varnish_counters(zstack)
+        counters_before = varnish_counters(zstack.started["varnish"])
         samples = asyncio.run(zipf_load(zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s))
         time.sleep(1)
-        counters = varnish_counters(zstack)
+        counters = varnish_counters(zstack.started["varnish"])
         requests = len(samples)
         answered = renderer_log(zstack.started["renderer"].log_path, log_start)
         by_tier = Counter(entry["tier"] for entry in answered if entry["path"].startswith("/noticia/"))

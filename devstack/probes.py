@@ -6,8 +6,11 @@ Shared by the tests, scripts/chaos and scripts/bench.
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
 import urllib.request
 from collections import Counter
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,6 +26,16 @@ def metric(base_url: str, name: str, timeout: float = 5, **labels: str) -> float
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def varnish_counters(varnish: Any) -> dict[str, int]:
+    """A started Varnish server's counters (``varnishstat``), e.g. ``MAIN.backend_req``."""
+    out = subprocess.run(
+        ["varnishstat", "-1", "-j", "-n", str(varnish.workdir)], capture_output=True, text=True, check=True
+    ).stdout
+    data = json.loads(out)
+    counters = data.get("counters", data)
+    return {k: int(v["value"]) for k, v in counters.items() if isinstance(v, dict) and "value" in v}
 
 
 async def concurrent_gets(urls: list[str]) -> Counter[tuple[int, str]]:

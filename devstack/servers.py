@@ -278,35 +278,43 @@ def ferretdb(run_dir: Path, port: int) -> Server:
 
 
 def varnish(
-    run_dir: Path, port: int, backend_port: int, admin_port: int | None = None, storage: str = "malloc,128m"
+    run_dir: Path,
+    port: int,
+    backend_port: int,
+    admin_port: int | None = None,
+    storage: str = "malloc,128m",
+    stock: bool = False,
 ) -> Server:
     """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer.
 
     Two listeners: ``public`` on ``port`` (readers) and ``admin`` on ``admin_port`` (purges, bans).
+    ``stock``: Varnish's built-in VCL instead (``-b``), same flags — the benchmark's yardstick.
     """
     base = run_dir / f"varnish-{port}"
-    vcl_dir = base / "vcl"
-    vcl_dir.mkdir(parents=True, exist_ok=True)
-    # Varnish resolves includes next to the including file first, so both files go in vcl_dir.
-    shutil.copy(REPO / "varnish" / "default.vcl", vcl_dir / "default.vcl")
-    template = (REPO / "varnish" / "backends.vcl").read_text()
-    (vcl_dir / "backends.vcl").write_text(template.replace('"8888"', f'"{backend_port}"'))
-    admin_port = admin_port or free_port()
+    base.mkdir(parents=True, exist_ok=True)
     argv = [
         require_binary("varnishd"),
         "-F",
         "-n", str(base / "work"),
         "-a", f"public=127.0.0.1:{port}",
-        "-a", f"admin=127.0.0.1:{admin_port}",
+        "-a", f"admin=127.0.0.1:{admin_port or free_port()}",
         "-T", f"127.0.0.1:{free_port()}",
-        "-p", f"vcl_path={vcl_dir}",
-        "-f", str(vcl_dir / "default.vcl"),
         "-s", storage,
     ]  # fmt: skip
+    if stock:
+        argv += ["-b", f"127.0.0.1:{backend_port}"]
+    else:
+        vcl_dir = base / "vcl"
+        vcl_dir.mkdir(parents=True, exist_ok=True)
+        # Varnish resolves includes next to the including file first, so both files go in vcl_dir.
+        shutil.copy(REPO / "varnish" / "default.vcl", vcl_dir / "default.vcl")
+        template = (REPO / "varnish" / "backends.vcl").read_text()
+        (vcl_dir / "backends.vcl").write_text(template.replace('"8888"', f'"{backend_port}"'))
+        argv += ["-p", f"vcl_path={vcl_dir}", "-f", str(vcl_dir / "default.vcl")]
     if os.geteuid() == 0:
         # The run dir is private (0700); the default jail would switch to a user that cannot read it.
         argv += ["-j", "none"]
-    server = Server("varnish", argv, port, run_dir / f"varnish-{port}.log")
+    server = Server("stock-varnish" if stock else "varnish", argv, port, run_dir / f"varnish-{port}.log")
     server.workdir = base / "work"  # type: ignore[attr-defined]
     return server
 

@@ -15,7 +15,14 @@ from renderer.handlers.api import (
     PurgeApiHandler,
 )
 from renderer.handlers.metrics import MetricsHandler
-from renderer.handlers.pages import ArticleHandler, CachePolicy, HomeHandler, NotFoundHandler, SmallFileHandler
+from renderer.handlers.pages import (
+    ArticleHandler,
+    CachePolicy,
+    HomeHandler,
+    NotFoundHandler,
+    SmallFile,
+    SmallFileHandler,
+)
 from renderer.services import Services
 
 
@@ -51,8 +58,8 @@ def make_app(services: Services) -> PagecacheApplication:
     routes: list[Any] = [
         (r"/", HomeHandler, pages),
         (r"/noticia/(.*)", ArticleHandler, pages),
-        (r"/robots.txt", SmallFileHandler, {**pages, "name": "robots.txt", "content_type": TEXT}),
-        (r"/favicon.ico", SmallFileHandler, {**pages, "name": "favicon.ico", "content_type": "image/x-icon"}),
+        (r"/robots.txt", SmallFileHandler, {**pages, "file": SmallFile.load("robots.txt", TEXT)}),
+        (r"/favicon.ico", SmallFileHandler, {**pages, "file": SmallFile.load("favicon.ico", "image/x-icon")}),
         (r"/healthcheck", HealthcheckHandler, {"health": services.health}),
         (r"/healthcheck/live", LiveHandler),
         (r"/metrics", MetricsHandler, {"services": services}),

@@ -17,7 +17,7 @@ from renderer import contract
 from renderer.articles import ArticleInput
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
-from renderer.purge import PURGED, PurgeQueue, VarnishPurger
+from renderer.purge import PURGED, Purge, PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer, sanitise_html
 from renderer.resilience import Deadline
 from renderer.tiers import Tiers
@@ -44,11 +44,6 @@ class PublishReport:
     status: int
     body: dict[str, Any]
     etag: str | None = None
-
-
-def _both(first: str, second: str) -> str:
-    """One node's outcome of two purges: "purged" only when both were."""
-    return first if first != PURGED else second
 
 
 def _failed(exc: BaseException) -> str:
@@ -97,17 +92,14 @@ class Publisher:
         article_key = contract.article_surrogate_key(article.slug)
         sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
         listings = [contract.HOME_SURROGATE_KEY] + sorted(contract.section_surrogate_key(s) for s in sections)
+        # A page that appears is hard-purged: a cached 404 must never be served again, not even
+        # once while the page is refetched. Updates are soft.
         if saved.page_appears:
-            # A cached 404 must never be served again, not even once while the page is refetched.
-            nodes, pending = await self._purge(deadline, [article_key], soft=False, request_id=request_id)
-            more, pending_listings = await self._purge(deadline, listings, soft=True, request_id=request_id)
-            steps["varnish"] = {node: _both(nodes[node], more[node]) for node in nodes}
-            pending = sorted(set(pending) | set(pending_listings))
+            purge = Purge(hard=(article_key,), soft=tuple(listings))
         else:
-            keys = [article_key, *listings]
-            steps["varnish"], pending = await self._purge(deadline, keys, soft=True, request_id=request_id)
-        keys = [article_key, *listings]
-        self._settle_later(keys)
+            purge = Purge(soft=(article_key, *listings))
+        steps["varnish"], pending = await self._purge(deadline, purge, request_id)
+        self._settle_later([article_key, *listings])
         body = {
             "slug": article.slug,
             "version": doc["version"],
@@ -139,14 +131,14 @@ class Publisher:
             contract.HOME_SURROGATE_KEY,
         ]
         # A hard purge: a soft one would still serve the unpublished page while refetching.
-        steps["varnish"], pending = await self._purge(deadline, keys, soft=False, request_id=request_id)
+        steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id)
         self._settle_later(keys)
         return PublishReport(200, {"slug": slug, "version": doc["version"], "steps": steps, "pending": pending})
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
         """Soft-purge surrogate keys on every node."""
         deadline = Deadline.after(self.deadline_seconds)
-        nodes, pending = await self._purge(deadline, keys, soft=True, request_id=request_id)
+        nodes, pending = await self._purge(deadline, Purge(soft=tuple(keys)), request_id)
         return PublishReport(200, {"keys": keys, "varnish": nodes, "pending": pending})
 
     async def _commit(self, write: Any) -> Any:
@@ -193,7 +185,7 @@ class Publisher:
         except Exception as exc:
             log.warning("second expiry of the home page failed: %r", exc)
         for start in range(0, len(keys), _KEYS_PER_PURGE):
-            await self._purge(deadline, keys[start : start + _KEYS_PER_PURGE], soft=True, request_id=None)
+            await self._purge(deadline, Purge(soft=tuple(keys[start : start + _KEYS_PER_PURGE])), request_id=None)
 
     async def close(self) -> None:
         """Finish a pending second invalidation (called at shutdown)."""
@@ -209,11 +201,11 @@ class Publisher:
         return OK
 
     async def _purge(
-        self, deadline: Deadline, keys: list[str], soft: bool, request_id: str | None
+        self, deadline: Deadline, purge: Purge, request_id: str | None
     ) -> tuple[dict[str, str], list[str]]:
-        results = await self.purger.purge(keys, soft=soft, request_id=request_id)
+        results = await self.purger.purge(purge, request_id=request_id)
         missed = {node: result for node, result in results.items() if result != PURGED}
         if missed:
-            queued = await self.queue.record(deadline, missed, keys, soft)
+            queued = await self.queue.record(deadline, missed, purge)
             results.update({node: f"pending ({error}); {queued}" for node, error in missed.items()})
         return results, sorted(missed)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -19,6 +20,36 @@ from renderer.resilience import Deadline
 log = logging.getLogger("pagecache.purge")
 
 PURGED = "purged"
+
+
+@dataclass(frozen=True)
+class Purge:
+    """Surrogate keys to purge on a node, in one PURGE request: ``hard`` ones are gone at once,
+    ``soft`` ones keep their old copy for the one refetch that replaces it (no herd)."""
+
+    hard: tuple[str, ...] = ()
+    soft: tuple[str, ...] = ()
+
+    def headers(self) -> dict[str, str]:
+        """The xkey headers the VCL's admin listener reads."""
+        headers = {}
+        if self.hard:
+            headers["xkey-purge"] = " ".join(self.hard)
+        if self.soft:
+            headers["xkey-softpurge"] = " ".join(self.soft)
+        return headers
+
+    def describe(self) -> str:
+        """For logs."""
+        return " ".join([*(f"{key} (hard)" for key in self.hard), *self.soft])
+
+    @classmethod
+    def from_entry(cls, item: dict[str, Any]) -> Purge:
+        """The purge in a queue entry (``queue_entry``; entries of the older keys/soft form too)."""
+        if "keys" in item:
+            keys = tuple(item["keys"].split())
+            return cls(soft=keys) if item["soft"] else cls(hard=keys)
+        return cls(tuple(item["hard"]), tuple(item["soft"]))
 
 
 class NodeRefused(Exception):
@@ -45,9 +76,8 @@ class VarnishPurger:
         if self._session is not None:
             await self._session.close()
 
-    async def _send(self, node: str, keys: str, soft: bool, request_id: str | None) -> None:
-        header = "xkey-softpurge" if soft else "xkey-purge"
-        headers = {header: keys}
+    async def _send(self, node: str, purge: Purge, request_id: str | None) -> None:
+        headers = purge.headers()
         if request_id:
             headers["X-Request-Id"] = request_id
         async with self._client().request("PURGE", node + "/", headers=headers) as resp:
@@ -55,7 +85,7 @@ class VarnishPurger:
             if resp.status != 200:
                 raise NodeRefused(f"HTTP {resp.status}")
 
-    async def purge_node(self, node: str, keys: str, soft: bool = True, request_id: str | None = None) -> str:
+    async def purge_node(self, node: str, purge: Purge, request_id: str | None = None) -> str:
         """``"purged"``, or what went wrong after every attempt."""
         try:
             async for attempt in AsyncRetrying(
@@ -64,25 +94,24 @@ class VarnishPurger:
                 reraise=True,
             ):
                 with attempt:
-                    await self._send(node, keys, soft, request_id)
+                    await self._send(node, purge, request_id)
         except Exception as exc:
             result = describe_error(exc)
             self.metrics.purges.labels(node, "failed").inc()
-            log.warning("purge of %s on %s failed: %s", keys, node, result)
+            log.warning("purge of %s on %s failed: %s", purge.describe(), node, result)
             return result
         self.metrics.purges.labels(node, PURGED).inc()
         return PURGED
 
-    async def purge(self, keys: list[str], soft: bool = True, request_id: str | None = None) -> dict[str, str]:
-        """Purge ``keys`` on every node at once; node -> ``"purged"`` or its error."""
-        joined = " ".join(keys)
-        results = await asyncio.gather(*(self.purge_node(n, joined, soft, request_id) for n in self.nodes))
+    async def purge(self, purge: Purge, request_id: str | None = None) -> dict[str, str]:
+        """Purge on every node at once; node -> ``"purged"`` or its error."""
+        results = await asyncio.gather(*(self.purge_node(n, purge, request_id) for n in self.nodes))
         return dict(zip(self.nodes, results, strict=True))
 
 
-def queue_entry(node: str, keys: list[str], soft: bool) -> str:
+def queue_entry(node: str, purge: Purge) -> str:
     """The queued form of a purge that a node missed."""
-    return json.dumps({"node": node, "keys": " ".join(keys), "soft": soft, "queued_at": time.time()})
+    return json.dumps({"node": node, "hard": purge.hard, "soft": purge.soft, "queued_at": time.time()})
 
 
 class PurgeQueue:
@@ -94,10 +123,10 @@ class PurgeQueue:
         self.interval = interval
         self.metrics = metrics
 
-    async def record(self, deadline: Deadline, missed: dict[str, str], keys: list[str], soft: bool) -> str:
+    async def record(self, deadline: Deadline, missed: dict[str, str], purge: Purge) -> str:
         """Queue the nodes in ``missed``; the step's outcome in words."""
         try:
-            await self.redis.enqueue_purges(deadline, [queue_entry(node, keys, soft) for node in missed])
+            await self.redis.enqueue_purges(deadline, [queue_entry(node, purge) for node in missed])
         except Exception as exc:
             log.error("could not queue purges for %s: %r", sorted(missed), exc)
             return f"not queued ({describe_error(exc)})"
@@ -117,7 +146,7 @@ class PurgeQueue:
         async def deliver(entry: str) -> None:
             nonlocal delivered
             item: dict[str, Any] = json.loads(entry)
-            if await self.purger.purge_node(item["node"], item["keys"], item["soft"]) == PURGED:
+            if await self.purger.purge_node(item["node"], Purge.from_entry(item)) == PURGED:
                 await self.redis.purge_done(deadline, entry)
                 delivered += 1
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -64,31 +63,34 @@ class RetryPolicy:
 class RetryBudget:
     """Retries may be at most ``ratio`` of the first attempts over the last ``window`` seconds (plus
     ``floor`` per window, so a quiet backend can still retry): under overload retries stop
-    multiplying the load (the gRPC/Envoy retry-budget idea)."""
+    multiplying the load (the gRPC/Envoy retry-budget idea).
 
-    def __init__(self, ratio: float, window: float = 10.0, floor: int = 3) -> None:
+    Counted in one-second buckets, so recording a call (every backend call does) is O(1) and the
+    memory is bounded whatever the traffic."""
+
+    def __init__(self, ratio: float, window: int = 10, floor: int = 3) -> None:
         self.ratio = ratio
-        self.window = window
         self.floor = floor
-        self._calls: deque[float] = deque()
-        self._retries: deque[float] = deque()
+        # [second, first attempts, retries] per slot; a slot is reused when its second has passed.
+        self._buckets = [[-1, 0, 0] for _ in range(window)]
 
-    def _trim(self, now: float) -> None:
-        for stamps in (self._calls, self._retries):
-            while stamps and stamps[0] < now - self.window:
-                stamps.popleft()
+    def _bucket(self, second: int) -> list[int]:
+        bucket = self._buckets[second % len(self._buckets)]
+        if bucket[0] != second:
+            bucket[:] = [second, 0, 0]
+        return bucket
 
     def called(self) -> None:
         """Record a first attempt."""
-        self._calls.append(time.monotonic())
+        self._bucket(int(time.monotonic()))[1] += 1
 
     def try_spend(self) -> bool:
         """True (and recorded) when one more retry fits in the budget."""
-        now = time.monotonic()
-        self._trim(now)
-        if len(self._retries) >= self.floor + self.ratio * len(self._calls):
+        now = int(time.monotonic())
+        live = [b for b in self._buckets if b[0] > now - len(self._buckets)]
+        if sum(b[2] for b in live) >= self.floor + self.ratio * sum(b[1] for b in live):
             return False
-        self._retries.append(now)
+        self._bucket(now)[2] += 1
         return True
 
 

@@ -44,9 +44,9 @@ class RenderFailed(Exception):
     """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
 
 
-def _render(make: Callable[[], RenderedPage]) -> RenderedPage:
+def _render(render: Callable[[Any], RenderedPage], source: Any) -> RenderedPage:
     try:
-        return make()
+        return render(source)
     except Exception as exc:
         raise RenderFailed(repr(exc)) from exc
 
@@ -61,8 +61,6 @@ class Unavailable(Exception):
 
 
 def _failure_reason(exc: BaseException) -> str:
-    if isinstance(exc, RenderFailed):
-        return "render-error"
     if isinstance(exc, CircuitOpen):
         return "breaker-open"
     if isinstance(exc, TimeoutError):
@@ -133,8 +131,8 @@ class Tiers:
         async def load(d: Deadline) -> RenderedPage:
             doc = await self.mongo.published(d, slug)
             if doc is None:
-                return _render(lambda: self.renderer.not_found(slug))
-            return _render(lambda: self.renderer.article(doc))
+                return _render(self.renderer.not_found, slug)
+            return _render(self.renderer.article, doc)
 
         return await self._serve(deadline, slug, load)
 
@@ -142,8 +140,7 @@ class Tiers:
         """The home page: the newest articles."""
 
         async def load(d: Deadline) -> RenderedPage:
-            latest = await self.mongo.latest(d, self.home_size)
-            return _render(lambda: self.renderer.home(latest))
+            return _render(self.renderer.home, await self.mongo.latest(d, self.home_size))
 
         return await self._serve(deadline, contract.HOME_CACHE_ID, load)
 
@@ -258,8 +255,8 @@ class Tiers:
 
     async def _stale(self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool) -> Served:
         """Stale-on-failure: the last good copy, from Redis or this process, or ``Unavailable``."""
-        failure = _failure_reason(cause)
-        reason = f"stale-{failure}" if isinstance(cause, RenderFailed) else f"stale-mongodb-{failure}"
+        failed = "render-error" if isinstance(cause, RenderFailed) else f"mongodb-{_failure_reason(cause)}"
+        reason = f"stale-{failed}"
         page = None
         if redis_usable:
             try:

@@ -104,14 +104,18 @@ sub pagecache_admin {
     if (req.method != "PURGE") {
         return (synth(405, "Method Not Allowed"));
     }
-    if (req.http.xkey-softpurge) {
-        # Soft purge: the old copy is served only while the new one is fetched (no herd).
-        set req.http.X-Pagecache-Purged = xkey.softpurge(req.http.xkey-softpurge);
-        return (synth(200, "Soft-purged " + req.http.X-Pagecache-Purged));
+    # One request may carry both: hard keys are gone at once; soft ones keep the old copy only
+    # while the new one is fetched (no herd).
+    if (req.http.xkey-purge && req.http.xkey-softpurge) {
+        set req.http.X-Pagecache-Purged = xkey.purge(req.http.xkey-purge);
+        return (synth(200, "Purged " + req.http.X-Pagecache-Purged + ", soft-purged " +
+            xkey.softpurge(req.http.xkey-softpurge)));
     }
     if (req.http.xkey-purge) {
-        set req.http.X-Pagecache-Purged = xkey.purge(req.http.xkey-purge);
-        return (synth(200, "Purged " + req.http.X-Pagecache-Purged));
+        return (synth(200, "Purged " + xkey.purge(req.http.xkey-purge)));
+    }
+    if (req.http.xkey-softpurge) {
+        return (synth(200, "Soft-purged " + xkey.softpurge(req.http.xkey-softpurge)));
     }
     call pagecache_normalise_url;
     return (purge);

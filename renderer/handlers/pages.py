@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ class PageHandler(tornado.web.RequestHandler):
         self.policy = policy
         logs.begin_request(self)
 
-    def compute_etag(self) -> str | None:
+    def compute_etag(self) -> None:
         return None  # the page carries its own ETag
 
     def deadline(self) -> Deadline:
@@ -137,28 +138,39 @@ class HomeHandler(PageHandler):
         self.write_served(served)
 
 
+@dataclass(frozen=True)
+class SmallFile:
+    """A file from ``renderer/static`` read once at start-up, with its ETag."""
+
+    body: bytes
+    etag: str
+    content_type: str
+
+    @classmethod
+    def load(cls, name: str, content_type: str) -> SmallFile:
+        """Read ``renderer/static/<name>``."""
+        body = (STATIC_DIR / name).read_bytes()
+        return cls(body, f'"{hashlib.sha1(body).hexdigest()[:16]}"', content_type)
+
+
 class SmallFileHandler(PageHandler):
-    """``/robots.txt`` and ``/favicon.ico``: bytes from ``renderer/static``, cached like pages."""
+    """``/robots.txt`` and ``/favicon.ico``, cached like pages."""
 
-    def initialize(self, services: Services, policy: CachePolicy, name: str, content_type: str) -> None:  # type: ignore[override]
+    def initialize(self, services: Services, policy: CachePolicy, file: SmallFile) -> None:  # type: ignore[override]
         super().initialize(services, policy)
-        self.body = (STATIC_DIR / name).read_bytes()
-        self.content_type = content_type
-
-    def compute_etag(self) -> str | None:
-        return f'"{hashlib.sha1(self.body).hexdigest()[:16]}"'
+        self.file = file
 
     def get(self) -> None:
         self.services.metrics.answered("none", 200)
-        self.set_header("Content-Type", self.content_type)
+        self.set_header("Content-Type", self.file.content_type)
         self.set_header("Cache-Control", self.policy.fresh)
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_etag_header()
+        self.set_header("Etag", self.file.etag)
         if self.check_etag_header():
             self.set_status(304)
             self.finish()
             return
-        self.finish(self.body)
+        self.finish(self.file.body)
 
 
 class NotFoundHandler(PageHandler):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import subprocess
 from typing import Any, Callable
 
 import aiohttp
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devstack.probes import varnish_counters
 from renderer import editor
 from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import Response, get, mongo_reads, request, unique_slug, wait_until
@@ -363,16 +363,6 @@ def test_a_new_article_is_visible_to_the_very_next_reader_after_a_cached_404(two
         assert "Urgente: acaba de sair" in resp.text
 
 
-def varnish_fetches(s: StackClients, name: str) -> int:
-    out = subprocess.run(
-        ["varnishstat", "-1", "-f", "MAIN.backend_req", "-n", str(s.server(name).workdir)],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return int(out.split()[1])
-
-
 def test_publishing_an_article_leaves_its_section_siblings_cached(two_nodes: StackClients) -> None:
     s = two_nodes
     a, b = unique_slug("irma-a"), unique_slug("irma-b")
@@ -382,13 +372,13 @@ def test_publishing_an_article_leaves_its_section_siblings_cached(two_nodes: Sta
         for slug in (a, b):
             get(node, f"/noticia/{slug}.ghtml")
         assert get(node, f"/noticia/{b}.ghtml").headers["X-Cache"] == "HIT"
-    before = varnish_fetches(s, "varnish")
+    before = varnish_counters(s.server("varnish"))["MAIN.backend_req"]
     assert put(s.renderer, a, article("Irmã A, versão 2")).status == 200
     for node in nodes(s):
         wait_until(lambda node=node: title_on(node, a) == "Irmã A, versão 2", timeout=2, interval=0.05)
         assert get(node, f"/noticia/{b}.ghtml").headers["X-Cache"] == "HIT"
     # The first node refetched A (and at most the soft-purged copy's refresh of it), never B.
-    assert varnish_fetches(s, "varnish") - before <= 2
+    assert varnish_counters(s.server("varnish"))["MAIN.backend_req"] - before <= 2
 
 
 def test_unconditional_puts_racing_each_other_are_last_writer_wins(stack: StackClients) -> None:
