@@ -22,6 +22,8 @@ from renderer.settings import Settings
 
 log = logging.getLogger("pagecache.server")
 
+CLOSE_TIMEOUT = 3.0
+
 
 async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM/SIGINT, then drain in-flight requests and close pools."""
@@ -47,7 +49,12 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
         await asyncio.wait_for(server.close_all_connections(), timeout=1)
     except TimeoutError:
         log.warning("connections still open at shutdown")
-    await services.close()
+    # A pool that hangs on close (a monitor mid-check, a half-read socket) must not keep the
+    # process alive: the requests are done, so bound the goodbye.
+    try:
+        await asyncio.wait_for(services.close(), timeout=CLOSE_TIMEOUT)
+    except TimeoutError:
+        log.warning("connection pools not closed after %.0f s; exiting anyway", CLOSE_TIMEOUT)
 
 
 def _fork_worker(settings: Settings, sockets: list[socket.socket]) -> int:
@@ -57,7 +64,12 @@ def _fork_worker(settings: Settings, sockets: list[socket.socket]) -> int:
         try:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            asyncio.run(serve(settings, sockets))
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+            # A forked worker ends with os._exit: asyncio.run's own teardown (cancel every task, join
+            # the default executor's threads) could wait on a stuck thread after the drain is done.
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(serve(settings, sockets))
         except BaseException:
             log.exception("renderer worker %d failed", os.getpid())
             code = 1
@@ -101,8 +113,13 @@ def supervise(count: int, settings: Settings, sockets: list[socket.socket]) -> N
         recent = [t for t in recent if t > now - 10] + [now]
         if len(recent) > 2 * count:
             time.sleep(1)  # a crash loop: don't spin, but keep trying
-        replacement = _fork_worker(settings, sockets)
-        workers.add(replacement)
+        # Held off while forking: a SIGTERM between the fork and the add would miss the new worker.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            replacement = _fork_worker(settings, sockets)
+            workers.add(replacement)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
         log.error(
             "renderer worker %d died (%s); replaced by %d",
             pid,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from typing import Callable
 
@@ -50,7 +51,11 @@ def test_sigterm_lets_every_in_flight_request_complete(make_stack: Callable[...,
     finally:
         s.server("redis").thaw()
     assert outcomes == [200] * len(slugs)  # none cut off
-    assert renderer.proc.wait(timeout=15) == 0
+    try:
+        code = renderer.proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        code = None
+    assert code == 0, renderer.log_tail(60)
     deadline = time.monotonic() + 5
     while port_open(renderer.port) and time.monotonic() < deadline:
         time.sleep(0.05)
