@@ -25,6 +25,7 @@ setup(
             "pytest-asyncio>=1.0",
             "pytest-timeout>=2.3",
             "jsonschema>=4",
+            "rfc3339-validator>=0.1.4",  # jsonschema checks "format: date-time" with it
             "matplotlib>=3.8",
             "hypothesis>=6.100",
             "check-jsonschema>=0.29",

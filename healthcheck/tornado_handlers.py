@@ -11,7 +11,16 @@ from healthcheck.formats import HEALTH_JSON, http_status, ietf_format, seed_form
 from healthcheck.runner import HealthCheck
 
 
-class HealthcheckHandler(tornado.web.RequestHandler):
+class _ReadOnly(tornado.web.RequestHandler):
+    """GET only; a 405 says so in ``Allow`` (RFC 9110)."""
+
+    def set_status(self, status_code: int, reason: str | None = None) -> None:
+        super().set_status(status_code, reason)
+        if status_code == 405:
+            self.set_header("Allow", "GET")
+
+
+class HealthcheckHandler(_ReadOnly):
     """Detailed per-dependency health; ``Accept: application/health+json`` for the IETF format."""
 
     def initialize(self, health: HealthCheck) -> None:
@@ -32,7 +41,7 @@ class HealthcheckHandler(tornado.web.RequestHandler):
             self.finish(json.dumps(seed_format(report)))
 
 
-class LiveHandler(tornado.web.RequestHandler):
+class LiveHandler(_ReadOnly):
     """Liveness: the process answers. No backend is called."""
 
     def compute_etag(self) -> None:

@@ -66,7 +66,7 @@ def make_app(services: Services) -> PagecacheApplication:
         (r"/api/articles/([^/]*)", ArticleApiHandler, {"services": services}),
         (r"/api/purge", PurgeApiHandler, {"services": services}),
         (r"/api/purge/pending", PendingPurgesHandler, {"services": services}),
-        (r"/api/openapi.json", OpenApiHandler),
+        (r"/api/openapi.json", OpenApiHandler, {"services": services}),
     ]
     return PagecacheApplication(
         routes,

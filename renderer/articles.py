@@ -12,6 +12,24 @@ from urllib.parse import urlsplit
 from renderer import contract
 
 SECTION_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+# Something other than white space: a title of blanks is no title.
+NOT_BLANK = re.compile(r"\S")
+# RFC 3339 date-time, the "date-time" format of JSON Schema: seconds and an offset are required.
+DATE_TIME = re.compile(
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
+    r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+# An absolute http(s) URL on a public DNS name: ASCII only (IDNs in punycode), a dotted name whose
+# last label starts with a letter (so no IP literal), no name the public can't reach.
+IMAGE_URL = re.compile(
+    r"^https?://"
+    r"(?![^/:?#]*\.(?:local|localhost|internal|lan|home\.arpa)(?:[:/?#]|$))"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
+)
+SURROGATE_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,250}")
+# JSON nesting allowed in a request: an article is two levels deep.
+MAX_DEPTH = 8
 
 
 class InvalidArticle(ValueError):
@@ -25,8 +43,8 @@ class InvalidArticle(ValueError):
 
 def _text(limit: int) -> Callable[[Any], str]:
     def check(value: Any) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("must be a non-empty string")
+        if not isinstance(value, str) or not NOT_BLANK.search(value):
+            raise ValueError("must be a string with something other than white space")
         if len(value) > limit:
             raise ValueError(f"must be at most {limit} characters")
         return value.strip()
@@ -35,7 +53,7 @@ def _text(limit: int) -> Callable[[Any], str]:
 
 
 def _section(value: Any) -> str:
-    if not isinstance(value, str) or not SECTION_PATTERN.match(value) or len(value) > 60:
+    if not isinstance(value, str) or not SECTION_PATTERN.fullmatch(value) or len(value) > 60:
         raise ValueError("must be lowercase letters, digits and hyphens (like 'rio' or 'pop-arte')")
     return value
 
@@ -47,36 +65,86 @@ def _authors(value: Any) -> list[str]:
 
 
 def _datetime(value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError("must be an ISO 8601 date-time string")
+    message = "must be an RFC 3339 date-time with seconds and an offset, like 2026-11-23T10:00:00Z"
+    if not isinstance(value, str) or not DATE_TIME.fullmatch(value):
+        raise ValueError(message)
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
     except ValueError:
-        raise ValueError("must be an ISO 8601 date-time like 2026-11-23T10:00:00Z") from None
-    if parsed.tzinfo is None:
-        raise ValueError("must include a time zone (Z or +hh:mm)")
-    return parsed.astimezone(UTC)
+        raise ValueError(message) from None  # 2026-02-30 and the like
 
 
-def _url(value: Any) -> str:
-    if not isinstance(value, str) or len(value) > 2000:
-        raise ValueError("must be an http(s) URL")
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http(s) URL")
-    return value
+def image_url_check(allowed_hosts: frozenset[str]) -> Callable[[Any], str]:
+    """``image_url``'s check: a public http(s) URL, on one of ``allowed_hosts`` when any are configured.
+
+    The URL goes into public HTML (``<img>``, ``og:image``, JSON-LD): an internal address there
+    would point every reader's browser, and every crawler, into our network.
+    """
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or len(value) > 2000 or not IMAGE_URL.fullmatch(value):
+            raise ValueError("must be an absolute http(s) URL on a public host name (ASCII, at most 2000 characters)")
+        host = (urlsplit(value).hostname or "").lower()
+        if allowed_hosts and host not in allowed_hosts:
+            raise ValueError(f"must be on one of the image hosts {', '.join(sorted(allowed_hosts))}")
+        return value
+
+    return check
 
 
-# name -> (required, check, OpenAPI schema)
-FIELDS: dict[str, tuple[bool, Callable[[Any], Any], dict[str, Any]]] = {
-    "title": (True, _text(300), {"type": "string", "minLength": 1, "maxLength": 300}),
-    "subtitle": (False, _text(600), {"type": "string", "minLength": 1, "maxLength": 600}),
-    "section": (True, _section, {"type": "string", "pattern": SECTION_PATTERN.pattern, "maxLength": 60}),
-    "body_html": (True, _text(500_000), {"type": "string", "minLength": 1, "maxLength": 500_000}),
-    "authors": (False, _authors, {"type": "array", "maxItems": 20, "items": {"type": "string", "minLength": 1}}),
-    "published_at": (False, _datetime, {"type": "string", "format": "date-time"}),
-    "image_url": (False, _url, {"type": "string", "format": "uri", "pattern": "^https?://"}),
-}
+def _image_schema(allowed_hosts: frozenset[str]) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string", "maxLength": 2000, "pattern": IMAGE_URL.pattern}
+    if allowed_hosts:
+        hosts = "|".join(re.escape(host) for host in sorted(allowed_hosts))
+        schema["allOf"] = [{"pattern": f"^https?://(?:{hosts})(?:[:/?#]|$)"}]
+    return schema
+
+
+def _text_schema(limit: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": limit, "pattern": NOT_BLANK.pattern}
+
+
+Field = tuple[bool, Callable[[Any], Any], dict[str, Any]]
+
+
+def article_fields(image_hosts: frozenset[str] = frozenset()) -> dict[str, Field]:
+    """name -> (required, check, OpenAPI schema): validation and the published contract in one table."""
+    return {
+        "title": (True, _text(300), _text_schema(300)),
+        "subtitle": (False, _text(600), _text_schema(600)),
+        "section": (True, _section, {"type": "string", "pattern": SECTION_PATTERN.pattern, "maxLength": 60}),
+        "body_html": (True, _text(500_000), _text_schema(500_000)),
+        "authors": (False, _authors, {"type": "array", "maxItems": 20, "items": _text_schema(120)}),
+        "published_at": (False, _datetime, {"type": "string", "format": "date-time", "pattern": DATE_TIME.pattern}),
+        "image_url": (False, image_url_check(image_hosts), _image_schema(image_hosts)),
+    }
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a request body, or raise a 400 ``InvalidArticle``: bounded nesting, valid Unicode only."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise InvalidArticle(400, f"body is nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArticle(400, f"body is not valid JSON: {exc}") from None
+    # Walked without recursion: the check itself must not be what a deep document breaks.
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise InvalidArticle(400, f"body is nested deeper than {MAX_DEPTH} levels")
+            items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+            pending.extend((item, depth + 1) for item in items)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArticle(
+                    400, "body has a lone UTF-16 surrogate (\\ud800-\\udfff): not valid Unicode"
+                ) from None
+    return data
 
 
 @dataclass(frozen=True)
@@ -87,26 +155,30 @@ class ArticleInput:
     fields: dict[str, Any]
 
 
-def parse_article(slug: str, body: bytes, content_type: str, max_bytes: int) -> ArticleInput:
-    """Validate a ``PUT /api/articles/<slug>`` request, or raise ``InvalidArticle`` saying what is wrong."""
-    if not contract.is_valid_slug(slug):
-        raise InvalidArticle(400, "slug must be lowercase letters, digits and single hyphens, at most 200 characters")
+def require_json(content_type: str) -> None:
+    """415 unless the body is declared JSON."""
     if content_type.split(";")[0].strip().lower() != "application/json":
         raise InvalidArticle(415, "body must be JSON (Content-Type: application/json)")
-    if len(body) > max_bytes:
-        raise InvalidArticle(413, f"body is larger than {max_bytes} bytes")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArticle(400, f"body is not valid JSON: {exc}") from None
+
+
+def parse_article(slug: str, body: bytes, content_type: str, image_hosts: frozenset[str] = frozenset()) -> ArticleInput:
+    """Validate a ``PUT /api/articles/<slug>`` request, or raise ``InvalidArticle`` saying what is wrong.
+
+    The byte cap is enforced while the body arrives (``handlers.api``), before this is called.
+    """
+    if not contract.is_valid_slug(slug):
+        raise InvalidArticle(400, "slug must be lowercase letters, digits and single hyphens, at most 200 characters")
+    require_json(content_type)
+    data = load_json(body)
     if not isinstance(data, dict):
         raise InvalidArticle(400, "body must be a JSON object")
-    unknown = sorted(set(data) - set(FIELDS))
+    table = article_fields(image_hosts)
+    unknown = sorted(set(data) - set(table))
     if unknown:
         raise InvalidArticle(400, f"unknown fields: {', '.join(unknown)}")
     fields: dict[str, Any] = {}
-    for name, (required, check, _schema) in FIELDS.items():
-        if name not in data or data[name] is None:
+    for name, (required, check, _schema) in table.items():
+        if name not in data:
             if required:
                 raise InvalidArticle(400, f"{name} is required")
             continue
@@ -119,12 +191,8 @@ def parse_article(slug: str, body: bytes, content_type: str, max_bytes: int) -> 
 
 def parse_purge(body: bytes, content_type: str) -> list[str]:
     """Surrogate keys from a ``POST /api/purge`` body: ``{"slug": ...}`` and/or ``{"keys": [...]}``."""
-    if content_type.split(";")[0].strip().lower() != "application/json":
-        raise InvalidArticle(415, "body must be JSON (Content-Type: application/json)")
-    try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArticle(400, f"body is not valid JSON: {exc}") from None
+    require_json(content_type)
+    data = load_json(body)
     if not isinstance(data, dict) or not data or set(data) - {"slug", "keys"}:
         raise InvalidArticle(400, 'body must be {"slug": "<slug>"} and/or {"keys": ["<surrogate key>", ...]}')
     keys: list[str] = []
@@ -137,7 +205,7 @@ def parse_purge(body: bytes, content_type: str) -> list[str]:
         if not isinstance(raw, list) or not raw or len(raw) > 100:
             raise InvalidArticle(400, "keys must be a list of 1 to 100 surrogate keys")
         for key in raw:
-            if not isinstance(key, str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,250}", key):
+            if not isinstance(key, str) or not SURROGATE_KEY.fullmatch(key):
                 raise InvalidArticle(400, "each key must be lowercase letters, digits and hyphens")
             keys.append(key)
     return keys

@@ -5,25 +5,33 @@ from __future__ import annotations
 from typing import Any
 
 from renderer import contract
-from renderer.articles import FIELDS
+from renderer.articles import MAX_DEPTH, SURROGATE_KEY, article_fields
 
 
-def _article_schema() -> dict[str, Any]:
+def _article_schema(image_hosts: frozenset[str]) -> dict[str, Any]:
+    fields = article_fields(image_hosts)
     return {
         "type": "object",
         "additionalProperties": False,
-        "required": [name for name, (required, _, _) in FIELDS.items() if required],
-        "properties": {name: schema for name, (_, _, schema) in FIELDS.items()},
+        "required": [name for name, (required, _, _) in fields.items() if required],
+        "properties": {name: schema for name, (_, _, schema) in fields.items()},
     }
 
 
-def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _json(
+    description: str, schema: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     content = {"application/json": {"schema": schema or {"$ref": "#/components/schemas/Error"}}}
-    return {"description": description, "content": content}
+    response: dict[str, Any] = {"description": description, "content": content}
+    if headers:
+        response["headers"] = {
+            name: {"description": text, "schema": {"type": "string"}} for name, text in headers.items()
+        }
+    return response
 
 
-def document() -> dict[str, Any]:
-    """The document served at ``/api/openapi.json``."""
+def document(max_bytes: int, image_hosts: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The document served at ``/api/openapi.json``: what the server enforces, no more, no less."""
     slug = {
         "name": "slug",
         "in": "path",
@@ -31,21 +39,41 @@ def document() -> dict[str, Any]:
         "schema": {"type": "string", "pattern": contract.SLUG_PATTERN.pattern, "maxLength": contract.SLUG_MAX_LENGTH},
     }
     if_match = {"name": "If-Match", "in": "header", "required": False, "schema": {"type": "string"}}
-    errors = {
-        "400": _json("invalid request"),
-        "401": _json("no editor token"),
-        "403": _json("token not allowed"),
-        "412": _json("version conflict (If-Match)"),
-        "503": _json("MongoDB could not take the change; retry"),
-    }
     report = {"$ref": "#/components/schemas/Report"}
+    # Every operation: the token, the body cap, a method the path lacks.
+    common = {
+        "401": _json("no editor token", headers={"WWW-Authenticate": "Bearer realm"}),
+        "403": _json("the token may not publish"),
+        "405": _json("method not allowed on this path", headers={"Allow": "the path's methods"}),
+        "413": _json(f"body larger than {max_bytes} bytes"),
+    }
+    writes = {
+        **common,
+        "400": _json(f"invalid request: schema, JSON nested deeper than {MAX_DEPTH}, invalid Unicode"),
+        "202": _json("committed; some Varnish purges are queued (see 'pending')", report),
+        "503": _json(
+            "not fully applied: nothing committed ('committed' absent), or committed with a failed step; "
+            "send the same request again",
+            headers={"Retry-After": "seconds"},
+        ),
+    }
+    body_note = f"At most {max_bytes} bytes (PUBLISH_MAX_BYTES); JSON nested at most {MAX_DEPTH} levels."
+
+    def json_body(schema: str) -> dict[str, Any]:
+        return {
+            "required": True,
+            "description": body_note,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+
     return {
         "openapi": "3.1.0",
         "info": {"title": "pagecache editors' API", "version": "1.0.0"},
+        "x-max-body-bytes": max_bytes,
         "components": {
             "securitySchemes": {"editorToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Article": _article_schema(),
+                "Article": _article_schema(image_hosts),
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Report": {"type": "object", "additionalProperties": True},
                 "Purge": {
@@ -54,7 +82,12 @@ def document() -> dict[str, Any]:
                     "minProperties": 1,
                     "properties": {
                         "slug": slug["schema"],
-                        "keys": {"type": "array", "minItems": 1, "maxItems": 100, "items": {"type": "string"}},
+                        "keys": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 100,
+                            "items": {"type": "string", "pattern": f"^{SURROGATE_KEY.pattern}$"},
+                        },
                     },
                 },
             },
@@ -65,38 +98,45 @@ def document() -> dict[str, Any]:
                 "put": {
                     "summary": "Create or update an article, re-render it and purge every Varnish node",
                     "parameters": [slug, if_match],
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Article"}}},
-                    },
+                    "requestBody": json_body("Article"),
                     "responses": {
                         "200": _json("updated", report),
                         "201": _json("created", report),
-                        "413": _json("body too large"),
-                        "415": _json("body is not JSON"),
-                        **errors,
+                        "412": _json("If-Match names an older version"),
+                        "415": _json("body is not declared JSON"),
+                        **writes,
                     },
                 },
                 "delete": {
                     "summary": "Unpublish an article from every tier",
                     "parameters": [slug, if_match],
-                    "responses": {"200": _json("unpublished", report), "404": _json("no such article"), **errors},
+                    "responses": {
+                        "200": _json("unpublished", report),
+                        "404": _json("no such article"),
+                        "412": _json("If-Match names an older version"),
+                        **writes,
+                    },
                 },
             },
             "/api/purge": {
                 "post": {
                     "summary": "Soft-purge an article or surrogate keys on every Varnish node",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Purge"}}},
+                    "requestBody": json_body("Purge"),
+                    "responses": {
+                        "200": _json("purged on every node", report),
+                        "415": _json("body is not declared JSON"),
+                        **{code: r for code, r in writes.items() if code != "503"},
                     },
-                    "responses": {"200": _json("purged or queued", report), "415": _json("body is not JSON"), **errors},
                 },
             },
             "/api/purge/pending": {
                 "get": {
                     "summary": "Purges waiting for an unreachable node",
-                    "responses": {"200": _json("queue", report)},
+                    "responses": {
+                        "200": _json("the queue", report),
+                        "503": _json("the queue's store is unreachable; retry", headers={"Retry-After": "seconds"}),
+                        **common,
+                    },
                 },
             },
         },

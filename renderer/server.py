@@ -29,9 +29,10 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM/SIGINT, then drain in-flight requests and close pools."""
     services = Services.build(settings)
     await services.start()
-    # Bodies up to twice the publish limit reach the handler, which answers 413 with a reason.
     app = make_app(services)
-    server = HTTPServer(app, xheaders=True, max_body_size=settings.publish_max_bytes * 2)
+    # The editors' API streams bodies and sets its own cap (413 with a JSON reason); the default
+    # applies to every other route, which takes no body at all.
+    server = HTTPServer(app, xheaders=True, max_body_size=64 * 1024)
     server.add_sockets(sockets)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

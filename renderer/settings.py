@@ -58,7 +58,11 @@ class Settings:
     last_good_size: int = 1000  # in-process stale copies when Redis is down too
 
     # Publishing (DESIGN §4).
-    publish_max_bytes: int = 1_000_000  # larger bodies get 413
+    # Larger bodies get 413. 8 MiB holds any article the schema allows, even one whose 500,000
+    # characters of body_html are all \\u-escaped astral characters (12 bytes each).
+    publish_max_bytes: int = 8 * 1024 * 1024
+    # Hosts image_url may name (comma-separated); empty: any public host name.
+    image_hosts: tuple[str, ...] = ()
     publish_deadline: float = 5.0  # commit, render and purge all fit in this
     purge_timeout: float = 1.0  # one PURGE to one Varnish node
     purge_attempts: int = 3

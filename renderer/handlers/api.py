@@ -11,6 +11,7 @@ import tornado.web
 from renderer import logs, openapi
 from renderer.articles import InvalidArticle, parse_article, parse_purge
 from renderer.contract import is_valid_slug
+from renderer.handlers.allow import AllowOn405
 from renderer.publish import PublishRefused, PublishReport
 from renderer.resilience import Deadline
 from renderer.services import Services
@@ -27,29 +28,74 @@ def parse_if_match(header: str | None) -> int | None:
         raise InvalidArticle(400, "If-Match must be an ETag returned by this API") from None
 
 
-class ApiHandler(tornado.web.RequestHandler):
-    """JSON in and out, bearer tokens from EDITOR_TOKENS compared in constant time."""
+# A refused body is read to its end and thrown away, up to this many times the cap, so that the
+# client reads our answer instead of a reset connection; past that Tornado closes the connection.
+DRAIN_FACTOR = 4
+
+
+@tornado.web.stream_request_body
+class ApiHandler(AllowOn405):
+    """JSON in and out, bearer tokens from EDITOR_TOKENS compared in constant time.
+
+    Bodies are streamed: at most ``PUBLISH_MAX_BYTES`` are kept, and a request over it gets a 413
+    with a JSON reason once its body has arrived, whatever its size or framing.
+    """
 
     def initialize(self, services: Services) -> None:
         self.services = services
+        self.refusal: InvalidArticle | None = None
+        self.chunks: list[bytes] = []
+        self.received = 0
         logs.begin_request(self)
 
     def compute_etag(self) -> None:
         return None
 
     def prepare(self) -> None:
+        self.refusal = self._authorise()
+        cap = self.services.settings.publish_max_bytes
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            self.refusal = self.refusal or InvalidArticle(413, f"body is larger than {cap} bytes")
+        too_much = declared.isdigit() and int(declared) > cap * DRAIN_FACTOR
+        # Past the cap, Tornado would answer a bare 400 after ours: let it read (we keep nothing).
+        self.request.connection.set_max_body_size(int(declared) if too_much else cap * DRAIN_FACTOR)  # type: ignore[union-attr]
+        if self.refusal is not None and (self.request.method in ("GET", "HEAD", "DELETE") or too_much):
+            self.answer_refusal()  # nothing to drain, or too much: answer now and close
+
+    def _authorise(self) -> InvalidArticle | None:
         header = self.request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             self.set_header("WWW-Authenticate", 'Bearer realm="pagecache"')
-            self.write_json(401, {"error": "an editor token is required (Authorization: Bearer <token>)"})
-            return
+            return InvalidArticle(401, "an editor token is required (Authorization: Bearer <token>)")
         given = header[len("Bearer ") :].encode()
         valid = False
         for token in self.services.settings.editor_tokens:
             # No short-circuit: every configured token is compared, each in constant time.
             valid |= hmac.compare_digest(given, token.encode())
-        if not valid:
-            self.write_json(403, {"error": "this token may not publish"})
+        return None if valid else InvalidArticle(403, "this token may not publish")
+
+    def data_received(self, chunk: bytes) -> None:
+        self.received += len(chunk)
+        cap = self.services.settings.publish_max_bytes
+        if self.received > cap and self.refusal is None:
+            self.refusal = InvalidArticle(413, f"body is larger than {cap} bytes")
+        if self.refusal is None:
+            self.chunks.append(chunk)
+        else:
+            self.chunks.clear()
+
+    @property
+    def body(self) -> bytes:
+        """The request body (within the cap)."""
+        return b"".join(self.chunks)
+
+    def answer_refusal(self) -> bool:
+        """Answer with the refusal decided in ``prepare``/``data_received``, if any; True if answered."""
+        if self.refusal is None:
+            return False
+        self.write_json(self.refusal.status, {"error": self.refusal.message})
+        return True
 
     def write_json(self, status: int, body: dict[str, Any]) -> None:
         """Finish with ``body`` as JSON."""
@@ -89,10 +135,14 @@ class ArticleApiHandler(ApiHandler):
     """``PUT`` (create or update) and ``DELETE`` (unpublish) ``/api/articles/<slug>``."""
 
     async def put(self, slug: str) -> None:
-        settings = self.services.settings
+        if self.answer_refusal():
+            return
         try:
             article = parse_article(
-                slug, self.request.body, self.request.headers.get("Content-Type", ""), settings.publish_max_bytes
+                slug,
+                self.body,
+                self.request.headers.get("Content-Type", ""),
+                frozenset(self.services.settings.image_hosts),
             )
             expected = parse_if_match(self.request.headers.get("If-Match"))
         except InvalidArticle as exc:
@@ -101,6 +151,8 @@ class ArticleApiHandler(ApiHandler):
         await self.respond("publish", self.services.publisher.publish(article, expected, self.request_id()))
 
     async def delete(self, slug: str) -> None:
+        if self.answer_refusal():
+            return
         try:
             if not is_valid_slug(slug):
                 raise InvalidArticle(400, "not a valid article slug")
@@ -115,8 +167,10 @@ class PurgeApiHandler(ApiHandler):
     """``POST /api/purge``: ``{"slug": ...}`` and/or ``{"keys": [...]}``."""
 
     async def post(self) -> None:
+        if self.answer_refusal():
+            return
         try:
-            keys = parse_purge(self.request.body, self.request.headers.get("Content-Type", ""))
+            keys = parse_purge(self.body, self.request.headers.get("Content-Type", ""))
         except InvalidArticle as exc:
             self.refuse(exc, "purge")
             return
@@ -127,14 +181,20 @@ class PendingPurgesHandler(ApiHandler):
     """``GET /api/purge/pending``: purges waiting for a node that was unreachable."""
 
     async def get(self) -> None:
+        if self.answer_refusal():
+            return
         deadline = Deadline.after(self.services.settings.request_deadline)
         entries = await self.services.redis.pending_purges(deadline, 1000)
         self.write_json(200, {"length": len(entries), "pending": [json.loads(e) for e in entries]})
 
 
-class OpenApiHandler(tornado.web.RequestHandler):
+class OpenApiHandler(AllowOn405):
     """``GET /api/openapi.json`` (no token needed to read the contract)."""
 
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
     def get(self) -> None:
+        settings = self.services.settings
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(openapi.document()))
+        self.finish(json.dumps(openapi.document(settings.publish_max_bytes, frozenset(settings.image_hosts))))

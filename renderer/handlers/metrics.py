@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from renderer.handlers.allow import AllowOn405
 from renderer.services import Services
 
 
-class MetricsHandler(tornado.web.RequestHandler):
+class MetricsHandler(AllowOn405):
     """The process's metrics registry."""
 
     def initialize(self, services: Services) -> None:

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tornado.web
-
 from renderer import contract, logs, security
+from renderer.handlers.allow import AllowOn405
 from renderer.pages import RenderedPage
 from renderer.resilience import Deadline
 from renderer.services import Services
@@ -40,7 +39,7 @@ class CachePolicy:
         return self.stale if tier == contract.TIER_STALE else self.fresh
 
 
-class PageHandler(tornado.web.RequestHandler):
+class PageHandler(AllowOn405):
     """Writes ``Served`` pages with the HTTP contract's headers."""
 
     def initialize(self, services: Services, policy: CachePolicy) -> None:
