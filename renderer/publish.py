@@ -46,6 +46,22 @@ class PublishReport:
     etag: str | None = None
 
 
+def _report(
+    status: int, body: dict[str, Any], steps: dict[str, Any], pending: list[str], etag: str | None = None
+) -> PublishReport:
+    """The answer to a committed change: ``status`` when every step is done; 202 when only queued
+    purges remain (they will be delivered); 503 when a step failed (the same request, sent again,
+    finishes it: publishing is idempotent)."""
+    body = {**body, "committed": True, "steps": steps, "pending": pending}
+    failed = sorted(
+        name for name, outcome in steps.items() if isinstance(outcome, str) and outcome.startswith("failed")
+    )
+    if failed:
+        body["error"] = f"committed, but not fully applied ({', '.join(failed)} failed); send the same request again"
+        return PublishReport(503, body, etag)
+    return PublishReport(202 if pending else status, body, etag)
+
+
 def _failed(exc: BaseException) -> str:
     return f"failed: {type(exc).__name__}: {exc}"[:300]
 
@@ -73,6 +89,7 @@ class Publisher:
         self.deadline_seconds = deadline_seconds
         self.settle_seconds = settle_seconds
         self._unsettled: set[str] = set()
+        self._redis_redo: dict[str, str] = {}  # slug -> "tombstone" | "expire", done again when settled
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None
 
@@ -99,16 +116,10 @@ class Publisher:
         else:
             purge = Purge(soft=(article_key, *listings))
         steps["varnish"], pending = await self._purge(deadline, purge, request_id)
-        self._settle_later([article_key, *listings])
-        body = {
-            "slug": article.slug,
-            "version": doc["version"],
-            "etag": page.etag,
-            "created": created,
-            "steps": steps,
-            "pending": pending,
-        }
-        return PublishReport(201 if created else 200, body, page.etag)
+        # A failed Redis step is done again after the settle delay: the old page must not survive.
+        self._settle_later([article_key, *listings], article.slug, None if steps["redis"] == OK else "expire")
+        body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
+        return _report(201 if created else 200, body, steps, pending, page.etag)
 
     async def unpublish(self, slug: str, expected_version: int | None, request_id: str | None) -> PublishReport:
         """Remove an article from every tier: afterwards it is a 404 everywhere."""
@@ -118,12 +129,7 @@ class Publisher:
             raise PublishRefused(404, f"no article {slug!r}")
         steps: dict[str, Any] = {"mongodb": f"unpublished as version {doc['version']}"}
         self.tiers.last_good.drop(slug)
-        try:
-            await self.redis.drop(deadline, slug)
-            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
-            steps["redis"] = OK
-        except Exception as exc:
-            steps["redis"] = _failed(exc)
+        steps["redis"] = await self._tombstone(deadline, slug)
         steps["invalidate"] = await self._announce(deadline, slug)
         keys = [
             contract.article_surrogate_key(slug),
@@ -132,14 +138,15 @@ class Publisher:
         ]
         # A hard purge: a soft one would still serve the unpublished page while refetching.
         steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id)
-        self._settle_later(keys)
-        return PublishReport(200, {"slug": slug, "version": doc["version"], "steps": steps, "pending": pending})
+        # Tombstoned again later in any case: it outlives write-backs that were already on their way.
+        self._settle_later(keys, slug, "tombstone")
+        return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
         """Soft-purge surrogate keys on every node."""
         deadline = Deadline.after(self.deadline_seconds)
         nodes, pending = await self._purge(deadline, Purge(soft=tuple(keys)), request_id)
-        return PublishReport(200, {"keys": keys, "varnish": nodes, "pending": pending})
+        return PublishReport(202 if pending else 200, {"keys": keys, "varnish": nodes, "pending": pending})
 
     async def _commit(self, write: Any) -> Any:
         try:
@@ -161,7 +168,15 @@ class Publisher:
             return _failed(exc)
         return OK
 
-    def _settle_later(self, keys: list[str]) -> None:
+    async def _tombstone(self, deadline: Deadline, slug: str) -> str:
+        try:
+            await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
+            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+        except Exception as exc:
+            return _failed(exc)
+        return OK
+
+    def _settle_later(self, keys: list[str], slug: str, redis_redo: str | None) -> None:
         """Invalidate once more when no reader that started before this change can still be running.
 
         Cache-aside race: a reader whose MongoDB read began before the commit may hand Varnish (or,
@@ -170,6 +185,10 @@ class Publisher:
         window; one pending pass per process covers a whole burst of publishes.
         """
         self._unsettled.update(keys)
+        if redis_redo is not None:
+            self._redis_redo[slug] = redis_redo
+        else:
+            self._redis_redo.pop(slug, None)
         self._last_change = time.monotonic()
         if self._settling is None or self._settling.done():
             self._settling = asyncio.ensure_future(self._settle())
@@ -179,11 +198,18 @@ class Publisher:
         while (wait := self._last_change + self.settle_seconds - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
         keys, self._unsettled = sorted(self._unsettled), set()
+        redo, self._redis_redo = self._redis_redo, {}
         deadline = Deadline.after(self.deadline_seconds)
         try:
             await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+            for slug, action in redo.items():
+                if action == "tombstone":
+                    await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
+                else:
+                    await self.redis.expire(deadline, slug)
+                await self.redis.announce(deadline, slug)
         except Exception as exc:
-            log.warning("second expiry of the home page failed: %r", exc)
+            log.warning("second invalidation in Redis failed: %r", exc)
         for start in range(0, len(keys), _KEYS_PER_PURGE):
             await self._purge(deadline, Purge(soft=tuple(keys[start : start + _KEYS_PER_PURGE])), request_id=None)
 

@@ -142,15 +142,19 @@ class RedisPages:
 
         await self.guard.run(deadline, release)
 
-    async def _drop(self, cache_id: str) -> None:
+    async def _tombstone(self, cache_id: str, page: RenderedPage) -> None:
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.delete(contract.page_key(cache_id))
+            pipe.set(contract.page_key(cache_id), page.to_bytes(), ex=self.page_ttl)
             pipe.delete(contract.stale_key(cache_id))
             await pipe.execute()
 
-    async def drop(self, deadline: Deadline, cache_id: str) -> None:
-        """Delete ``page:<id>`` and ``stale:<id>`` (an unpublished article must not come back as stale)."""
-        await self.guard.run(deadline, self._drop, cache_id)
+    async def tombstone(self, deadline: Deadline, cache_id: str, page: RenderedPage) -> None:
+        """Put ``page`` (the 404 of an unpublished article) at ``page:<id>`` and delete ``stale:<id>``.
+
+        Deleting ``page:`` instead would let a reader whose MongoDB read predates the unpublish win
+        the write-back (SET NX) and put the article back; the 404 in place makes that write fail.
+        """
+        await self.guard.run(deadline, self._tombstone, cache_id, page)
 
     async def expire(self, deadline: Deadline, cache_id: str) -> None:
         """Delete ``page:<id>`` only: the next reader re-renders it, ``stale:<id>`` still covers failures."""

@@ -122,6 +122,8 @@ class ApiHandler(AllowOn405):
             self.write_json(exc.status, {"error": exc.message})
             return
         self.services.metrics.publishes.labels(action, report.status).inc()
+        if report.status == 503:
+            self.set_header("Retry-After", "5")
         if report.etag:
             self.set_header("ETag", report.etag)
         self.write_json(report.status, report.body)

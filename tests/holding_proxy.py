@@ -1,0 +1,90 @@
+"""A TCP proxy on loopback that can hold back one answer: the network path of a slow MongoDB read.
+
+SIGSTOP on FerretDB would stop every client of it, the writer we race against too; holding only
+the reply that carries a given document delays exactly one reader, after the server has answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+
+class HoldingProxy:
+    """Forwards 127.0.0.1:``port`` to the target set with ``connect_to``; ``hold(marker)`` keeps any
+    server-to-client chunk containing ``marker`` until ``release()``."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self.port: int = self._sock.getsockname()[1]
+        self._target: tuple[str, int] | None = None
+        self._target_set = threading.Event()
+        self._marker: bytes | None = None
+        self.holding = threading.Event()
+        self._released = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def connect_to(self, host: str, port: int) -> None:
+        """Where connections go (clients that connected before wait for this)."""
+        self._target = (host, port)
+        self._target_set.set()
+
+    def hold(self, marker: bytes) -> None:
+        """Hold back the next answers that contain ``marker``."""
+        self.holding.clear()
+        self._released.clear()
+        self._marker = marker
+
+    def release(self) -> None:
+        """Let held answers go, and hold nothing more."""
+        self._marker = None
+        self._released.set()
+
+    def close(self) -> None:
+        """Stop the proxy."""
+        self.release()
+        asyncio.run_coroutine_threadsafe(self._cancel_all(), self._loop).result(timeout=5)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    async def _cancel_all(self) -> None:
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(asyncio.start_server(self._serve, sock=self._sock))
+        self._loop.run_forever()
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._target_set.wait)
+        assert self._target is not None
+        try:
+            server_reader, server_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            client_writer.close()
+            return
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer, held=False),
+            self._pipe(server_reader, client_writer, held=True),
+            return_exceptions=True,
+        )
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                if held and self._marker is not None and self._marker in chunk:
+                    self.holding.set()
+                    await asyncio.get_running_loop().run_in_executor(None, self._released.wait)
+                writer.write(chunk)
+                await writer.drain()
+        finally:
+            writer.close()
