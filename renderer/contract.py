@@ -24,9 +24,6 @@ TIER_STALE = "stale"
 
 HOME_SURROGATE_KEY = "home"
 
-# Varnish nodes that could not be purged yet, retried until they succeed (a Redis list).
-PURGE_QUEUE_KEY = "purge:pending"
-PURGE_QUEUE_LOCK_KEY = "lock:purge:pending"
 # Renderer processes drop their in-process copies of what is published here (Redis pub/sub).
 INVALIDATION_CHANNEL = "pagecache:invalidate"
 

@@ -77,6 +77,12 @@ class Metrics:
             registry=r,
         )
         self.purges = Counter("pagecache_purges", "Varnish purges by node and result", ["node", "result"], registry=r)
+        self.purges_dropped = Counter(
+            "pagecache_purges_dropped",
+            "Queued purges given up: node no longer configured, or older than any object they could remove",
+            ["reason"],
+            registry=r,
+        )
         self.purge_queue = Gauge(
             "pagecache_purge_queue_length",
             "Purges waiting for an unreachable node",

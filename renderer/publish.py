@@ -24,8 +24,8 @@ from renderer.tiers import Tiers
 
 log = logging.getLogger("pagecache.publish")
 OK = "ok"
-# Surrogate keys per PURGE request: Varnish limits one header to 8 KiB by default.
-_KEYS_PER_PURGE = 50
+# The part of a publish's deadline the purges leave for queueing what they could not deliver.
+QUEUE_RESERVE = 1.0
 
 
 class PublishRefused(Exception):
@@ -210,8 +210,7 @@ class Publisher:
                 await self.redis.announce(deadline, slug)
         except Exception as exc:
             log.warning("second invalidation in Redis failed: %r", exc)
-        for start in range(0, len(keys), _KEYS_PER_PURGE):
-            await self._purge(deadline, Purge(soft=tuple(keys[start : start + _KEYS_PER_PURGE])), request_id=None)
+        await self._purge(deadline, Purge(soft=tuple(keys)), request_id=None)
 
     async def close(self) -> None:
         """Finish a pending second invalidation (called at shutdown)."""
@@ -229,7 +228,8 @@ class Publisher:
     async def _purge(
         self, deadline: Deadline, purge: Purge, request_id: str | None
     ) -> tuple[dict[str, str], list[str]]:
-        results = await self.purger.purge(purge, request_id=request_id)
+        reserve = min(QUEUE_RESERVE, self.deadline_seconds / 4)
+        results = await self.purger.purge(deadline.reserving(reserve), purge, request_id=request_id)
         missed = {node: result for node, result in results.items() if result != PURGED}
         if missed:
             queued = await self.queue.record(deadline, missed, purge)

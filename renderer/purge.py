@@ -1,25 +1,27 @@
-"""Invalidation on every Varnish node at once, and a durable queue for nodes that miss it (DESIGN §4)."""
+"""Invalidation on every Varnish node at once, and a durable queue (MongoDB) for nodes that miss it."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 
 from healthcheck import describe_error
-from renderer.backends.redis_pages import RedisPages
+from renderer.backends.mongo_purges import PurgeStore
+from renderer.breaker import CircuitOpen
 from renderer.metrics import Metrics
-from renderer.resilience import Deadline
+from renderer.resilience import Deadline, DeadlineExceeded, Guard
 
 log = logging.getLogger("pagecache.purge")
 
 PURGED = "purged"
+# Varnish refuses a request header over http_req_hdr_len (8 KiB by default); keys go in well under.
+MAX_HEADER_BYTES = 4096
+HYGIENE_EVERY = 60.0  # seconds between the queue's clean-ups
 
 
 @dataclass(frozen=True)
@@ -43,26 +45,52 @@ class Purge:
         """For logs."""
         return " ".join([*(f"{key} (hard)" for key in self.hard), *self.soft])
 
-    @classmethod
-    def from_entry(cls, item: dict[str, Any]) -> Purge:
-        """The purge in a queue entry (``queue_entry``; entries of the older keys/soft form too)."""
-        if "keys" in item:
-            keys = tuple(item["keys"].split())
-            return cls(soft=keys) if item["soft"] else cls(hard=keys)
-        return cls(tuple(item["hard"]), tuple(item["soft"]))
+    def split(self, max_header: int = MAX_HEADER_BYTES) -> list[Purge]:
+        """This purge as requests whose key headers each fit in ``max_header`` bytes."""
+        parts: list[Purge] = []
+        hard: list[str] = []
+        soft: list[str] = []
+        for kind, key in [*(("hard", k) for k in self.hard), *(("soft", k) for k in self.soft)]:
+            bucket = hard if kind == "hard" else soft
+            if bucket and len(" ".join([*bucket, key])) > max_header:
+                parts.append(Purge(tuple(hard), tuple(soft)))
+                hard, soft = [], []
+                bucket = hard if kind == "hard" else soft
+            bucket.append(key)
+        if hard or soft or not parts:
+            parts.append(Purge(tuple(hard), tuple(soft)))
+        return parts
 
 
 class NodeRefused(Exception):
     """A Varnish node answered the purge with something other than 200."""
 
 
-class VarnishPurger:
-    """Sends xkey purges to every node in ``VARNISH_URLS`` concurrently, with retries."""
+def describe_purge_error(exc: BaseException) -> str:
+    """Why a node did not take a purge, in an operator's words."""
+    if isinstance(exc, CircuitOpen):
+        return "breaker open: not tried"
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline reached"
+    return describe_error(exc)
 
-    def __init__(self, nodes: tuple[str, ...], timeout: float, attempts: int, metrics: Metrics) -> None:
-        self.nodes = tuple(node.rstrip("/") for node in nodes)
+
+def is_transient(exc: BaseException) -> bool:
+    """Purge failures worth another try: the network, or a node answering 5xx."""
+    if isinstance(exc, NodeRefused):
+        return str(exc).startswith("HTTP 5")
+    return isinstance(exc, (aiohttp.ClientError, OSError))
+
+
+class VarnishPurger:
+    """Sends xkey purges to every node in ``VARNISH_URLS`` concurrently. Each node has its own
+    ``Guard`` (timeout, retries, circuit breaker): a dead node costs a publish nothing once its
+    breaker is open, and every call ends within the deadline it is given."""
+
+    def __init__(self, guards: dict[str, Guard], timeout: float, metrics: Metrics) -> None:
+        self.guards = {node.rstrip("/"): guard for node, guard in guards.items()}
+        self.nodes = tuple(self.guards)
         self.timeout = timeout
-        self.attempts = attempts
         self.metrics = metrics
         self._session: aiohttp.ClientSession | None = None
 
@@ -85,77 +113,99 @@ class VarnishPurger:
             if resp.status != 200:
                 raise NodeRefused(f"HTTP {resp.status}")
 
-    async def purge_node(self, node: str, purge: Purge, request_id: str | None = None) -> str:
-        """``"purged"``, or what went wrong after every attempt."""
+    async def purge_node(self, deadline: Deadline, node: str, purge: Purge, request_id: str | None = None) -> str:
+        """``"purged"``, or what went wrong after every attempt the deadline allowed."""
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.attempts),
-                wait=wait_exponential_jitter(multiplier=0.05, jitter=0.05, max=0.5),
-                reraise=True,
-            ):
-                with attempt:
-                    await self._send(node, purge, request_id)
+            for part in purge.split():
+                await self.guards[node].run(deadline, self._send, node, part, request_id)
         except Exception as exc:
-            result = describe_error(exc)
+            result = describe_purge_error(exc)
             self.metrics.purges.labels(node, "failed").inc()
             log.warning("purge of %s on %s failed: %s", purge.describe(), node, result)
             return result
         self.metrics.purges.labels(node, PURGED).inc()
         return PURGED
 
-    async def purge(self, purge: Purge, request_id: str | None = None) -> dict[str, str]:
+    async def purge(self, deadline: Deadline, purge: Purge, request_id: str | None = None) -> dict[str, str]:
         """Purge on every node at once; node -> ``"purged"`` or its error."""
-        results = await asyncio.gather(*(self.purge_node(n, purge, request_id) for n in self.nodes))
+        results = await asyncio.gather(*(self.purge_node(deadline, n, purge, request_id) for n in self.nodes))
         return dict(zip(self.nodes, results, strict=True))
 
 
-def queue_entry(node: str, purge: Purge) -> str:
-    """The queued form of a purge that a node missed."""
-    return json.dumps({"node": node, "hard": purge.hard, "soft": purge.soft, "queued_at": time.time()})
-
-
 class PurgeQueue:
-    """Retries queued purges until each node has taken its own; nothing is dropped on failure."""
+    """Delivers queued purges until each node has taken its own, with bounded hygiene: an entry for
+    a node no longer configured, or older than any object it could still remove, is dropped,
+    counted and logged. Passes run one after another; leases keep processes off each other's entries.
+    """
 
-    def __init__(self, redis: RedisPages, purger: VarnishPurger, interval: float, metrics: Metrics) -> None:
-        self.redis = redis
+    def __init__(
+        self,
+        store: PurgeStore,
+        purger: VarnishPurger,
+        interval: float,
+        max_age: float,
+        metrics: Metrics,
+        batch: int = 100,
+    ) -> None:
+        self.store = store
         self.purger = purger
         self.interval = interval
+        self.max_age = max_age
         self.metrics = metrics
+        self.batch = batch
+        self._passes = 0
 
     async def record(self, deadline: Deadline, missed: dict[str, str], purge: Purge) -> str:
         """Queue the nodes in ``missed``; the step's outcome in words."""
         try:
-            await self.redis.enqueue_purges(deadline, [queue_entry(node, purge) for node in missed])
+            await self.store.add(deadline, [(node, purge.hard, purge.soft) for node in missed])
         except Exception as exc:
             log.error("could not queue purges for %s: %r", sorted(missed), exc)
             return f"not queued ({describe_error(exc)})"
         return "queued"
 
+    def _dropped(self, reason: str, count: int) -> None:
+        if count:
+            self.metrics.purges_dropped.labels(reason).inc(count)
+            log.warning("dropped %d queued purges: %s", count, reason)
+
+    def _backoff(self, attempts: int) -> float:
+        return float(min(self.interval * 2 ** max(attempts - 1, 0), 60.0))
+
     async def retry_pending(self) -> int:
-        """One pass over the queue; how many queued purges were delivered."""
+        """One pass over the due entries; how many were delivered."""
         deadline = Deadline.after(max(self.interval, 1.0) * 5)
-        length = await self.redis.purge_queue_length(deadline)
-        self.metrics.purge_queue.set(length)
-        # One cheap LLEN per pass while nothing waits; one process at a time retries.
-        if length == 0 or not await self.redis.claim_purge_queue(deadline, self.interval):
+        # Hygiene once a minute: an idle pass costs MongoDB one findAndModify that matches nothing.
+        if self._passes % max(1, round(HYGIENE_EVERY / self.interval)) == 0:
+            self._dropped("node-not-configured", await self.store.drop_other_nodes(deadline, self.purger.nodes))
+            self._dropped("too-old", await self.store.drop_queued_before(deadline, time.time() - self.max_age))
+            self.metrics.purge_queue.set(await self.store.length(deadline))
+        self._passes += 1
+        # The lease outlives this pass's deadline: nobody else delivers an entry while we might.
+        entries = await self.store.claim(deadline, self.batch, lease_seconds=max(self.interval, 1.0) * 10)
+        if not entries:
             return 0
-        entries = await self.redis.pending_purges(deadline)
         delivered = 0
 
-        async def deliver(entry: str) -> None:
+        async def deliver(entry: dict[str, Any]) -> None:
             nonlocal delivered
-            item: dict[str, Any] = json.loads(entry)
-            if await self.purger.purge_node(item["node"], Purge.from_entry(item)) == PURGED:
-                await self.redis.purge_done(deadline, entry)
+            # .get: FerretDB drops an empty array from $setOnInsert.
+            purge = Purge(tuple(entry.get("hard", ())), tuple(entry.get("soft", ())))
+            result = await self.purger.purge_node(deadline, entry["node"], purge)
+            if result == PURGED:
+                await self.store.done(deadline, entry)
                 delivered += 1
+            else:
+                await self.store.retry_at(deadline, entry, time.time() + self._backoff(entry["attempts"]), result)
 
-        await asyncio.gather(*(deliver(entry) for entry in entries))
-        self.metrics.purge_queue.set(await self.redis.purge_queue_length(deadline))
+        for outcome in await asyncio.gather(*(deliver(entry) for entry in entries), return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("queued purge not handled (its lease will expire): %r", outcome)
+        self.metrics.purge_queue.set(await self.store.length(deadline))
         return delivered
 
     async def run(self) -> None:
-        """Retry the queue every ``interval`` seconds until cancelled."""
+        """A pass every ``interval`` seconds until cancelled; never two at once."""
         while True:
             await asyncio.sleep(self.interval)
             try:
@@ -163,4 +213,4 @@ class PurgeQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.debug("purge queue pass failed: %r", exc)
+                log.debug("purge queue pass failed: %r", exc)  # MongoDB down: its breaker says so

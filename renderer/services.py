@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import contract, invalidation, logs
-from renderer.backends import mongo_articles, redis_pages
+from renderer import contract, invalidation, logs, purge
+from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
@@ -102,19 +102,17 @@ class Services:
         )
         # The write path has its own breaker and patience: a burst of slow publishes must never
         # open the readers' breaker and push readers onto stale pages.
+        editors_guard = Guard(
+            breaker("mongodb-writes", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict)),
+            settings.mongodb_write_timeout,
+            policy,
+            mongo_articles.is_transient,
+            metrics.backend_latency.labels("mongodb-writes").observe,
+            RetryBudget(settings.retry_budget_ratio),
+            metrics.retried("mongodb-writes"),
+        )
         mongo_for_editors = mongo_articles.MongoArticles(
-            mongo_client,
-            settings.mongodb_db,
-            Guard(
-                breaker("mongodb-writes", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict)),
-                settings.mongodb_write_timeout,
-                policy,
-                mongo_articles.is_transient,
-                metrics.backend_latency.labels("mongodb-writes").observe,
-                RetryBudget(settings.retry_budget_ratio),
-                metrics.retried("mongodb-writes"),
-            ),
-            on_read=metrics.mongodb_reads.inc,
+            mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_reads.inc
         )
         renderer = PageRenderer(settings.site_name, settings.site_url)
         tiers = Tiers(
@@ -132,8 +130,25 @@ class Services:
         health = HealthCheck(
             _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds
         )
-        purger = VarnishPurger(settings.varnish_urls, settings.purge_timeout, settings.purge_attempts, metrics)
-        purge_queue = PurgeQueue(redis, purger, settings.purge_retry_interval, metrics)
+        purge_policy = RetryPolicy(settings.purge_attempts, 0.05, 0.5)
+        purger = VarnishPurger(
+            {
+                node: Guard(
+                    breaker(f"varnish {node}"),
+                    settings.purge_timeout,
+                    purge_policy,
+                    purge.is_transient,
+                    metrics.backend_latency.labels("varnish").observe,
+                    RetryBudget(settings.retry_budget_ratio),
+                    metrics.retried("varnish"),
+                )
+                for node in settings.varnish_urls
+            },
+            settings.purge_timeout,
+            metrics,
+        )
+        purge_store = mongo_purges.PurgeStore(mongo_client, settings.mongodb_db, editors_guard)
+        purge_queue = PurgeQueue(purge_store, purger, settings.purge_retry_interval, settings.purge_max_age, metrics)
         publisher = Publisher(
             mongo_for_editors,
             redis,
@@ -166,6 +181,7 @@ class Services:
         """
         try:
             await self.mongo.ensure_indexes()
+            await self.purge_queue.store.ensure_indexes()
         except Exception as exc:
             log.warning("could not ensure MongoDB indexes: %s", exc)
         self._pubsub = redis_pages.connect_pubsub(self.settings.redis_url, self.settings.redis_timeout)

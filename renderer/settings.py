@@ -67,6 +67,9 @@ class Settings:
     purge_timeout: float = 1.0  # one PURGE to one Varnish node
     purge_attempts: int = 3
     purge_retry_interval: float = 1.0  # how often the pending-purge queue is retried
+    # A queued purge older than an object's whole life in Varnish (TTL + 24 h grace) has nothing
+    # left to remove: it is dropped.
+    purge_max_age: float = 90000.0
 
     # Healthcheck (DESIGN §3).
     health_cache_seconds: float = 2.0

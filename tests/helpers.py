@@ -61,14 +61,13 @@ def mongo_reads(*renderer_urls: str) -> float:
     return sum(metric(url, "pagecache_mongodb_reads_total") for url in renderer_urls)
 
 
-# Health probes, connection set-up and the purge queue's background LLEN: not reads or writes of pages.
+# Health probes and connection set-up: not reads or writes of pages.
 _NOT_DATA_COMMANDS = (
     "cmdstat_info",
     "cmdstat_ping",
     "cmdstat_hello",
     "cmdstat_client|",
     "cmdstat_config|",
-    "cmdstat_llen",
     "cmdstat_subscribe",
 )
 

@@ -164,31 +164,6 @@ class RedisPages:
         """Tell every renderer process that ``slug`` changed (pub/sub), so they drop in-process copies."""
         await self.guard.run(deadline, self.client.publish, contract.INVALIDATION_CHANNEL, slug)
 
-    async def enqueue_purges(self, deadline: Deadline, entries: list[str]) -> None:
-        """Append purges that could not be delivered to the durable queue."""
-        await self.guard.run(deadline, self.client.rpush, contract.PURGE_QUEUE_KEY, *entries)
-
-    async def pending_purges(self, deadline: Deadline, limit: int = 100) -> list[str]:
-        """The oldest ``limit`` queued purges (they stay queued until ``purge_done``)."""
-        values = await self.guard.run(deadline, self.client.lrange, contract.PURGE_QUEUE_KEY, 0, limit - 1)
-        return [v.decode() for v in values]
-
-    async def purge_done(self, deadline: Deadline, entry: str) -> None:
-        """Remove one delivered purge from the queue."""
-        await self.guard.run(deadline, self.client.lrem, contract.PURGE_QUEUE_KEY, 1, entry)
-
-    async def purge_queue_length(self, deadline: Deadline) -> int:
-        """How many purges wait for a node that was unreachable."""
-        return int(await self.guard.run(deadline, self.client.llen, contract.PURGE_QUEUE_KEY))
-
-    async def claim_purge_queue(self, deadline: Deadline, seconds: float) -> bool:
-        """One process at a time retries the queue: True if this one may, for ``seconds``."""
-
-        async def claim() -> bool:
-            return bool(await self.client.set(contract.PURGE_QUEUE_LOCK_KEY, "1", px=int(seconds * 1000), nx=True))
-
-        return await self.guard.run(deadline, claim)
-
     async def ping(self) -> bool:
         """One PING, without the breaker: the healthcheck's direct look at the server."""
         return bool(await self.client.ping())

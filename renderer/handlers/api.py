@@ -8,6 +8,7 @@ from typing import Any
 
 import tornado.web
 
+from healthcheck import describe_error
 from renderer import logs, openapi
 from renderer.articles import InvalidArticle, parse_article, parse_purge
 from renderer.contract import is_valid_slug
@@ -186,8 +187,13 @@ class PendingPurgesHandler(ApiHandler):
         if self.answer_refusal():
             return
         deadline = Deadline.after(self.services.settings.request_deadline)
-        entries = await self.services.redis.pending_purges(deadline, 1000)
-        self.write_json(200, {"length": len(entries), "pending": [json.loads(e) for e in entries]})
+        try:
+            entries = await self.services.purge_queue.store.pending(deadline, 1000)
+        except Exception as exc:
+            self.set_header("Retry-After", "5")
+            self.write_json(503, {"error": f"the purge queue (MongoDB) is unreachable: {describe_error(exc)}"})
+            return
+        self.write_json(200, {"length": len(entries), "pending": entries})
 
 
 class OpenApiHandler(AllowOn405):
