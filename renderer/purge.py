@@ -21,7 +21,7 @@ log = logging.getLogger("pagecache.purge")
 PURGED = "purged"
 # Varnish refuses a request header over http_req_hdr_len (8 KiB by default); keys go in well under.
 MAX_HEADER_BYTES = 4096
-HYGIENE_EVERY = 60.0  # seconds between the queue's clean-ups
+HYGIENE_EVERY_PASSES = 60  # an idle queue's length is re-read this often
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,10 @@ class VarnishPurger:
 
 
 class PurgeQueue:
-    """Delivers queued purges until each node has taken its own, with bounded hygiene: an entry for
-    a node no longer configured, or older than any object it could still remove, is dropped,
-    counted and logged. Passes run one after another; leases keep processes off each other's entries.
-    """
+    """Delivers queued purges until each node has taken its own, backing off per entry. An entry
+    for a node no longer configured, or older than any object it could still remove, is dropped
+    when claimed, counted and logged. Passes run one after another; leases keep processes off each
+    other's entries."""
 
     def __init__(
         self,
@@ -164,10 +164,14 @@ class PurgeQueue:
             return f"not queued ({describe_error(exc)})"
         return "queued"
 
-    def _dropped(self, reason: str, count: int) -> None:
-        if count:
-            self.metrics.purges_dropped.labels(reason).inc(count)
-            log.warning("dropped %d queued purges: %s", count, reason)
+    def _dropped(self, reason: str, entry: dict[str, Any]) -> None:
+        self.metrics.purges_dropped.labels(reason).inc()
+        log.warning(
+            "dropped a queued purge for %s (%s): %s",
+            entry["node"],
+            reason,
+            " ".join(entry.get("hard", []) + entry.get("soft", [])),
+        )
 
     def _backoff(self, attempts: int) -> float:
         return float(min(self.interval * 2 ** max(attempts - 1, 0), 60.0))
@@ -175,20 +179,24 @@ class PurgeQueue:
     async def retry_pending(self) -> int:
         """One pass over the due entries; how many were delivered."""
         deadline = Deadline.after(max(self.interval, 1.0) * 5)
-        # Hygiene once a minute: an idle pass costs MongoDB one findAndModify that matches nothing.
-        if self._passes % max(1, round(HYGIENE_EVERY / self.interval)) == 0:
-            self._dropped("node-not-configured", await self.store.drop_other_nodes(deadline, self.purger.nodes))
-            self._dropped("too-old", await self.store.drop_queued_before(deadline, time.time() - self.max_age))
-            self.metrics.purge_queue.set(await self.store.length(deadline))
-        self._passes += 1
         # The lease outlives this pass's deadline: nobody else delivers an entry while we might.
         entries = await self.store.claim(deadline, self.batch, lease_seconds=max(self.interval, 1.0) * 10)
-        if not entries:
-            return 0
+        if not entries and self._passes % HYGIENE_EVERY_PASSES:
+            self._passes += 1
+            return 0  # idle: one findAndModify that matched nothing
+        self._passes += 1
         delivered = 0
 
         async def deliver(entry: dict[str, Any]) -> None:
             nonlocal delivered
+            if entry["node"] not in self.purger.nodes:
+                await self.store.done(deadline, entry)
+                self._dropped("node-not-configured", entry)
+                return
+            if entry["queued_at"] < time.time() - self.max_age:
+                await self.store.done(deadline, entry)
+                self._dropped("too-old", entry)
+                return
             # .get: FerretDB drops an empty array from $setOnInsert.
             purge = Purge(tuple(entry.get("hard", ())), tuple(entry.get("soft", ())))
             result = await self.purger.purge_node(deadline, entry["node"], purge)

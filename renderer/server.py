@@ -41,9 +41,11 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     log.warning("renderer pid %d serving on port %d", os.getpid(), settings.port)
     await stopping.wait()
     server.stop()  # no new connections; requests in flight carry on
-    # Every request ends within its deadline; closing connections before that would cut some off.
+    # Every request ends within its deadline (a publish within PUBLISH_DEADLINE); closing
+    # connections before that would cut some off.
+    longest = max(settings.request_deadline, settings.publish_deadline)
     try:
-        await asyncio.wait_for(app.drained.wait(), timeout=settings.request_deadline + 1)
+        await asyncio.wait_for(app.drained.wait(), timeout=longest + 1)
     except TimeoutError:
         log.warning("%d requests still in flight at shutdown", app.in_flight)
     try:
@@ -52,10 +54,12 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
         log.warning("connections still open at shutdown")
     # A pool that hangs on close (a monitor mid-check, a half-read socket) must not keep the
     # process alive: the requests are done, so bound the goodbye.
+    # Closing finishes a pending second invalidation of recent publishes: one publish deadline.
+    close_timeout = settings.publish_deadline + CLOSE_TIMEOUT
     try:
-        await asyncio.wait_for(services.close(), timeout=CLOSE_TIMEOUT)
+        await asyncio.wait_for(services.close(), timeout=close_timeout)
     except TimeoutError:
-        log.warning("connection pools not closed after %.0f s; exiting anyway", CLOSE_TIMEOUT)
+        log.warning("connection pools not closed after %.0f s; exiting anyway", close_timeout)
 
 
 def _fork_worker(settings: Settings, sockets: list[socket.socket]) -> int:

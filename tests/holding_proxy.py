@@ -13,7 +13,8 @@ import threading
 
 class HoldingProxy:
     """Forwards 127.0.0.1:``port`` to the target set with ``connect_to``; ``hold(marker)`` keeps any
-    server-to-client chunk containing ``marker`` until ``release()``."""
+    server-to-client chunk containing ``marker`` until ``release()``; ``cut()`` is a partition
+    (every connection closed, new ones refused at once) until ``mend()``."""
 
     def __init__(self) -> None:
         self._sock = socket.socket()
@@ -25,6 +26,8 @@ class HoldingProxy:
         self._marker: bytes | None = None
         self.holding = threading.Event()
         self._released = threading.Event()
+        self._cut = False
+        self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -44,6 +47,20 @@ class HoldingProxy:
         """Let held answers go, and hold nothing more."""
         self._marker = None
         self._released.set()
+
+    def cut(self) -> None:
+        """Close every connection and refuse new ones, until ``mend()``."""
+        self._cut = True
+
+        def close_all() -> None:
+            for writer in list(self._writers):
+                writer.close()
+
+        self._loop.call_soon_threadsafe(close_all)
+
+    def mend(self) -> None:
+        """Forward again."""
+        self._cut = False
 
     def close(self) -> None:
         """Stop the proxy."""
@@ -67,11 +84,15 @@ class HoldingProxy:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._target_set.wait)
         assert self._target is not None
+        if self._cut:
+            client_writer.close()
+            return
         try:
             server_reader, server_writer = await asyncio.open_connection(*self._target)
         except OSError:
             client_writer.close()
             return
+        self._writers.update((client_writer, server_writer))
         await asyncio.gather(
             self._pipe(client_reader, server_writer, held=False),
             self._pipe(server_reader, client_writer, held=True),
@@ -88,3 +109,4 @@ class HoldingProxy:
                 await writer.drain()
         finally:
             writer.close()
+            self._writers.discard(writer)

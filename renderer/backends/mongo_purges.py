@@ -100,17 +100,6 @@ class PurgeStore:
             {"$set": {"lease_until": when, "last_error": error}},
         )
 
-    async def _drop(self, query: dict[str, Any]) -> int:
-        return int((await self.collection.delete_many(query)).deleted_count)
-
-    async def drop_other_nodes(self, deadline: Deadline, nodes: tuple[str, ...]) -> int:
-        """Delete entries for nodes not in ``nodes``; how many."""
-        return await self.guard.run(deadline, self._drop, {"node": {"$nin": list(nodes)}})
-
-    async def drop_queued_before(self, deadline: Deadline, cutoff: float) -> int:
-        """Delete entries queued before ``cutoff`` (epoch seconds); how many."""
-        return await self.guard.run(deadline, self._drop, {"queued_at": {"$lt": cutoff}})
-
     async def length(self, deadline: Deadline) -> int:
         """How many entries wait."""
         return int(await self.guard.run(deadline, self.collection.count_documents, {}))

@@ -1,0 +1,178 @@
+"""Purges within the publish's deadline, a breaker per Varnish node, a queue that survives Redis,
+and a queue that cleans up after itself (issue: exact publish, points 4-6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from devstack import servers
+from devstack.probes import metric
+from renderer.purge import MAX_HEADER_BYTES, Purge
+from tests.conftest import EDITOR_TOKEN, StackClients
+from tests.helpers import get, request, unique_slug, wait_until
+from tests.holding_proxy import HoldingProxy
+from tests.renderer.test_publish import AUTH, admin_nodes, article, nodes, put, title_on
+
+
+@pytest.fixture
+def proxy() -> Iterator[HoldingProxy]:
+    made = HoldingProxy()
+    yield made
+    made.close()
+
+
+def queue(s: StackClients) -> Any:
+    return s.mongo[s.stack.env["MONGODB_DB"]]["purge_queue"]
+
+
+def test_key_lists_are_split_to_fit_varnish_header_limit() -> None:
+    keys = tuple(f"article-{'x' * 200}-{n}" for n in range(100))
+    parts = Purge(hard=keys[:10], soft=keys[10:]).split()
+    assert len(parts) > 1
+    assert [k for p in parts for k in p.hard] == list(keys[:10])
+    assert [k for p in parts for k in p.soft] == list(keys[10:])
+    assert all(len(value) <= MAX_HEADER_BYTES for p in parts for value in p.headers().values())
+    assert Purge(soft=("home",)).split() == [Purge(soft=("home",))]
+
+
+def test_a_purge_of_a_hundred_long_keys_reaches_varnish(stack: StackClients) -> None:
+    keys = [f"k{n}-{'y' * 240}" for n in range(100)]  # 24 KB of keys: three times the header limit
+    resp = request(stack.renderer, "POST", "/api/purge", json.dumps({"keys": keys}).encode(), AUTH)
+    assert resp.status == 200, resp.text
+    assert set(json.loads(resp.body)["varnish"].values()) == {"purged"}
+
+
+def test_a_dead_node_costs_a_publish_nothing_once_its_breaker_opens(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    # The settings users get: 5 failures open a breaker, 1 s per purge, 3 attempts, 5 s per publish.
+    s = make_stack(varnish_nodes=2, production_defaults=True, PROCESSES="1")
+    second = admin_nodes(s)[1]
+    s.server("varnish-2").freeze()
+    try:
+        outcomes = []
+        for n in range(4):
+            resp = put(s.renderer, unique_slug(f"no-morto-{n}"), article())
+            report = json.loads(resp.body)
+            assert resp.status == 202 and report["pending"] == [second], resp.text
+            outcomes.append(report["steps"]["varnish"][second])
+        # The first publishes pay the timeouts that open the breaker; then the node is not tried.
+        assert "Connection Timeout" in outcomes[0]
+        assert "breaker open: not tried" in outcomes[-1]
+        assert all("queued" in outcome for outcome in outcomes)
+    finally:
+        s.server("varnish-2").thaw()
+    # The queue's retries are what probe the node: once back, everything queued is delivered.
+    wait_until(lambda: queue(s).count_documents({}) == 0, timeout=30)
+
+
+def test_purges_end_within_the_publish_deadline(make_stack: Callable[..., StackClients]) -> None:
+    s = make_stack(varnish_nodes=2, PUBLISH_DEADLINE="2", BREAKER_FAIL_MAX="100")
+    second = admin_nodes(s)[1]
+    s.server("varnish-2").freeze()
+    try:
+        resp = put(s.renderer, unique_slug("prazo"), article())
+    finally:
+        s.server("varnish-2").thaw()
+    report = json.loads(resp.body)
+    assert resp.status == 202
+    # 3 attempts of 1 s would need 3 s; the deadline (2 s, less the queue's slice) stopped them.
+    assert report["steps"]["varnish"][second] == "pending (deadline reached); queued"
+
+
+def test_shutdown_waits_for_a_publish_in_flight(make_stack: Callable[..., StackClients]) -> None:
+    s = make_stack(varnish_nodes=2, BREAKER_FAIL_MAX="100")  # the publish will take ~3 s
+    renderer = s.server("renderer")
+    s.server("varnish-2").freeze()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            publishing = pool.submit(put, s.renderer, unique_slug("desligando"), article())
+            time.sleep(0.5)
+            os.kill(renderer.pid, signal.SIGTERM)
+            resp = publishing.result(timeout=30)
+    finally:
+        s.server("varnish-2").thaw()
+    assert resp.status == 202, resp.text  # finished and reported, not cut off
+    assert renderer.proc.wait(timeout=30) == 0
+
+
+def test_queued_purges_survive_redis_eviction_and_restart(
+    make_stack: Callable[..., StackClients], proxy: HoldingProxy
+) -> None:
+    # Pages live an hour in Varnish here: only a purge can change what node 2 shows. The stack's
+    # own renderer never runs a queue pass; the editors' renderer reaches node 2 through a proxy
+    # that can partition it off.
+    hour = {"SHARED_MAX_AGE": "3600", "PURGE_RETRY_INTERVAL": "3600"}
+    s = make_stack(varnish_nodes=2, **hour)
+    first, second = nodes(s)
+    admin_first, admin_second = admin_nodes(s)
+    proxy.connect_to("127.0.0.1", urlsplit(admin_second).port or 0)
+    through_proxy = f"http://127.0.0.1:{proxy.port}"
+    editors = servers.renderer(
+        s.stack.run_dir,
+        servers.free_port(),
+        {
+            **s.stack.env,
+            **hour,
+            "EDITOR_TOKENS": EDITOR_TOKEN,
+            "PROCESSES": "1",
+            "VARNISH_URLS": f"{admin_first},{through_proxy}",
+            "PURGE_RETRY_INTERVAL": "0.5",
+        },
+    ).start()
+    try:
+        api = f"http://127.0.0.1:{editors.port}"
+        slug = unique_slug("fila-duravel")
+        assert put(api, slug, article("Versão 1")).status == 201
+        for node in (first, second):
+            assert title_on(node, slug) == "Versão 1"
+
+        proxy.cut()
+        resp = put(api, slug, article("Versão 2"))
+        assert resp.status == 202 and json.loads(resp.body)["pending"] == [through_proxy], resp.text
+        assert queue(s).count_documents({"node": through_proxy}) >= 1
+
+        # Redis past maxmemory (allkeys-lru evicts), then restarted empty: the queue is elsewhere.
+        s.redis.config_set("maxmemory", "4mb")
+        for n in range(200):
+            s.redis.set(f"enchimento:{n}", b"x" * 50_000)
+        assert int(s.redis.info("stats")["evicted_keys"]) > 0
+        s.server("redis").kill()
+        s.server("redis").start()
+        assert title_on(second, slug) == "Versão 1"  # node 2 still has the old page
+
+        proxy.mend()
+        wait_until(lambda: title_on(second, slug) == "Versão 2", timeout=30)
+        wait_until(lambda: queue(s).count_documents({}) == 0, timeout=15)
+        wait_until(lambda: title_on(first, slug) == "Versão 2", timeout=5)  # soft: one stale answer first
+    finally:
+        editors.stop()
+
+
+def test_the_queue_drops_entries_it_can_never_deliver_and_counts_them(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    s = make_stack(varnish_nodes=1, PURGE_RETRY_INTERVAL="0.2")
+    now = time.time()
+    stale = {"hard": [], "soft": ["home"], "attempts": 0, "lease_until": 0.0, "lease": None}
+    queue(s).insert_many(
+        [
+            {"_id": "removido", "node": "http://127.0.0.1:1", "queued_at": now, **stale},
+            {"_id": "antigo", "node": admin_nodes(s)[0], "queued_at": now - 2 * 86400, **stale},
+        ]
+    )
+    wait_until(lambda: queue(s).count_documents({}) == 0, timeout=15)
+    dropped = {
+        reason: metric(s.renderer, "pagecache_purges_dropped_total", reason=reason)
+        for reason in ("node-not-configured", "too-old")
+    }
+    assert dropped == {"node-not-configured": 1, "too-old": 1}
+    assert get(s.renderer, "/healthcheck").status == 200
