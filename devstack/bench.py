@@ -119,7 +119,7 @@ def insert_articles(stack: Stack, prefix: str, count: int) -> list[str]:
                 "slug": slug,
                 "title": f"Notícia de teste número {i}",
                 "subtitle": "Linha fina da notícia de teste",
-                "section": ("rio", "economia", "politica", "esporte")[i % 4],
+                "section": SECTIONS[i % len(SECTIONS)],
                 "body_html": "<p>" + "Texto da notícia. " * 120 + "</p>",
                 "authors": ["Redação"],
                 "published_at": now,
@@ -180,11 +180,22 @@ def tracked(path: str, rng: random.Random) -> str:
     return path + "?" + "&".join(params[: rng.randint(1, 2)])
 
 
+SECTIONS = ("rio", "economia", "politica", "esporte")
+FRONT_SHARE = 0.1  # of the Zipf mix's requests go to section fronts
+
+
 async def zipf_load(
-    site: str, slugs: list[str], rate: float, seconds: float, s: float, tracked_share: float = 0.0
+    site: str,
+    slugs: list[str],
+    rate: float,
+    seconds: float,
+    s: float,
+    tracked_share: float = 0.0,
+    fronts: Counter[str] | None = None,
 ) -> list[tuple[float, float, str]]:
     """Open-loop Zipf traffic: (second, latency in s, what answered) per request; ``tracked_share``
-    of the URLs carry random tracking parameters."""
+    of the URLs carry random tracking parameters. With ``fronts``, ``FRONT_SHARE`` of the requests
+    go to section fronts, counted there by what answered them."""
     zipf = Zipf(len(slugs), s)
     rng = random.Random(11)
     samples: list[tuple[float, float, str]] = []
@@ -192,7 +203,7 @@ async def zipf_load(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
         start = time.monotonic()
 
-        async def one(path: str) -> None:
+        async def one(path: str, front: bool) -> None:
             sent = time.monotonic()
             try:
                 async with session.get(site + path) as resp:
@@ -204,6 +215,8 @@ async def zipf_load(
             except Exception:
                 tier = "error"
             samples.append((sent - start, time.monotonic() - sent, tier))
+            if front and fronts is not None:
+                fronts[tier] += 1
 
         tasks: set[asyncio.Task[None]] = set()
         sent_count = 0
@@ -211,10 +224,11 @@ async def zipf_load(
         while (elapsed := time.monotonic() - start) < seconds:
             due = int(elapsed * rate) - sent_count
             for _ in range(max(0, due)):
-                path = f"/noticia/{slugs[zipf.draw()]}.ghtml"
+                front = fronts is not None and rng.random() < FRONT_SHARE
+                path = f"/{rng.choice(SECTIONS)}/" if front else f"/noticia/{slugs[zipf.draw()]}.ghtml"
                 if rng.random() < tracked_share:
                     path = tracked(path, rng)
-                task = asyncio.ensure_future(one(path))
+                task = asyncio.ensure_future(one(path, front))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             sent_count += max(0, due)
@@ -379,10 +393,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["zipf_warmup"] = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
         log_start = time.time()
         counters_before = varnish_counters(zstack.started["varnish"])
-        samples = asyncio.run(zipf_load(zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s))
+        fronts: Counter[str] = Counter()
+        samples = asyncio.run(
+            zipf_load(zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s, fronts=fronts)
+        )
         time.sleep(1)
         counters = varnish_counters(zstack.started["varnish"])
-        requests = len(samples)
+        requests = len(samples) - sum(fronts.values())  # article pages
         answered = renderer_log(zstack.started["renderer"].log_path, log_start)
         by_tier = Counter(entry["tier"] for entry in answered if entry["path"].startswith("/noticia/"))
         backend_fetches = counters.get("MAIN.backend_req", 0) - counters_before.get("MAIN.backend_req", 0)
@@ -396,6 +413,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "simulated_seconds": args.zipf_seconds * scale,
             "requests": requests,
             "errors": sum(1 for _, _, t in samples if t == "error"),
+            "fronts": {
+                "requests": sum(fronts.values()),
+                "shares": {tier: n / max(1, sum(fronts.values())) for tier, n in fronts.items()},
+            },
             "shares": {
                 "varnish": 1 - sum(by_tier.values()) / requests,
                 "redis": by_tier["redis"] / requests,
@@ -482,6 +503,8 @@ def table(results: dict[str, Any]) -> str:
         f"   MongoDB {100 * z['shares']['mongo']:.1f} %   (seed: < 5 %)",
         f"   latency p50 {z['p50_ms']:.1f} ms, p99 {z['p99_ms']:.1f} ms; errors {z['errors']}; "
         f"most MongoDB reads of one article per Redis TTL: {z['max_mongodb_reads_per_article_per_redis_ttl']} (<= 1)",
+        f"   section fronts ({100 * FRONT_SHARE:.0f} % of the mix, {z['fronts']['requests']} requests): "
+        + ", ".join(f"{tier} {100 * share:.1f} %" for tier, share in sorted(z["fronts"]["shares"].items())),
         f"   with 30 % tracked URLs ({results['zipf_tracked']['requests']} requests): Varnish "
         f"{100 * results['zipf_tracked']['varnish_share']:.1f} %, errors {results['zipf_tracked']['errors']}"
         "   >= 80 %",

@@ -8,6 +8,7 @@ from typing import Any
 import tornado.web
 
 from healthcheck.tornado_handlers import HealthcheckHandler, LiveHandler
+from renderer import contract
 from renderer.handlers.api import (
     ArticleApiHandler,
     OpenApiHandler,
@@ -19,7 +20,9 @@ from renderer.handlers.pages import (
     ArticleHandler,
     CachePolicy,
     HomeHandler,
+    LatestBoxHandler,
     NotFoundHandler,
+    SectionHandler,
     SmallFile,
     SmallFileHandler,
 )
@@ -67,6 +70,9 @@ def make_app(services: Services) -> PagecacheApplication:
         (r"/api/purge", PurgeApiHandler, {"services": services}),
         (r"/api/purge/pending", PendingPurgesHandler, {"services": services}),
         (r"/api/openapi.json", OpenApiHandler, {"services": services}),
+        (contract.LATEST_BOX_PATH, LatestBoxHandler, pages),
+        # Last: a section is any other slug-shaped first segment.
+        (r"/([a-z0-9-]{1,60})(/?)", SectionHandler, pages),
     ]
     return PagecacheApplication(
         routes,

@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 from renderer import contract
 
-SECTION_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 # Something other than white space: a title of blanks is no title.
 NOT_BLANK = re.compile(r"\S")
 # RFC 3339 date-time, the "date-time" format of JSON Schema: seconds and an offset are required.
@@ -53,8 +52,12 @@ def _text(limit: int) -> Callable[[Any], str]:
 
 
 def _section(value: Any) -> str:
-    if not isinstance(value, str) or not SECTION_PATTERN.fullmatch(value) or len(value) > 60:
-        raise ValueError("must be lowercase letters, digits and hyphens (like 'rio' or 'pop-arte')")
+    if not isinstance(value, str) or not contract.is_valid_section(value):
+        reserved = ", ".join(contract.RESERVED_SECTIONS)
+        raise ValueError(
+            f"must be lowercase letters, digits and hyphens (like 'rio' or 'pop-arte'), "
+            f"at most {contract.SECTION_MAX_LENGTH}, and none of {reserved}"
+        )
     return value
 
 
@@ -112,11 +115,18 @@ def article_fields(image_hosts: frozenset[str] = frozenset()) -> dict[str, Field
     return {
         "title": (True, _text(300), _text_schema(300)),
         "subtitle": (False, _text(600), _text_schema(600)),
-        "section": (True, _section, {"type": "string", "pattern": SECTION_PATTERN.pattern, "maxLength": 60}),
+        "section": (
+            True,
+            _section,
+            {"type": "string", "pattern": contract.SECTION_PATTERN.pattern, "maxLength": contract.SECTION_MAX_LENGTH},
+        ),
         "body_html": (True, _text(500_000), _text_schema(500_000)),
         "authors": (False, _authors, {"type": "array", "maxItems": 20, "items": _text_schema(120)}),
         "published_at": (False, _datetime, {"type": "string", "format": "date-time", "pattern": DATE_TIME.pattern}),
         "image_url": (False, image_url_check(image_hosts), _image_schema(image_hosts)),
+        # The lead image's text alternative and caption (WCAG 1.1.1): without them, alt="".
+        "image_alt": (False, _text(300), _text_schema(300)),
+        "image_caption": (False, _text(300), _text_schema(300)),
     }
 
 

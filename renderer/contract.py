@@ -7,12 +7,20 @@ import re
 
 SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 SLUG_MAX_LENGTH = 200
+# A section is a path segment (/rio/): slug-shaped, and never a name another route owns.
+RESERVED_SECTIONS = ("noticia", "api", "healthcheck", "metrics", "robots", "favicon")
+SECTION_PATTERN = re.compile(rf"^(?!(?:{'|'.join(RESERVED_SECTIONS)})$)[a-z0-9]+(?:-[a-z0-9]+)*$")
+SECTION_MAX_LENGTH = 60
 
 PAGE_KEY_PREFIX = "page:"
 STALE_KEY_PREFIX = "stale:"
 LOCK_KEY_PREFIX = "lock:page:"
-# "@" cannot appear in a slug, so the home page never collides with an article.
+# "@" cannot appear in a slug, so these never collide with an article.
 HOME_CACHE_ID = "@home"
+LATEST_BOX_CACHE_ID = "@fragment:latest"
+# The "latest news" box: an ESI fragment at this path, its own object with its own key.
+LATEST_BOX_PATH = "/_fragment/latest"
+LATEST_SURROGATE_KEY = "latest"
 
 HEADER_TIER = "X-Tier"
 HEADER_CACHE_STATUS = "Cache-Status"
@@ -30,7 +38,17 @@ INVALIDATION_CHANNEL = "pagecache:invalidate"
 
 def is_valid_slug(slug: str) -> bool:
     """True when ``slug`` may name an article (checked before any backend is touched)."""
-    return len(slug) <= SLUG_MAX_LENGTH and SLUG_PATTERN.match(slug) is not None
+    return len(slug) <= SLUG_MAX_LENGTH and SLUG_PATTERN.fullmatch(slug) is not None
+
+
+def is_valid_section(section: str) -> bool:
+    """True when ``section`` may name a section front."""
+    return len(section) <= SECTION_MAX_LENGTH and SECTION_PATTERN.fullmatch(section) is not None
+
+
+def section_cache_id(section: str) -> str:
+    """The tiers' id of a section front."""
+    return f"@section:{section}"
 
 
 def page_key(cache_id: str) -> str:
@@ -56,3 +74,10 @@ def article_surrogate_key(slug: str) -> str:
 def section_surrogate_key(section: str) -> str:
     """xkey naming every cached response that lists section ``section``."""
     return f"section-{section}"
+
+
+def missing_section_key(section: str) -> str:
+    """xkey of the cached 404 of a section with no article yet: hard-purged by every publish to
+    it, so the first article of a new section shows at once (a soft purge would serve the 404 once
+    more), while the fronts that exist keep their soft purge."""
+    return f"missing-section-{section}"

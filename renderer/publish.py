@@ -46,6 +46,18 @@ class PublishReport:
     etag: str | None = None
 
 
+def listing_keys(sections: set[str]) -> list[str]:
+    """The surrogate keys of the listings an article of ``sections`` shows up in."""
+    keys = [contract.HOME_SURROGATE_KEY, contract.LATEST_SURROGATE_KEY]
+    return keys + sorted(contract.section_surrogate_key(section) for section in sections)
+
+
+def listing_cache_ids(sections: set[str]) -> list[str]:
+    """The same listings' ids in the tiers (``page:<id>`` in Redis)."""
+    ids = [contract.HOME_CACHE_ID, contract.LATEST_BOX_CACHE_ID]
+    return ids + sorted(contract.section_cache_id(section) for section in sections)
+
+
 def _report(
     status: int, body: dict[str, Any], steps: dict[str, Any], pending: list[str], etag: str | None = None
 ) -> PublishReport:
@@ -89,6 +101,7 @@ class Publisher:
         self.deadline_seconds = deadline_seconds
         self.settle_seconds = settle_seconds
         self._unsettled: set[str] = set()
+        self._unsettled_sections: set[str] = set()
         self._redis_redo: dict[str, str] = {}  # slug -> "tombstone" | "expire", done again when settled
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None
@@ -102,22 +115,25 @@ class Publisher:
         saved = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
         doc, created = saved.doc, saved.created
         page = self.renderer.article(doc)
-        steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
-        steps["redis"] = await self._rerender(deadline, article.slug, page)
-        steps["invalidate"] = await self._announce(deadline, article.slug)
-        # The objects that show this article: its page, the home, its section (old and new).
-        article_key = contract.article_surrogate_key(article.slug)
+        # The objects that show this article: its page, the home, the box, its section (old and new).
         sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
-        listings = [contract.HOME_SURROGATE_KEY] + sorted(contract.section_surrogate_key(s) for s in sections)
-        # A page that appears is hard-purged: a cached 404 must never be served again, not even
-        # once while the page is refetched. Updates are soft.
+        steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
+        steps["redis"] = await self._rerender(deadline, article.slug, page, sections)
+        steps["invalidate"] = await self._announce(deadline, article.slug)
+        article_key = contract.article_surrogate_key(article.slug)
+        listings = listing_keys(sections)
+        # What appears is hard-purged: a cached 404 (the article's, or its section front's when it
+        # is the section's first article) must never be served again, not even once while the
+        # page is refetched. Updates are soft: one refetch, no herd.
+        appeared = (contract.missing_section_key(doc["section"]),)
         if saved.page_appears:
-            purge = Purge(hard=(article_key,), soft=tuple(listings))
+            purge = Purge(hard=(article_key, *appeared), soft=tuple(listings))
         else:
-            purge = Purge(soft=(article_key, *listings))
+            purge = Purge(hard=appeared, soft=(article_key, *listings))
         steps["varnish"], pending = await self._purge(deadline, purge, request_id)
         # A failed Redis step is done again after the settle delay: the old page must not survive.
-        self._settle_later([article_key, *listings], article.slug, None if steps["redis"] == OK else "expire")
+        redo = None if steps["redis"] == OK else "expire"
+        self._settle_later([article_key, *listings], article.slug, redo, sections)
         body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
         return _report(201 if created else 200, body, steps, pending, page.etag)
 
@@ -129,17 +145,15 @@ class Publisher:
             raise PublishRefused(404, f"no article {slug!r}")
         steps: dict[str, Any] = {"mongodb": f"unpublished as version {doc['version']}"}
         self.tiers.last_good.drop(slug)
-        steps["redis"] = await self._tombstone(deadline, slug)
+        sections = {doc["section"]}
+        steps["redis"] = await self._tombstone(deadline, slug, sections)
         steps["invalidate"] = await self._announce(deadline, slug)
-        keys = [
-            contract.article_surrogate_key(slug),
-            contract.section_surrogate_key(doc["section"]),
-            contract.HOME_SURROGATE_KEY,
-        ]
-        # A hard purge: a soft one would still serve the unpublished page while refetching.
+        keys = [contract.article_surrogate_key(slug), *listing_keys(sections)]
+        # A hard purge: a soft one would still show the taken-down article (or its title in a
+        # listing) once more while refetching.
         steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id)
         # Tombstoned again later in any case: it outlives write-backs that were already on their way.
-        self._settle_later(keys, slug, "tombstone")
+        self._settle_later(keys, slug, "tombstone", sections)
         return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
@@ -157,26 +171,30 @@ class Publisher:
             log.warning("MongoDB refused a write: %r", exc)
             raise PublishRefused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
 
-    async def _rerender(self, deadline: Deadline, slug: str, page: Any) -> str:
-        """The article page goes to Redis now; the home page is only expired, so that a burst of
-        publishes costs one coalesced home render on the next read, not one per publish."""
+    async def _rerender(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> str:
+        """The article page goes to Redis now; the listings are only expired, so that a burst of
+        publishes costs one coalesced render of each on the next read, not one per publish."""
         self.tiers.last_good.put(slug, page)
         try:
             await self.redis.store(deadline, slug, page)
-            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+            await self._expire_listings(deadline, sections)
         except Exception as exc:
             return _failed(exc)
         return OK
 
-    async def _tombstone(self, deadline: Deadline, slug: str) -> str:
+    async def _expire_listings(self, deadline: Deadline, sections: set[str]) -> None:
+        for cache_id in listing_cache_ids(sections):
+            await self.redis.expire(deadline, cache_id)
+
+    async def _tombstone(self, deadline: Deadline, slug: str, sections: set[str]) -> str:
         try:
             await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
-            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+            await self._expire_listings(deadline, sections)
         except Exception as exc:
             return _failed(exc)
         return OK
 
-    def _settle_later(self, keys: list[str], slug: str, redis_redo: str | None) -> None:
+    def _settle_later(self, keys: list[str], slug: str, redis_redo: str | None, sections: set[str]) -> None:
         """Invalidate once more when no reader that started before this change can still be running.
 
         Cache-aside race: a reader whose MongoDB read began before the commit may hand Varnish (or,
@@ -185,6 +203,7 @@ class Publisher:
         window; one pending pass per process covers a whole burst of publishes.
         """
         self._unsettled.update(keys)
+        self._unsettled_sections.update(sections)
         if redis_redo is not None:
             self._redis_redo[slug] = redis_redo
         else:
@@ -199,9 +218,10 @@ class Publisher:
             await asyncio.sleep(wait)
         keys, self._unsettled = sorted(self._unsettled), set()
         redo, self._redis_redo = self._redis_redo, {}
+        sections, self._unsettled_sections = self._unsettled_sections, set()
         deadline = Deadline.after(self.deadline_seconds)
         try:
-            await self.redis.expire(deadline, contract.HOME_CACHE_ID)
+            await self._expire_listings(deadline, sections)
             for slug, action in redo.items():
                 if action == "tombstone":
                     await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))

@@ -17,6 +17,9 @@ from renderer import contract
 from renderer.pages import RenderedPage
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
+# Where an article page shows the "latest news" box: Varnish replaces it with the fragment (and
+# leaves nothing if the fragment fails); a client reading the renderer directly sees no box.
+LATEST_BOX_INCLUDE = f'<esi:include src="{contract.LATEST_BOX_PATH}" onerror="continue"/>'
 
 # What an article body may hold; everything else (scripts, handlers, javascript: URLs) goes.
 ALLOWED_TAGS = {
@@ -97,23 +100,75 @@ class PageRenderer:
             updated=updated,
             canonical_url=url,
             json_ld=_json_ld(json_ld),
+            latest_box=LATEST_BOX_INCLUDE,
         )
         # Only what the page shows: the article (DESIGN: a publish purges only what changed).
         keys = contract.article_surrogate_key(slug)
         etag = _etag(int(doc.get("version", 1)), html)
         return RenderedPage(200, html, etag, updated.timestamp(), keys, time.time())
 
-    def home(self, docs: Iterable[dict[str, Any]]) -> RenderedPage:
-        """The home page listing ``docs`` (newest first)."""
-        articles = [
+    def _teasers(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
             dict(doc, published=_as_datetime(doc.get("published_at")), url=self.article_url(doc["slug"]))
             for doc in docs
         ]
-        html = self._loader.load("home.html").generate(
-            site_name=self.site_name, articles=articles, canonical_url=self.site_url + "/"
-        )
+
+    def _listing(self, template: str, articles: list[dict[str, Any]], keys: str, **values: Any) -> RenderedPage:
+        html = self._loader.load(template).generate(site_name=self.site_name, articles=articles, **values)
         newest = max((a["published"].timestamp() for a in articles), default=0.0)
-        return RenderedPage(200, html, _etag(len(articles), html), newest, contract.HOME_SURROGATE_KEY, time.time())
+        return RenderedPage(200, html, _etag(len(articles), html), newest, keys, time.time())
+
+    def home(self, docs: Iterable[dict[str, Any]]) -> RenderedPage:
+        """The home page listing ``docs`` (newest first), with links to the sections they are in."""
+        articles = self._teasers(docs)
+        sections = sorted({a["section"] for a in articles})
+        description = f"As últimas notícias de {self.site_name}: {', '.join(sections)}."
+        return self._listing(
+            "home.html",
+            articles,
+            contract.HOME_SURROGATE_KEY,
+            sections=sections,
+            description=description,
+            canonical_url=self.site_url + "/",
+        )
+
+    def section_url(self, section: str) -> str:
+        """Canonical URL of a section front."""
+        return f"{self.site_url}/{section}/"
+
+    def section_front(self, section: str, docs: Iterable[dict[str, Any]]) -> RenderedPage:
+        """The front of ``section`` listing ``docs``; the 404 page when it has none (no such section)."""
+        articles = self._teasers(docs)
+        if not articles:
+            html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
+            return RenderedPage(404, html, _etag(0, html), 0.0, contract.missing_section_key(section), time.time())
+        url = self.section_url(section)
+        json_ld = {
+            "@context": "https://schema.org",
+            "@type": "CollectionPage",
+            "name": f"{section} | {self.site_name}",
+            "url": url,
+            "mainEntity": {
+                "@type": "ItemList",
+                "itemListElement": [
+                    {"@type": "ListItem", "position": n, "url": a["url"], "name": a["title"]}
+                    for n, a in enumerate(articles, start=1)
+                ],
+            },
+        }
+        return self._listing(
+            "section.html",
+            articles,
+            contract.section_surrogate_key(section),
+            section=section,
+            description=f"As últimas notícias de {section} em {self.site_name}.",
+            canonical_url=url,
+            json_ld=_json_ld(json_ld),
+        )
+
+    def latest_box(self, docs: Iterable[dict[str, Any]]) -> RenderedPage:
+        """The "latest news" box: an HTML fragment for ESI, not a page."""
+        return self._listing("latest.html", self._teasers(docs), contract.LATEST_SURROGATE_KEY)
 
     @cached_property
     def generic_not_found(self) -> RenderedPage:

@@ -39,6 +39,8 @@ class Settings:
     stale_shared_max_age: int = 2  # a stale page is re-asked for soon
     not_found_ttl: int = 10  # negative caching of unknown articles, in Redis and Varnish
     home_size: int = 20
+    section_size: int = 30  # articles on a section front
+    latest_box_size: int = 5  # articles in the "latest news" box
 
     # Resilience (DESIGN §1 step 3-6).
     request_deadline: float = 2.0  # everything one request does fits in this

@@ -144,6 +144,23 @@ class Tiers:
 
         return await self._serve(deadline, contract.HOME_CACHE_ID, load)
 
+    async def section(self, deadline: Deadline, section: str, size: int) -> Served:
+        """The front of ``section`` (already validated): its ``size`` newest articles, or a 404."""
+
+        async def load(d: Deadline) -> RenderedPage:
+            docs = await self.mongo.latest(d, size, section)
+            return _render(lambda listed: self.renderer.section_front(section, listed), docs)
+
+        return await self._serve(deadline, contract.section_cache_id(section), load)
+
+    async def latest_box(self, deadline: Deadline, size: int) -> Served:
+        """The "latest news" fragment that article pages include through ESI."""
+
+        async def load(d: Deadline) -> RenderedPage:
+            return _render(self.renderer.latest_box, await self.mongo.latest(d, size))
+
+        return await self._serve(deadline, contract.LATEST_BOX_CACHE_ID, load)
+
     def _redis_failed(self, exc: BaseException) -> None:
         self.metrics.backend_errors.labels("redis", _failure_reason(exc)).inc()
         log.debug("redis skipped: %r", exc)

@@ -35,8 +35,9 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (synth(405, "Method Not Allowed"));
     }
-    # The editors' API, health and metrics live on the renderer's internal service, not here.
-    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)") {
+    # The editors' API, health and metrics live on the renderer's internal service, not here;
+    # fragments (/_fragment/...) are for ESI includes only.
+    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)" && !(req.esi_level > 0 && req.url ~ "^/_fragment/")) {
         return (synth(404, "Not Found"));
     }
     call pagecache_normalise_url;
@@ -164,6 +165,12 @@ sub vcl_backend_response {
     if (beresp.http.Set-Cookie && beresp.ttl > 0s) {
         unset beresp.http.Set-Cookie;
     }
+    if (beresp.http.Surrogate-Control ~ "ESI/1.0") {
+        # A page with parts of its own lifetime (the "latest news" box): assembled on delivery.
+        # Only pages that ask are parsed; the renderer sends this on article pages.
+        unset beresp.http.Surrogate-Control;
+        set beresp.do_esi = true;
+    }
     if (beresp.http.Content-Type ~ "^(text/|application/(json|xml|javascript)|image/svg)") {
         # Stored gzipped once; gunzipped on delivery for clients that do not accept gzip.
         set beresp.do_gzip = true;
@@ -219,6 +226,12 @@ sub vcl_deliver {
     }
     unset resp.http.X-Url;
     unset resp.http.xkey;
+    if (obj.can_esi && req.esi_level == 0) {
+        # The assembled body changes with its fragments while the page's own validators don't:
+        # a 304 would keep an old "latest news" box in the browser.
+        unset resp.http.ETag;
+        unset resp.http.Last-Modified;
+    }
     set resp.http.X-Request-Id = req.http.X-Request-Id;
 }
 

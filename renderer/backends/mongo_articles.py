@@ -102,9 +102,10 @@ class MongoArticles:
         self._on_read = on_read  # counts every read sent to MongoDB
 
     async def ensure_indexes(self) -> None:
-        """A unique index on the slug, and one for the home page's newest-first listing."""
+        """A unique index on the slug, and the newest-first listings' (home, box, section fronts)."""
         await self.collection.create_index("slug", unique=True)
         await self.collection.create_index([("published_at", pymongo.DESCENDING)])
+        await self.collection.create_index([("section", pymongo.ASCENDING), ("published_at", pymongo.DESCENDING)])
 
     async def _find(self, slug: str) -> dict[str, Any] | None:
         fail_fast_if_unreachable(self.client)
@@ -117,15 +118,18 @@ class MongoArticles:
         """The published article ``slug``, or None if unknown or unpublished."""
         return await self.guard.run(deadline, self._find, slug)
 
-    async def _latest(self, limit: int) -> list[dict[str, Any]]:
+    async def _latest(self, limit: int, section: str | None) -> list[dict[str, Any]]:
         fail_fast_if_unreachable(self.client)
         self._on_read()
-        cursor = self.collection.find({"published": True}, _PROJECTION)
+        query: dict[str, Any] = {"published": True}
+        if section is not None:
+            query["section"] = section
+        cursor = self.collection.find(query, _PROJECTION)
         return await cursor.sort("published_at", pymongo.DESCENDING).limit(limit).to_list(limit)
 
-    async def latest(self, deadline: Deadline, limit: int) -> list[dict[str, Any]]:
-        """The ``limit`` newest published articles."""
-        return await self.guard.run(deadline, self._latest, limit)
+    async def latest(self, deadline: Deadline, limit: int, section: str | None = None) -> list[dict[str, Any]]:
+        """The ``limit`` newest published articles (of ``section``, when given)."""
+        return await self.guard.run(deadline, self._latest, limit, section)
 
     async def ping(self) -> bool:
         """One ``ping`` command, without the breaker: the healthcheck's direct look."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from renderer import contract, logs, security
+from renderer import contract, logs, render, security
 from renderer.handlers.allow import AllowOn405
 from renderer.pages import RenderedPage
 from renderer.resilience import Deadline
@@ -62,6 +62,9 @@ class PageHandler(AllowOn405):
     def write_page(self, page: RenderedPage, tier: str | None = None, cache_status: str | None = None) -> None:
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
+        if page.status == 200 and render.LATEST_BOX_INCLUDE.encode() in page.html:
+            # Tells Varnish to assemble this page (do_esi); Varnish removes the header.
+            self.set_header("Surrogate-Control", 'content="ESI/1.0"')
         self.set_security_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", self.policy.for_page(page, tier or ""))
@@ -121,6 +124,45 @@ class ArticleHandler(PageHandler):
             served = await self.services.tiers.article(self.deadline(), slug)
         except Unavailable as exc:
             self.write_unavailable(exc)
+            return
+        self.write_served(served)
+
+
+class SectionHandler(PageHandler):
+    """``GET /<section>/``: the section's newest articles; ``/<section>`` redirects there."""
+
+    async def get(self, section: str, slash: str) -> None:
+        if not contract.is_valid_section(section):
+            self.write_not_found()
+            return
+        if not slash:
+            self.set_header("Cache-Control", self.policy.fresh)
+            self.redirect(f"/{section}/", permanent=True)
+            return
+        size = self.services.settings.section_size
+        try:
+            served = await self.services.tiers.section(self.deadline(), section, size)
+        except Unavailable as exc:
+            self.write_unavailable(exc)
+            return
+        self.write_served(served)
+
+
+class LatestBoxHandler(PageHandler):
+    """``GET /_fragment/latest``: the "latest news" box, for Varnish's ESI.
+
+    When it can't be had, an empty 503: Varnish (``onerror="continue"``) leaves the box out and
+    the article page is delivered whole; the edge keeps this path from outside clients.
+    """
+
+    async def get(self) -> None:
+        try:
+            served = await self.services.tiers.latest_box(self.deadline(), self.services.settings.latest_box_size)
+        except Unavailable:
+            self.services.metrics.answered("none", 503)
+            self.set_status(503)
+            self.set_header("Cache-Control", "no-store")
+            self.finish(b"")
             return
         self.write_served(served)
 

