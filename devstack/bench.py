@@ -378,10 +378,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         progress(f"5. Zipf over {args.articles} articles, {args.zipf_seconds:.0f} s at {args.rate:.0f} req/s")
         scale = args.time_scale
+        # The Redis TTL is crossed at least once in every run (the quick one shortens it).
+        page_ttl = min(round(300 / scale), round(args.zipf_seconds / 3))
         zipf_env = {
             "SHARED_MAX_AGE": str(max(1, round(10 / scale))),
             "STALE_WHILE_REVALIDATE": str(max(1, round(10 / scale))),
-            "PAGE_TTL": str(round(300 / scale)),
+            "PAGE_TTL": str(page_ttl),
+            "REVALIDATE_WINDOW": str(3 * page_ttl),
             "NOT_FOUND_TTL": "1",
             "PROCESSES": "0",
         }
@@ -389,16 +392,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stacks.append(zstack)
         slugs = insert_articles(zstack, "zipf", args.articles)
         progress(f"   warming the catalog: every article read once, {args.warm_concurrency} at a time")
+        warm_started = time.monotonic()
         warm_seconds, warm_statuses = asyncio.run(warm(zstack.site_url, slugs, args.warm_concurrency))
         results["zipf_warmup"] = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
         log_start = time.time()
         counters_before = varnish_counters(zstack.started["varnish"])
+        reads_before = {p: metric(zstack.renderer_url, "pagecache_mongodb_reads_total", path=p) for p in PATHS}
         fronts: Counter[str] = Counter()
+        # Pages were written during the warm-up: they leave their freshness from here on.
+        boundary = warm_started + page_ttl * (1 - 0.05) - time.monotonic()
         samples = asyncio.run(
             zipf_load(zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s, fronts=fronts)
         )
         time.sleep(1)
         counters = varnish_counters(zstack.started["varnish"])
+        reads = {
+            p: metric(zstack.renderer_url, "pagecache_mongodb_reads_total", path=p) - reads_before[p] for p in PATHS
+        }
         requests = len(samples) - sum(fronts.values())  # article pages
         answered = renderer_log(zstack.started["renderer"].log_path, log_start)
         by_tier = Counter(entry["tier"] for entry in answered if entry["path"].startswith("/noticia/"))
@@ -426,8 +436,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "renderer_answers": sum(by_tier.values()),
             "p50_ms": 1000 * latencies[len(latencies) // 2],
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
-            "max_mongodb_reads_per_article_per_redis_ttl": mongo_reads_per_article_per_ttl(answered, 300 / scale),
+            "max_mongodb_reads_per_article_per_redis_ttl": mongo_reads_per_article_per_ttl(answered, page_ttl),
             "timeline": timeline(samples),
+            "redis_ttl": page_ttl,
+            "ttl_boundary_s": boundary,
+            "p99_before_boundary_ms": p99(samples, 0, boundary),
+            "p99_after_boundary_ms": p99(samples, boundary + 0.1 * page_ttl, args.zipf_seconds),
+            "mongodb_reads": reads,
+            "reader_mongodb_reads_per_s": reads["reader"] / args.zipf_seconds,
+            "refresh_mongodb_reads_per_s": reads["refresh"] / args.zipf_seconds,
         }
         progress(f"5b. the same load for {args.tracked_seconds:.0f} s, 30 % of URLs with tracking parameters")
         tracked_samples = asyncio.run(
@@ -445,6 +462,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server.stop()
         for s in stacks:
             s.stop()
+
+
+PATHS = ("reader", "refresh")
+
+
+def p99(samples: list[tuple[float, float, str]], start: float, end: float) -> float:
+    """The 99th percentile latency (ms) of requests sent between ``start`` and ``end`` s."""
+    latencies = sorted(lat for t, lat, _ in samples if start <= t < end)
+    return 1000 * latencies[int(len(latencies) * 0.99)] if latencies else float("nan")
 
 
 def timeline(samples: list[tuple[float, float, str]]) -> list[dict[str, Any]]:
@@ -503,6 +529,11 @@ def table(results: dict[str, Any]) -> str:
         f"   MongoDB {100 * z['shares']['mongo']:.1f} %   (seed: < 5 %)",
         f"   latency p50 {z['p50_ms']:.1f} ms, p99 {z['p99_ms']:.1f} ms; errors {z['errors']}; "
         f"most MongoDB reads of one article per Redis TTL: {z['max_mongodb_reads_per_article_per_redis_ttl']} (<= 1)",
+        f"   Redis TTL {z['redis_ttl']} s, first crossed {z['ttl_boundary_s']:.0f} s in: p99 before "
+        f"{z['p99_before_boundary_ms']:.1f} ms, after {z['p99_after_boundary_ms']:.1f} ms "
+        f"({z['p99_after_boundary_ms'] / z['p99_before_boundary_ms']:.2f}x, <= 1.5x); MongoDB reads/s on "
+        f"readers' path {z['reader_mongodb_reads_per_s']:.2f}, in background refreshes "
+        f"{z['refresh_mongodb_reads_per_s']:.2f}",
         f"   section fronts ({100 * FRONT_SHARE:.0f} % of the mix, {z['fronts']['requests']} requests): "
         + ", ".join(f"{tier} {100 * share:.1f} %" for tier, share in sorted(z["fronts"]["shares"].items())),
         f"   with 30 % tracked URLs ({results['zipf_tracked']['requests']} requests): Varnish "

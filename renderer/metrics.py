@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from healthcheck import CheckResult
+
+# Who a MongoDB read is for: "reader" (a request waits on it), "refresh" (a background refresh of
+# a page in its revalidation window) or "editor" (the publish path). Set by whoever starts the work.
+READ_PATH: ContextVar[str] = ContextVar("pagecache_read_path", default="reader")
 
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 BACKEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -38,7 +43,23 @@ class Metrics:
             "pagecache_requests", "Pages answered, by tier and HTTP status", ["tier", "status"], registry=r
         )
         self._answered: dict[tuple[str, int], Counter] = {}
-        self.mongodb_reads = Counter("pagecache_mongodb_reads", "Reads sent to MongoDB", registry=r)
+        self.mongodb_reads = Counter(
+            "pagecache_mongodb_reads",
+            "Reads sent to MongoDB, by path: a reader waiting, a background refresh, the editors' API",
+            ["path"],
+            registry=r,
+        )
+        self.refreshes = Counter(
+            "pagecache_background_refreshes",
+            "Background refreshes of pages in their revalidation window, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+        self.revalidating_hits = Counter(
+            "pagecache_revalidating_hits",
+            "Pages answered from Redis past their freshness while a refresh runs",
+            registry=r,
+        )
         self.backend_errors = Counter(
             "pagecache_backend_errors",
             "Backend calls that failed, by backend and error",
@@ -119,6 +140,10 @@ class Metrics:
         """Listener for ``Guard`` retries of ``backend``."""
         spent, refused = self.retries.labels(backend, "spent"), self.retries.labels(backend, "refused")
         return lambda allowed: (spent if allowed else refused).inc()
+
+    def mongodb_read(self) -> None:
+        """Count one MongoDB read on the path that runs it (``READ_PATH``)."""
+        self.mongodb_reads.labels(READ_PATH.get()).inc()
 
     def answered(self, tier: str, status: int) -> None:
         """Count one page answer (the labelled child is looked up once per tier and status)."""

@@ -23,11 +23,22 @@ class RenderedPage:
     last_modified: float  # epoch seconds
     surrogate_keys: str  # space-separated xkeys
     rendered_at: float = 0.0  # epoch seconds; the age of a stale copy is measured from it
+    # Epoch seconds after which the copy in Redis is past its freshness and is answered while it
+    # is refreshed in the background (the revalidation window); 0: fresh for as long as it exists.
+    fresh_until: float = 0.0
+
+    def is_fresh(self, now: float) -> bool:
+        """False once the page is in its revalidation window."""
+        return not self.fresh_until or now < self.fresh_until
 
     @cached_property
     def last_modified_header(self) -> str:
         """``Last-Modified``, formatted once per page rather than once per request."""
         return format_timestamp(self.last_modified)
+
+    def metadata_line(self) -> bytes:
+        """The first line of ``to_bytes()``: names this copy (its render and freshness) exactly."""
+        return self.to_bytes().partition(b"\n")[0] + b"\n"
 
     def to_bytes(self) -> bytes:
         """The value stored at ``page:<id>`` and ``stale:<id>``."""
@@ -37,6 +48,7 @@ class RenderedPage:
             "m": self.last_modified,
             "k": self.surrogate_keys,
             "r": self.rendered_at,
+            "f": self.fresh_until,
         }
         return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + self.html
 
@@ -48,6 +60,14 @@ class RenderedPage:
             raise ValueError("not a rendered page")
         try:
             meta = json.loads(head)
-            return cls(int(meta["s"]), html, str(meta["e"]), float(meta["m"]), str(meta["k"]), float(meta["r"]))
+            return cls(
+                int(meta["s"]),
+                html,
+                str(meta["e"]),
+                float(meta["m"]),
+                str(meta["k"]),
+                float(meta["r"]),
+                float(meta.get("f", 0.0)),
+            )
         except (ValueError, KeyError, TypeError) as exc:  # corrupt, or an older page format
             raise ValueError(f"not a rendered page: {exc!r}") from exc

@@ -17,6 +17,7 @@ from renderer import contract
 from renderer.articles import ArticleInput
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
+from renderer.metrics import READ_PATH
 from renderer.purge import PURGED, Purge, PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer, sanitise_html
 from renderer.resilience import Deadline
@@ -110,6 +111,7 @@ class Publisher:
         self, article: ArticleInput, expected_version: int | None, request_id: str | None
     ) -> PublishReport:
         """Create or update an article; 201 when created, 200 when updated."""
+        READ_PATH.set("editor")
         deadline = Deadline.after(self.deadline_seconds)
         fields = {**article.fields, "body_html": sanitise_html(article.fields["body_html"])}
         saved = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
@@ -139,6 +141,7 @@ class Publisher:
 
     async def unpublish(self, slug: str, expected_version: int | None, request_id: str | None) -> PublishReport:
         """Remove an article from every tier: afterwards it is a 404 everywhere."""
+        READ_PATH.set("editor")
         deadline = Deadline.after(self.deadline_seconds)
         doc = await self._commit(self.mongo.unpublish(deadline, slug, expected_version))
         if doc is None:

@@ -80,6 +80,8 @@ class Services:
             stale_ttl=settings.stale_ttl,
             lock_ttl=settings.lock_ttl,
             on_undecodable=metrics.undecodable.inc,
+            revalidate_window=settings.revalidate_window,
+            ttl_jitter=settings.ttl_jitter,
         )
         mongo_client = mongo_articles.connect(
             settings.mongodb_url,
@@ -98,7 +100,7 @@ class Services:
                 RetryBudget(settings.retry_budget_ratio),
                 metrics.retried("mongodb"),
             ),
-            on_read=metrics.mongodb_reads.inc,
+            on_read=metrics.mongodb_read,
         )
         # The write path has its own breaker and patience: a burst of slow publishes must never
         # open the readers' breaker and push readers onto stale pages.
@@ -112,7 +114,7 @@ class Services:
             metrics.retried("mongodb-writes"),
         )
         mongo_for_editors = mongo_articles.MongoArticles(
-            mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_reads.inc
+            mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_read
         )
         renderer = PageRenderer(settings.site_name, settings.site_url)
         tiers = Tiers(
@@ -126,6 +128,7 @@ class Services:
             retry_after=max(1, round(settings.breaker_reset_timeout)),
             home_size=settings.home_size,
             stale_reserve=settings.stale_reserve,
+            refresh_deadline=settings.request_deadline,
         )
         health = HealthCheck(
             _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds

@@ -32,6 +32,10 @@ class Settings:
 
     # Tier freshness (DESIGN §1-§2).
     page_ttl: int = 300  # Redis page:<slug>
+    # Past its TTL a page stays this long in Redis, answered at once while one background refresh
+    # per page (across processes) re-reads MongoDB: readers of a hot page never wait on MongoDB.
+    revalidate_window: int = 900
+    ttl_jitter: float = 0.05  # a page's TTL is shortened by up to this share, so pages warmed together spread out
     stale_ttl: int = 86400  # Redis stale:<slug>, served when MongoDB fails
     shared_max_age: int = 10  # Varnish/CDN TTL via s-maxage
     stale_while_revalidate: int = 10

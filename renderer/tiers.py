@@ -17,7 +17,7 @@ from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
 from renderer.breaker import CircuitOpen
-from renderer.metrics import Metrics
+from renderer.metrics import READ_PATH, Metrics
 from renderer.pages import RenderedPage
 from renderer.render import PageRenderer
 from renderer.resilience import Deadline
@@ -33,11 +33,13 @@ _WAIT_MAX_POLL = 0.05
 
 @dataclass(frozen=True)
 class Served:
-    """A page to send, the tier that produced it and its ``Cache-Status`` member."""
+    """A page to send, the tier that produced it and its ``Cache-Status`` member; ``revalidating``
+    when it is past its freshness and being refreshed (its headers must not claim more)."""
 
     page: RenderedPage
     tier: str
     cache_status: str
+    revalidating: bool = False
 
 
 class RenderFailed(Exception):
@@ -112,6 +114,7 @@ class Tiers:
         retry_after: int,
         home_size: int,
         stale_reserve: float = 0.0,
+        refresh_deadline: float = 2.0,
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -122,8 +125,10 @@ class Tiers:
         self.retry_after = retry_after
         self.home_size = home_size
         self.stale_reserve = stale_reserve
+        self.refresh_deadline = refresh_deadline
         self.last_good = LastGood(last_good_size)
         self._inflight: dict[str, asyncio.Future[Served]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     async def article(self, deadline: Deadline, slug: str) -> Served:
         """The page of article ``slug`` (already validated)."""
@@ -195,8 +200,49 @@ class Tiers:
             return await self._render_fresh(deadline, cache_id, load, redis_usable=False)
         if page is not None:
             self.last_good.put(cache_id, page)
+            if not page.is_fresh(time.time()):
+                self._refresh_later(cache_id, page, load)
+                self.metrics.revalidating_hits.inc()
+                return Served(page, contract.TIER_REDIS, "redis; hit; detail=revalidating", revalidating=True)
             return Served(page, contract.TIER_REDIS, "redis; hit")
         return await self._fetch_once(deadline, cache_id, load)
+
+    def _refresh_later(self, cache_id: str, seen: RenderedPage, load: Loader) -> None:
+        """Refresh ``seen`` in the background, once per page in this process; never awaited by
+        the request that noticed it."""
+        if cache_id in self._refreshing:
+            return
+        task = asyncio.get_running_loop().create_task(self._refresh(cache_id, seen, load))
+        self._refreshing[cache_id] = task
+        task.add_done_callback(lambda _: self._refreshing.pop(cache_id, None))
+
+    async def _refresh(self, cache_id: str, seen: RenderedPage, load: Loader) -> None:
+        """One refresh across processes (the fetch lock): read MongoDB within the refresh's own
+        deadline, then replace ``seen`` unless a publish or an unpublish wrote something since."""
+        READ_PATH.set("refresh")
+        deadline = Deadline.after(self.refresh_deadline)
+        outcome = "failed"
+        lock = None
+        try:
+            lock = await self.redis.try_lock(deadline, cache_id)
+            if lock is None:
+                outcome = "skipped-lock-held"
+                return
+            page = await load(deadline)
+            ttl = self.not_found_ttl if page.status == 404 else None
+            replaced = await self.redis.refresh(deadline, cache_id, seen, page, ttl)
+            outcome = "refreshed" if replaced else "superseded"
+            if replaced:
+                self.last_good.put(cache_id, page)
+        except CircuitOpen:
+            outcome = "skipped-breaker-open"
+        except Exception as exc:
+            # The page stays in place until its window ends; the reader who noticed never knew.
+            log.info("background refresh of %s failed: %r", cache_id, exc)
+        finally:
+            self.metrics.refreshes.labels(outcome).inc()
+            if lock is not None:
+                await self._unlock(deadline, lock)
 
     async def _fetch_once(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
         """Fetch a cold page once across processes: the lock's holder reads MongoDB."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import redis.asyncio as aioredis
@@ -55,8 +58,31 @@ def connect_pubsub(url: str, timeout: float) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=30, retry=Retry(NoBackoff(), 0))
 
 
+# A background refresh replaces page:<id> only if it still holds the copy the refresh started
+# from (same ETag and render time), or nothing: a publish's page or an unpublish's tombstone that
+# landed meanwhile is never overwritten by an older read. One key, so it runs on a cluster too.
+_REPLACE_IF_UNCHANGED = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local newline = string.find(current, '\\n', 1, true)
+  if not newline then return 0 end
+  local ok, meta = pcall(cjson.decode, string.sub(current, 1, newline - 1))
+  if not ok or meta.e ~= ARGV[1] or math.abs((tonumber(meta.r) or 0) - tonumber(ARGV[2])) > 0.000001 then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+return 1
+"""
+
+
 class RedisPages:
-    """The Redis tier. Every method takes the request's deadline and runs under the Redis guard."""
+    """The Redis tier. Every method takes the request's deadline and runs under the Redis guard.
+
+    A 200 page is fresh for the page TTL (less up to ``ttl_jitter`` of it, so pages warmed together
+    don't expire together) and then stays ``revalidate_window`` seconds more: answered at once while
+    the tiers refresh it in the background (``RenderedPage.fresh_until`` says which part it is in).
+    """
 
     def __init__(
         self,
@@ -66,13 +92,26 @@ class RedisPages:
         stale_ttl: int,
         lock_ttl: float,
         on_undecodable: Callable[[], None] = lambda: None,
+        revalidate_window: int = 0,
+        ttl_jitter: float = 0.0,
     ):
         self.client = client
         self.guard = guard
         self.page_ttl = page_ttl
         self.stale_ttl = stale_ttl
         self.lock_ttl = lock_ttl
+        self.revalidate_window = revalidate_window
+        self.ttl_jitter = ttl_jitter
         self._on_undecodable = on_undecodable
+        self._replace_if_unchanged = client.register_script(_REPLACE_IF_UNCHANGED)
+
+    def _stamped(self, page: RenderedPage, ttl: int | None) -> tuple[RenderedPage, int]:
+        """``page`` with its freshness, and the key's TTL: ``ttl`` exactly when given (404s,
+        tombstones), else the jittered page TTL plus the revalidation window."""
+        if ttl is not None or page.status != 200:
+            return replace(page, fresh_until=0.0), ttl or self.page_ttl
+        fresh = self.page_ttl * (1 - random.uniform(0, self.ttl_jitter))
+        return replace(page, fresh_until=time.time() + fresh), max(1, round(fresh + self.revalidate_window))
 
     async def _page_at(self, deadline: Deadline, key: str) -> RenderedPage | None:
         # Decoded outside the guard: a bad value is this value's problem, not a Redis fault.
@@ -97,7 +136,8 @@ class RedisPages:
         """The last good page at ``stale:<id>``, or None."""
         return await self._page_at(deadline, contract.stale_key(cache_id))
 
-    async def _store(self, cache_id: str, page: RenderedPage, ttl: int) -> None:
+    async def _store(self, cache_id: str, page: RenderedPage, ttl: int | None) -> None:
+        page, ttl = self._stamped(page, ttl)
         value = page.to_bytes()
         # Not a transaction: page: and stale: may live in different cluster hash slots.
         async with self.client.pipeline(transaction=False) as pipe:
@@ -108,9 +148,10 @@ class RedisPages:
 
     async def store(self, deadline: Deadline, cache_id: str, page: RenderedPage, ttl: int | None = None) -> None:
         """Write ``page:<id>`` (``ttl``, default the page TTL) and, for a 200, ``stale:<id>`` (publishing)."""
-        await self.guard.run(deadline, self._store, cache_id, page, ttl or self.page_ttl)
+        await self.guard.run(deadline, self._store, cache_id, page, ttl)
 
-    async def _write_back(self, cache_id: str, page: RenderedPage, ttl: int) -> bool:
+    async def _write_back(self, cache_id: str, page: RenderedPage, ttl: int | None) -> bool:
+        page, ttl = self._stamped(page, ttl)
         value = page.to_bytes()
         if not await self.client.set(contract.page_key(cache_id), value, ex=ttl, nx=True):
             return False
@@ -121,7 +162,24 @@ class RedisPages:
     async def write_back(self, deadline: Deadline, cache_id: str, page: RenderedPage, ttl: int | None = None) -> bool:
         """The read path's write: only where ``page:<id>`` is absent, so a reader whose MongoDB read
         predates a publish never overwrites the published page. False when something was there."""
-        return await self.guard.run(deadline, self._write_back, cache_id, page, ttl or self.page_ttl)
+        return await self.guard.run(deadline, self._write_back, cache_id, page, ttl)
+
+    async def _refresh(self, cache_id: str, seen: RenderedPage, page: RenderedPage, ttl: int | None) -> bool:
+        page, ttl = self._stamped(page, ttl)
+        value = page.to_bytes()
+        args = [seen.etag, repr(seen.rendered_at), value, ttl]
+        if not await self._replace_if_unchanged(keys=[contract.page_key(cache_id)], args=args):
+            return False
+        if page.status == 200:
+            await self.client.set(contract.stale_key(cache_id), value, ex=self.stale_ttl)
+        return True
+
+    async def refresh(
+        self, deadline: Deadline, cache_id: str, seen: RenderedPage, page: RenderedPage, ttl: int | None = None
+    ) -> bool:
+        """A background refresh's write: replaces ``seen`` (the copy in its revalidation window)
+        with ``page`` unless something newer was written meanwhile. False when superseded."""
+        return await self.guard.run(deadline, self._refresh, cache_id, seen, page, ttl)
 
     async def _acquire(self, cache_id: str) -> Lock | None:
         lock = self.client.lock(contract.lock_key(cache_id), timeout=self.lock_ttl, blocking=False)

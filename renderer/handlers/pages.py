@@ -32,11 +32,11 @@ class CachePolicy:
         sample = services.renderer.generic_not_found.html.decode()
         self.security_headers = security.page_headers(sample, s.hsts_max_age)
 
-    def for_page(self, page: RenderedPage, tier: str) -> str:
-        """The header for ``page`` served from ``tier``."""
+    def for_page(self, page: RenderedPage, tier: str, revalidating: bool = False) -> str:
+        """The header for ``page`` served from ``tier`` (past its freshness when ``revalidating``)."""
         if page.status == 404:
             return self.not_found
-        return self.stale if tier == contract.TIER_STALE else self.fresh
+        return self.stale if tier == contract.TIER_STALE or revalidating else self.fresh
 
 
 class PageHandler(AllowOn405):
@@ -59,7 +59,13 @@ class PageHandler(AllowOn405):
         for name, value in self.policy.security_headers.items():
             self.set_header(name, value)
 
-    def write_page(self, page: RenderedPage, tier: str | None = None, cache_status: str | None = None) -> None:
+    def write_page(
+        self,
+        page: RenderedPage,
+        tier: str | None = None,
+        cache_status: str | None = None,
+        revalidating: bool = False,
+    ) -> None:
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
         if page.status == 200 and render.LATEST_BOX_INCLUDE.encode() in page.html:
@@ -67,7 +73,7 @@ class PageHandler(AllowOn405):
             self.set_header("Surrogate-Control", 'content="ESI/1.0"')
         self.set_security_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("Cache-Control", self.policy.for_page(page, tier or ""))
+        self.set_header("Cache-Control", self.policy.for_page(page, tier or "", revalidating))
         if page.surrogate_keys:
             self.set_header(contract.HEADER_SURROGATE_KEYS, page.surrogate_keys)
         if tier is not None:
@@ -89,7 +95,7 @@ class PageHandler(AllowOn405):
     def write_served(self, served: Served) -> None:
         """Send a page from the tier chain and count it."""
         self.services.metrics.answered(served.tier, served.page.status)
-        self.write_page(served.page, served.tier, served.cache_status)
+        self.write_page(served.page, served.tier, served.cache_status, served.revalidating)
 
     def write_unavailable(self, exc: Unavailable) -> None:
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
