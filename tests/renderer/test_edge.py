@@ -35,8 +35,9 @@ def test_gzip_and_plain_clients_get_the_same_page_from_one_object(stack: StackCl
     # Byte for byte the same assembled page; the renderer's own is that page with the ESI tag
     # where Varnish put the box.
     assert gzip.decompress(zipped.body) == plain.body
-    box = get(stack.renderer, "/_fragment/latest").body
-    assert plain.body == direct.body.replace(LATEST_BOX_INCLUDE.encode(), box)
+    before, box_and_after = plain.body.split(b'<aside class="latest"', 1)
+    after = box_and_after.split(b"</aside>\n", 1)[1]
+    assert before + LATEST_BOX_INCLUDE.encode() + after == direct.body
     assert len(zipped.body) <= 0.35 * len(plain.body)
     # Revalidation works for both kinds of client through Varnish (on a page without parts).
     etag = get(stack.site, "/", {"Accept-Encoding": "gzip"}).headers["ETag"]

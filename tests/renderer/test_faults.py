@@ -27,7 +27,7 @@ def test_mongodb_killed_serves_stale_copies_then_recovers_after_one_trial(
     make_stack: Callable[..., StackClients],
 ) -> None:
     # page: expires after 1 s, so every later request goes past Redis' fresh copy.
-    s = make_stack(varnish=False, PAGE_TTL="1")
+    s = make_stack(varnish=False, PAGE_TTL="1", REVALIDATE_WINDOW="0")  # page: expires, stale: stays
     warm = [unique_slug("quente") for _ in range(3)]
     for slug in warm:
         s.add_article(slug, title=f"Manchete {slug}")

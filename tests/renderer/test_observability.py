@@ -36,7 +36,7 @@ def test_metrics_count_the_traffic_they_saw_across_processes(make_stack: Callabl
 
 
 def test_stale_pages_and_their_age_are_visible_in_metrics(make_stack: Callable[..., StackClients]) -> None:
-    s = make_stack(varnish=False, PAGE_TTL="1")
+    s = make_stack(varnish=False, PAGE_TTL="1", REVALIDATE_WINDOW="0")
     slug = unique_slug()
     s.add_article(slug)
     get(s.renderer, f"/noticia/{slug}.ghtml")

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from renderer.pages import RenderedPage
 from tests.conftest import StackClients
 from tests.helpers import get, mongo_reads, redis_calls, unique_slug, wait_until
 
@@ -32,8 +33,11 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
     assert second.headers["X-Cache"] == "HIT"
     assert second.body == first.body
 
+    # Fresh for 5 min (less a little jitter), then answered while refreshed for 15 min more.
     ttl = stack.redis.ttl(f"page:{slug}")
-    assert 0 < ttl <= 300
+    assert 300 * 0.95 + 900 - 5 < ttl <= 300 + 900
+    fresh_for = RenderedPage.from_bytes(stack.redis.get(f"page:{slug}")).fresh_until - time.time()
+    assert 300 * 0.95 - 5 < fresh_for <= 300
     assert stack.redis.ttl(f"stale:{slug}") > 300
 
     # Past Varnish's 10 s TTL the next fetch is answered by Redis, not MongoDB.

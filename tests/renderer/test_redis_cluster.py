@@ -25,7 +25,7 @@ def cluster_stack(tmp_path: Path) -> Iterator[tuple[Stack, RedisCluster]]:
         tmp_path / "stack",
         Ports.free(),
         environ={"REDIS_URL": url, "EDITOR_TOKENS": EDITOR_TOKEN},
-        renderer_env={**FAULT_SETTINGS, "PAGE_TTL": "2"},
+        renderer_env={**FAULT_SETTINGS, "PAGE_TTL": "2", "REVALIDATE_WINDOW": "0"},
     )
     client = RedisCluster(host="127.0.0.1", port=ports[0])
     try:
