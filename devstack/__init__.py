@@ -1,4 +1,4 @@
-"""Local stand-ins for the production servers (DESIGN §9), started as real processes.
+"""Local stand-ins for the production servers, started as real processes.
 
 Used by ``scripts/run`` (the whole stack on the default ports), the test suite (free ports in a
 temporary directory) and the chaos and benchmark scripts.

@@ -1,4 +1,4 @@
-"""``scripts/bench``: every tier measured side by side in one run, printed as ratios (DESIGN §7).
+"""``scripts/bench``: every tier measured side by side in one run, printed as ratios.
 
 1. Our VCL's hit path vs stock Varnish (built-in VCL, same object, same flags; the median of
    short interleaved pairs); nginx

@@ -241,7 +241,7 @@ class Server:
 
 
 def redis_server(run_dir: Path, port: int, maxmemory: str = "256mb", extra: Sequence[str] = ()) -> Server:
-    """Debian's redis-server: no persistence, ``maxmemory`` with allkeys-lru (DESIGN §9)."""
+    """Debian's redis-server: no persistence, ``maxmemory`` with allkeys-lru."""
     data = run_dir / f"redis-{port}"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -259,7 +259,7 @@ def redis_server(run_dir: Path, port: int, maxmemory: str = "256mb", extra: Sequ
 
 
 def ferretdb(run_dir: Path, port: int) -> Server:
-    """FerretDB v1.24.2 with its SQLite backend: a MongoDB wire-protocol server (DESIGN §9)."""
+    """FerretDB v1.24.2 with its SQLite backend: a MongoDB wire-protocol server."""
     if not FERRETDB_BIN.exists():
         raise ServerError(f"FerretDB not built at {FERRETDB_BIN}: run scripts/provision")
     data = run_dir / f"ferretdb-{port}"

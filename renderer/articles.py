@@ -1,4 +1,4 @@
-"""What an article is on the way in: the CMS payload, validated field by field (DESIGN §4)."""
+"""What an article is on the way in: the CMS payload, validated field by field."""
 
 from __future__ import annotations
 

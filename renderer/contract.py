@@ -1,4 +1,5 @@
-"""Names and values other systems rely on (DESIGN §1-§2): keys, headers, slug rules.
+"""Names and values other systems rely on: keys, headers, slug rules (docs/architecture.rst,
+"Keys and names" and "The HTTP contract").
 
 Changing one of these changes a contract with Varnish, the CDN or the CMS.
 """

@@ -1,4 +1,4 @@
-"""Prometheus metrics of one renderer process (DESIGN §6)."""
+"""Prometheus metrics of one renderer process."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The write path (DESIGN §4): validate, sanitise, commit to MongoDB, re-render into Redis,
-tell every renderer process, purge every Varnish node, queue what a node missed.
+"""The write path: validate, sanitise, commit to MongoDB, re-render into Redis, tell every
+renderer process, purge every Varnish node, queue what a node missed (docs/architecture.rst,
+"Publishing exactly").
 
 MongoDB is the commit point: a failure before it changes nothing (503, the CMS retries); after
 it, every step is reported and what could not reach a Varnish node is queued, never lost.

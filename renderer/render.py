@@ -102,7 +102,7 @@ class PageRenderer:
             json_ld=_json_ld(json_ld),
             latest_box=LATEST_BOX_INCLUDE,
         )
-        # Only what the page shows: the article (DESIGN: a publish purges only what changed).
+        # Only what the page shows: the article (a publish purges only what changed).
         keys = contract.article_surrogate_key(slug)
         etag = _etag(int(doc.get("version", 1)), html)
         return RenderedPage(200, html, etag, updated.timestamp(), keys, time.time())

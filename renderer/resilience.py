@@ -1,4 +1,5 @@
-"""Deadlines, timeouts and retries shared by every backend call (DESIGN §1).
+"""Deadlines, timeouts and retries shared by every backend call (docs/architecture.rst, "The
+deadline is a budget with a reserve").
 
 A call runs as: retry (tenacity, exponential backoff with jitter, only transient errors, never
 past the deadline) around breaker (one per backend) around timeout (the smaller of the backend's

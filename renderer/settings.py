@@ -30,7 +30,7 @@ class Settings:
     # Strict-Transport-Security max-age on pages; 0 sends none (set it where TLS terminates upstream).
     hsts_max_age: int = 0
 
-    # Tier freshness (DESIGN §1-§2).
+    # Tier freshness.
     page_ttl: int = 300  # Redis page:<slug>
     # Past its TTL a page stays this long in Redis, answered at once while one background refresh
     # per page (across processes) re-reads MongoDB: readers of a hot page never wait on MongoDB.
@@ -46,7 +46,7 @@ class Settings:
     section_size: int = 30  # articles on a section front
     latest_box_size: int = 5  # articles in the "latest news" box
 
-    # Resilience (DESIGN §1 step 3-6).
+    # Resilience.
     request_deadline: float = 2.0  # everything one request does fits in this
     redis_timeout: float = 0.25
     mongodb_timeout: float = 1.0
@@ -63,7 +63,7 @@ class Settings:
     lock_wait: float = 1.5  # how long a loser waits for the winner's write
     last_good_size: int = 1000  # in-process stale copies when Redis is down too
 
-    # Publishing (DESIGN §4).
+    # Publishing.
     # Larger bodies get 413. 8 MiB holds any article the schema allows, even one whose 500,000
     # characters of body_html are all \\u-escaped astral characters (12 bytes each).
     publish_max_bytes: int = 8 * 1024 * 1024
@@ -77,7 +77,7 @@ class Settings:
     # left to remove: it is dropped.
     purge_max_age: float = 90000.0
 
-    # Healthcheck (DESIGN §3).
+    # Healthcheck.
     health_cache_seconds: float = 2.0
     health_check_timeout: float = 0.5
     health_critical: tuple[str, ...] = ("mongodb",)

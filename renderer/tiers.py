@@ -1,4 +1,5 @@
-"""The read path (DESIGN §1): Redis -> coalesce -> MongoDB -> render -> write back -> stale.
+"""The read path: Redis -> coalesce -> MongoDB -> render -> write back -> stale
+(docs/architecture.rst, "The request path").
 
 Every page request ends here and gets a ``Served`` (a page and where it came from) or
 ``Unavailable`` (nothing fresh, nothing stale: the handler answers 503 at once).

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,25 @@ def test_default_vcl_compiles_with_each_deployments_backends(where: str, tmp_pat
         timeout=60,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_the_wheel_holds_the_service_and_no_dev_tooling(tmp_path: Path) -> None:
+    # Built from a copy of what the Dockerfile's build stage sees, plus devstack to prove it is left out.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("setup.py", "pyproject.toml", "README.rst"):
+        shutil.copy(REPO / name, source / name)
+    for package in ("renderer", "healthcheck", "devstack"):
+        shutil.copytree(REPO / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), "."],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=source,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("pagecache-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "renderer/templates/article.html" in names and "healthcheck/runner.py" in names
+    assert not [name for name in names if name.startswith(("devstack/", "tests/"))]

@@ -19,7 +19,7 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class CachePolicy:
-    """The ``Cache-Control`` values of DESIGN §2, built once from settings."""
+    """The ``Cache-Control`` values of the HTTP contract (docs/architecture.rst), built once from settings."""
 
     def __init__(self, services: Services) -> None:
         s = services.settings

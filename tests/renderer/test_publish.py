@@ -1,4 +1,4 @@
-"""Publishing and invalidation across every tier and two real Varnish nodes (DESIGN §4)."""
+"""Publishing and invalidation across every tier and two real Varnish nodes."""
 
 from __future__ import annotations
 

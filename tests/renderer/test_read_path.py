@@ -1,4 +1,4 @@
-"""The read path through real Varnish, renderer, Redis and FerretDB (DESIGN §1-§2)."""
+"""The read path through real Varnish, renderer, Redis and FerretDB."""
 
 from __future__ import annotations
 
