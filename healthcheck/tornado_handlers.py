@@ -12,12 +12,17 @@ from healthcheck.runner import HealthCheck
 
 
 class _ReadOnly(tornado.web.RequestHandler):
-    """GET only; a 405 says so in ``Allow`` (RFC 9110)."""
+    """GET and HEAD only (a load balancer may probe with either); a 405 says so in ``Allow``."""
 
     def set_status(self, status_code: int, reason: str | None = None) -> None:
         super().set_status(status_code, reason)
         if status_code == 405:
-            self.set_header("Allow", "GET")
+            self.set_header("Allow", "GET, HEAD")
+
+    async def head(self) -> None:
+        result = self.get()  # type: ignore[func-returns-value]
+        if result is not None:
+            await result
 
 
 class HealthcheckHandler(_ReadOnly):

@@ -26,8 +26,8 @@ class _RequestId(logging.Filter):
         return True
 
 
-def configure() -> None:
-    """JSON lines on stderr at ``LOG_LEVEL`` (default INFO), each with the current request id."""
+def configure(level: str = "INFO") -> None:
+    """JSON lines on stderr at ``level`` (the ``LOG_LEVEL`` setting), each with the current request id."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
@@ -38,7 +38,7 @@ def configure() -> None:
     handler.addFilter(_RequestId())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(level.upper())
     logging.getLogger("tornado.access").setLevel(logging.WARNING)  # our access line replaces it
 
 

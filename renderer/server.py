@@ -136,8 +136,8 @@ def supervise(count: int, settings: Settings, sockets: list[socket.socket]) -> N
 
 def main() -> None:
     """Entry point of ``python -m renderer`` and the ``pagecache-renderer`` script."""
-    logs.configure()
     settings = Settings.from_env()
+    logs.configure(settings.log_level)
     sockets = bind_sockets(settings.port, address=settings.address, reuse_port=True)
     count = settings.processes or os.cpu_count() or 1
     if count == 1:

@@ -1,86 +1,96 @@
-"""Every setting, read once from the environment (12-factor), with its default and why."""
+"""Every setting, declared once: its type, default and one line saying what it does.
+
+``Settings.from_env()`` is the only reader of the environment (12-factor); the README's table is
+generated from these declarations (``python -m renderer.settings``) and a test keeps them equal.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Mapping
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
 
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def setting(default: Any, help: str, shown: str | None = None) -> Any:
+    """Declare a setting: ``default``, what it does (``help``), and how the table shows the
+    default when its value alone would not say it (``shown``)."""
+    return field(default=default, metadata={"help": help, "shown": shown})
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Renderer configuration. ``Settings.from_env()`` is the only reader of os.environ."""
+    """Renderer configuration, read from environment variables named like the fields, uppercased."""
 
-    port: int = 8888
-    address: str = "127.0.0.1"  # 0.0.0.0 in a container
-    # 0: one process per core.
-    processes: int = 0
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    mongodb_url: str = "mongodb://127.0.0.1:27017/"
-    mongodb_db: str = "pagecache"
-    # Each Varnish node's admin listener (purges); readers use the public one (6081).
-    varnish_urls: tuple[str, ...] = ("http://127.0.0.1:6082",)
-    editor_tokens: tuple[str, ...] = field(default_factory=tuple)
-    site_name: str = "pagecache news"
-    site_url: str = "http://127.0.0.1:6081"
-    # Strict-Transport-Security max-age on pages; 0 sends none (set it where TLS terminates upstream).
-    hsts_max_age: int = 0
+    # Where and how it runs.
+    port: int = setting(8888, "where the renderer listens")
+    address: str = setting("127.0.0.1", "address to bind (``0.0.0.0`` in a container)")
+    processes: int = setting(0, "renderer processes (``0``: one per core; metrics summed across them)")
+    log_level: str = setting("INFO", "JSON logs on stderr; INFO includes one line per request")
+    redis_url: str = setting("redis://127.0.0.1:6379/0", "``redis+cluster://host:port`` for a Redis Cluster")
+    mongodb_url: str = setting("mongodb://127.0.0.1:27017/", "any MongoDB URL (replica sets and read preferences too)")
+    mongodb_db: str = setting("pagecache", "database of the ``articles`` and ``purge_queue`` collections")
+    varnish_urls: tuple[str, ...] = setting(
+        ("http://127.0.0.1:6082",), "comma-separated Varnish **admin** listeners, each purged on publish"
+    )
+    editor_tokens: tuple[str, ...] = setting((), "comma-separated bearer tokens of the editors' API")
+    site_name: str = setting("pagecache news", "the site's name in pages, titles and JSON-LD")
+    site_url: str = setting("http://127.0.0.1:6081", "base of canonical links (the public edge)")
+    hsts_max_age: int = setting(0, "``Strict-Transport-Security`` max-age on pages (0: none; set it where TLS ends)")
 
     # Tier freshness.
-    page_ttl: int = 300  # Redis page:<slug>
-    # Past its TTL a page stays this long in Redis, answered at once while one background refresh
-    # per page (across processes) re-reads MongoDB: readers of a hot page never wait on MongoDB.
-    revalidate_window: int = 900
-    ttl_jitter: float = 0.05  # a page's TTL is shortened by up to this share, so pages warmed together spread out
-    stale_ttl: int = 86400  # Redis stale:<slug>, served when MongoDB fails
-    shared_max_age: int = 10  # Varnish/CDN TTL via s-maxage
-    stale_while_revalidate: int = 10
-    stale_if_error: int = 86400
-    stale_shared_max_age: int = 2  # a stale page is re-asked for soon
-    not_found_ttl: int = 10  # negative caching of unknown articles, in Redis and Varnish
-    home_size: int = 20
-    section_size: int = 30  # articles on a section front
-    latest_box_size: int = 5  # articles in the "latest news" box
+    page_ttl: int = setting(300, "Redis ``page:`` freshness (s)")
+    revalidate_window: int = setting(
+        900, "past its freshness, a page is answered and refreshed in the background this long (s)"
+    )
+    ttl_jitter: float = setting(0.05, "freshness shortened by up to this share, so pages warmed together spread out")
+    stale_ttl: int = setting(86400, "Redis ``stale:`` (last good copy, served when MongoDB fails) TTL (s)")
+    shared_max_age: int = setting(10, "Varnish/CDN TTL of a fresh page (``s-maxage``, s)")
+    stale_while_revalidate: int = setting(10, "``stale-while-revalidate`` of a fresh page (s)")
+    stale_if_error: int = setting(86400, "``stale-if-error`` of every page (s)")
+    stale_shared_max_age: int = setting(2, "``s-maxage`` of a stale or revalidating page: asked for again soon (s)")
+    not_found_ttl: int = setting(10, "negative caching of unknown articles and sections, in Redis and Varnish (s)")
+    home_size: int = setting(20, "articles on the home")
+    section_size: int = setting(30, "articles on a section front")
+    latest_box_size: int = setting(5, 'articles in the "latest news" box')
 
     # Resilience.
-    request_deadline: float = 2.0  # everything one request does fits in this
-    redis_timeout: float = 0.25
-    mongodb_timeout: float = 1.0
-    mongodb_write_timeout: float = 4.0  # publishing is not latency-critical; commits may queue
-    retry_attempts: int = 3
-    retry_initial_wait: float = 0.02
-    retry_max_wait: float = 0.25
-    retry_budget_ratio: float = 0.2  # retries per backend at most this share of first attempts (10 s window)
-    # The slice of every request's deadline MongoDB attempts may not spend: the stale fallback's.
-    stale_reserve: float = 0.4
-    breaker_fail_max: int = 5
-    breaker_reset_timeout: float = 5.0
-    lock_ttl: float = 3.0  # expiry of lock:page:<slug> if its holder dies
-    lock_wait: float = 1.5  # how long a loser waits for the winner's write
-    last_good_size: int = 1000  # in-process stale copies when Redis is down too
+    request_deadline: float = setting(2.0, "everything one page request does fits in this (s)")
+    redis_timeout: float = setting(0.25, "one Redis call (s)")
+    mongodb_timeout: float = setting(1.0, "one MongoDB read (s)")
+    mongodb_write_timeout: float = setting(4.0, "one MongoDB write (s); writes have their own breaker")
+    retry_attempts: int = setting(3, "attempts per backend call, within the deadline")
+    retry_initial_wait: float = setting(0.02, "first backoff between attempts (s; exponential, with jitter)")
+    retry_max_wait: float = setting(0.25, "longest backoff between attempts (s)")
+    retry_budget_ratio: float = setting(0.2, "retries per backend at most this share of first attempts (10 s window)")
+    stale_reserve: float = setting(0.4, "the part of the deadline MongoDB may not spend: the stale fallback's (s)")
+    breaker_fail_max: int = setting(5, "consecutive failures that open a breaker")
+    breaker_reset_timeout: float = setting(5.0, "open time before one trial call (s)")
+    lock_ttl: float = setting(3.0, "expiry of the cross-process fetch lock if its holder dies (s)")
+    lock_wait: float = setting(1.5, "how long a cold request waits for another process's fetch (s)")
+    last_good_size: int = setting(1000, "pages each process keeps in memory for when Redis is down too")
 
     # Publishing.
-    # Larger bodies get 413. 8 MiB holds any article the schema allows, even one whose 500,000
-    # characters of body_html are all \\u-escaped astral characters (12 bytes each).
-    publish_max_bytes: int = 8 * 1024 * 1024
-    # Hosts image_url may name (comma-separated); empty: any public host name.
-    image_hosts: tuple[str, ...] = ()
-    publish_deadline: float = 5.0  # commit, render and purge all fit in this
-    purge_timeout: float = 1.0  # one PURGE to one Varnish node
-    purge_attempts: int = 3
-    purge_retry_interval: float = 1.0  # how often the pending-purge queue is retried
-    # A queued purge older than an object's whole life in Varnish (TTL + 24 h grace) has nothing
-    # left to remove: it is dropped.
-    purge_max_age: float = 90000.0
+    publish_max_bytes: int = setting(
+        8 * 1024 * 1024, "larger API bodies get 413 with a JSON reason (any valid article fits)"
+    )
+    image_hosts: tuple[str, ...] = setting((), "hosts ``image_url`` may name, comma-separated", "(any public host)")
+    publish_deadline: float = setting(5.0, "commit, render and purges of one publish fit in this (s)")
+    purge_timeout: float = setting(1.0, "one PURGE to one Varnish node (s)")
+    purge_attempts: int = setting(3, "attempts of one PURGE, within the publish deadline")
+    purge_retry_interval: float = setting(1.0, "how often queued purges are retried (s)")
+    purge_max_age: float = setting(
+        90000.0, "queued purges older than this are dropped: past TTL + grace nothing is left to purge (s)"
+    )
 
     # Healthcheck.
-    health_cache_seconds: float = 2.0
-    health_check_timeout: float = 0.5
-    health_critical: tuple[str, ...] = ("mongodb",)
+    health_cache_seconds: float = setting(2.0, "healthcheck results reused for (s)")
+    health_check_timeout: float = setting(0.5, "one healthcheck call to a dependency (s)")
+    health_critical: tuple[str, ...] = setting(("mongodb",), "checks whose failure means ``failure`` (503)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -98,3 +108,30 @@ class Settings:
             else:
                 values[name] = type(default)(raw)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _shown(default: Any, shown: str | None) -> str:
+    if shown is not None:
+        return shown
+    if isinstance(default, tuple):
+        return f"``{','.join(default)}``" if default else "(none)"
+    return f"``{default}``"
+
+
+def table() -> str:
+    """The README's configuration table (reStructuredText), from the declarations above."""
+    rows = [
+        (f"``{f.name.upper()}``", _shown(f.default, f.metadata["shown"]), f.metadata["help"]) for f in fields(Settings)
+    ]
+    header = ("variable", "default", "what")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(cells: tuple[str, str, str]) -> str:
+        return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(header), rule, *(line(row) for row in rows), rule]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(table())

@@ -1,6 +1,8 @@
-"""``Allow`` on every 405 (RFC 9110 §15.5.6): the methods the handler's class implements."""
+"""``Allow`` on every 405 (RFC 9110 §15.5.6), and HEAD wherever GET is (RFC 9110 §9.3.2)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import tornado.web
 
@@ -11,13 +13,23 @@ def allowed_methods(handler_class: type[tornado.web.RequestHandler]) -> str:
     methods = [
         method
         for method in handler_class.SUPPORTED_METHODS
-        if getattr(handler_class, method.lower()) is not getattr(base, method.lower())
+        if method != "HEAD" and getattr(handler_class, method.lower()) is not getattr(base, method.lower())
     ]
+    if "GET" in methods:
+        methods.insert(methods.index("GET") + 1, "HEAD")
     return ", ".join(methods)
 
 
 class AllowOn405(tornado.web.RequestHandler):
-    """Mixed into a handler base class: a 405 answer names what is allowed."""
+    """A handler base class: HEAD answers as GET does (Tornado sends the headers, not the body),
+    and a 405 names what is allowed."""
+
+    async def head(self, *args: Any, **kwargs: Any) -> None:
+        if type(self).get is tornado.web.RequestHandler.get:
+            raise tornado.web.HTTPError(405)
+        result = self.get(*args, **kwargs)  # type: ignore[func-returns-value]
+        if result is not None:
+            await result
 
     def set_status(self, status_code: int, reason: str | None = None) -> None:
         super().set_status(status_code, reason)

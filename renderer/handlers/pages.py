@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,22 @@ class PageHandler(AllowOn405):
     def initialize(self, services: Services, policy: CachePolicy) -> None:
         self.services = services
         self.policy = policy
+        self.tier = "none"
         logs.begin_request(self)
+
+    def on_finish(self) -> None:
+        self.services.metrics.request_seconds.labels(self.tier).observe(self.request.request_time())
+
+    def not_modified_since(self, page: RenderedPage) -> bool:
+        """True when ``If-Modified-Since`` (without ``If-None-Match``, which wins) is not older
+        than the page (RFC 9110 §13.1.3)."""
+        since = self.request.headers.get("If-Modified-Since")
+        if not since or not page.last_modified or "If-None-Match" in self.request.headers:
+            return False
+        try:
+            return int(page.last_modified) <= email.utils.parsedate_to_datetime(since).timestamp()
+        except (TypeError, ValueError):
+            return False  # an unparseable date is ignored
 
     def compute_etag(self) -> None:
         return None  # the page carries its own ETag
@@ -86,7 +102,7 @@ class PageHandler(AllowOn405):
         self.set_header("Etag", page.etag)
         if page.last_modified:
             self.set_header("Last-Modified", page.last_modified_header)
-        if self.check_etag_header():
+        if self.check_etag_header() or self.not_modified_since(page):
             self.set_status(304)
             self.finish()
             return
@@ -94,6 +110,7 @@ class PageHandler(AllowOn405):
 
     def write_served(self, served: Served) -> None:
         """Send a page from the tier chain and count it."""
+        self.tier = served.tier
         self.services.metrics.answered(served.tier, served.page.status)
         self.write_page(served.page, served.tier, served.cache_status, served.revalidating)
 

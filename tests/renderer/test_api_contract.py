@@ -108,8 +108,8 @@ def test_any_oversized_body_gets_a_413_with_json(stack: StackClients) -> None:
     [
         ("POST", "/api/articles/algo", "DELETE, PUT"),
         ("GET", "/api/purge", "POST"),
-        ("PATCH", "/noticia/algo.ghtml", "GET"),
-        ("POST", "/healthcheck", "GET"),
+        ("PATCH", "/noticia/algo.ghtml", "GET, HEAD"),
+        ("POST", "/healthcheck", "GET, HEAD"),
     ],
 )
 def test_every_405_names_what_is_allowed(stack: StackClients, method: str, path: str, allow: str) -> None:

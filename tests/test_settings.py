@@ -1,0 +1,26 @@
+"""Settings are declared once (renderer/settings.py); the README's table is generated from them."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from devstack.servers import REPO
+from renderer.settings import Settings, table
+
+
+def test_every_setting_says_what_it_does() -> None:
+    for declared in fields(Settings):
+        assert declared.metadata.get("help"), f"{declared.name} has no description"
+
+
+def test_the_readme_table_is_the_generated_one() -> None:
+    readme = (REPO / "README.rst").read_text()
+    shown = readme.split(".. BEGIN SETTINGS\n\n", 1)[1].split("\n.. END SETTINGS", 1)[0]
+    assert shown == table(), "regenerate it: python -m renderer.settings"
+
+
+def test_settings_come_from_the_environment_with_their_types() -> None:
+    settings = Settings.from_env({"PAGE_TTL": "60", "VARNISH_URLS": "http://a:6082, http://b:6082", "TTL_JITTER": "0"})
+    assert settings.page_ttl == 60 and settings.ttl_jitter == 0.0
+    assert settings.varnish_urls == ("http://a:6082", "http://b:6082")
+    assert Settings.from_env({}) == Settings()
