@@ -188,7 +188,7 @@ class Publisher:
 
     async def _expire_listings(self, deadline: Deadline, sections: set[str]) -> None:
         for cache_id in listing_cache_ids(sections):
-            await self.redis.expire(deadline, cache_id)
+            await self.redis.delete_fresh(deadline, cache_id)
 
     async def _tombstone(self, deadline: Deadline, slug: str, sections: set[str]) -> str:
         try:
@@ -230,7 +230,7 @@ class Publisher:
                 if action == "tombstone":
                     await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
                 else:
-                    await self.redis.expire(deadline, slug)
+                    await self.redis.delete_fresh(deadline, slug)
                 await self.redis.announce(deadline, slug)
         except Exception as exc:
             log.warning("second invalidation in Redis failed: %r", exc)

@@ -14,7 +14,7 @@ import nh3
 from tornado.template import Loader
 
 from renderer import contract
-from renderer.pages import RenderedPage
+from renderer.rendered_page import RenderedPage
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
 # Where an article page shows the "latest news" box: Varnish replaces it with the fragment (and

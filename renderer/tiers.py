@@ -19,8 +19,8 @@ from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
 from renderer.breaker import CircuitOpen
 from renderer.metrics import READ_PATH, Metrics
-from renderer.pages import RenderedPage
 from renderer.render import PageRenderer
+from renderer.rendered_page import RenderedPage
 from renderer.resilience import Deadline
 
 log = logging.getLogger("pagecache.tiers")

@@ -15,7 +15,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from renderer import contract
-from renderer.pages import RenderedPage
+from renderer.rendered_page import RenderedPage
 from renderer.resilience import Deadline, Guard
 
 log = logging.getLogger("pagecache.redis")
@@ -214,7 +214,7 @@ class RedisPages:
         """
         await self.guard.run(deadline, self._tombstone, cache_id, page)
 
-    async def expire(self, deadline: Deadline, cache_id: str) -> None:
+    async def delete_fresh(self, deadline: Deadline, cache_id: str) -> None:
         """Delete ``page:<id>`` only: the next reader re-renders it, ``stale:<id>`` still covers failures."""
         await self.guard.run(deadline, self.client.delete, contract.page_key(cache_id))
 

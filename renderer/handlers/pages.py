@@ -10,7 +10,7 @@ from typing import Any
 
 from renderer import contract, logs, render, security
 from renderer.handlers.allow import AllowOn405
-from renderer.pages import RenderedPage
+from renderer.rendered_page import RenderedPage
 from renderer.resilience import Deadline
 from renderer.services import Services
 from renderer.tiers import Served, Unavailable

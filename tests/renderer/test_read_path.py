@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from renderer.pages import RenderedPage
+from renderer.rendered_page import RenderedPage
 from tests.conftest import StackClients
 from tests.helpers import get, mongo_reads, redis_calls, unique_slug, wait_until
 

@@ -11,7 +11,7 @@ import pytest
 
 from devstack import servers
 from devstack.probes import metric
-from renderer.pages import RenderedPage
+from renderer.rendered_page import RenderedPage
 from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
