@@ -26,7 +26,7 @@ def main() -> int:
     )
     environ = dict(os.environ)
     # Editors need a token; a fresh one per run unless EDITOR_TOKENS names some.
-    environ.setdefault("EDITOR_TOKENS", "dev-" + secrets.token_urlsafe(16))
+    environ.setdefault("EDITOR_TOKENS", "dev-" + secrets.token_urlsafe(32))
     stack = start_stack(run_dir, ports, environ)
     stopping = False
 

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import contract, invalidation, logs, purge
+from renderer import contract, invalidation, logs, purge, tokens
 from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.metrics import Metrics
@@ -41,6 +41,7 @@ class Services:
     purge_queue: PurgeQueue
     publisher: Publisher
     access_log: logs.AccessLog = field(default_factory=logs.AccessLog)
+    editor_tokens: tuple[str, ...] = ()
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _pubsub: Any = None
 
@@ -113,8 +114,11 @@ class Services:
             RetryBudget(settings.retry_budget_ratio),
             metrics.retried("mongodb-writes"),
         )
+        # Writes, and the reads that decide a write (the version check, duplicate-key recovery),
+        # go to the primary whatever MONGODB_URL's readPreference: a lagging secondary would give
+        # false 412s. Page reads follow the configured preference.
         mongo_for_editors = mongo_articles.MongoArticles(
-            mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_read
+            mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_read, primary=True
         )
         renderer = PageRenderer(settings.site_name, settings.site_url)
         tiers = Tiers(
@@ -150,7 +154,7 @@ class Services:
             settings.purge_timeout,
             metrics,
         )
-        purge_store = mongo_purges.PurgeStore(mongo_client, settings.mongodb_db, editors_guard)
+        purge_store = mongo_purges.PurgeStore(mongo_client, settings.mongodb_db, editors_guard)  # primary
         purge_queue = PurgeQueue(purge_store, purger, settings.purge_retry_interval, settings.purge_max_age, metrics)
         publisher = Publisher(
             mongo_for_editors,
@@ -175,6 +179,7 @@ class Services:
             purger,
             purge_queue,
             publisher,
+            editor_tokens=tokens.usable_tokens(settings.editor_tokens),
         )
 
     async def start(self) -> None:

@@ -17,7 +17,7 @@ from pymongo import MongoClient
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
 
-EDITOR_TOKEN = "editor-secret-token"
+EDITOR_TOKEN = "editor-secret-token-for-the-test-suite-0123456789"
 
 # Fast breakers and short waits so that fault tests finish quickly; production defaults stay.
 FAULT_SETTINGS = {

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import pymongo
 import pymongo.errors as mongo_errors
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.server_type import SERVER_TYPE
 
 from renderer.resilience import Deadline, Guard
@@ -95,9 +95,12 @@ class MongoArticles:
         db_name: str,
         guard: Guard,
         on_read: Callable[[], None] = lambda: None,
+        primary: bool = False,
     ) -> None:
         self.client = client
-        self.collection = client[db_name][COLLECTION]
+        collection = client[db_name][COLLECTION]
+        # ``primary``: every read of this instance goes to the primary (the write path's).
+        self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY) if primary else collection
         self.guard = guard
         self._on_read = on_read  # counts every read sent to MongoDB
 

@@ -32,7 +32,8 @@ class PurgeStore:
     """The queue's documents: ``{_id, node, hard, soft, queued_at, attempts, lease_until, lease, last_error}``."""
 
     def __init__(self, client: Any, db_name: str, guard: Guard) -> None:
-        self.collection = client[db_name][COLLECTION]
+        # Claims and deliveries read what was just written: the primary, never a lagging secondary.
+        self.collection = client[db_name][COLLECTION].with_options(read_preference=pymongo.ReadPreference.PRIMARY)
         self.guard = guard
 
     async def ensure_indexes(self) -> None:

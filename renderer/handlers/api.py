@@ -71,7 +71,7 @@ class ApiHandler(AllowOn405):
             return InvalidArticle(401, "an editor token is required (Authorization: Bearer <token>)")
         given = header[len("Bearer ") :].encode()
         valid = False
-        for token in self.services.settings.editor_tokens:
+        for token in self.services.editor_tokens:
             # No short-circuit: every configured token is compared, each in constant time.
             valid |= hmac.compare_digest(given, token.encode())
         return None if valid else InvalidArticle(403, "this token may not publish")
