@@ -15,15 +15,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends varnish=7.1.1-2+deb12u1 varnish-modules=0.20.0-2 \
     && rm -rf /var/lib/apt/lists/*
 COPY varnish/default.vcl /etc/varnish/default.vcl
-# The deployment mounts its own backends.vcl over this one (deploy/varnish, the k8s ConfigMap).
-COPY varnish/backends.vcl /etc/varnish/backends.vcl
+# The deployment mounts its own directory over /etc/varnish/site (deploy/varnish, the k8s ConfigMap).
+COPY varnish/backends.vcl /etc/varnish/site/backends.vcl
 RUN useradd --system --uid 10002 --no-create-home varnishd \
     && mkdir -p /var/lib/varnish && chown 10002 /var/lib/varnish
 # Unprivileged from the start, so no jail is needed to drop privileges (-j none).
 USER 10002
 # 6081: readers (pages only). 6082: renderers' purges and bans (never published to the outside).
 EXPOSE 6081 6082
-ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", "public=:6081", "-a", "admin=:6082", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish", "-p", "feature=+esi_include_onerror", "-s", "malloc,256m"]
+ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", "public=:6081", "-a", "admin=:6082", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish:/etc/varnish/site", "-p", "feature=+esi_include_onerror", "-s", "malloc,256m"]
 
 FROM python:3.11-slim-bookworm AS renderer
 RUN useradd --system --uid 10001 --no-create-home pagecache

@@ -142,11 +142,12 @@ class Server:
         server.pid = state.get("pid")  # type: ignore[assignment]
         return server
 
-    def start(self, timeout: float = 30.0) -> Server:
-        """Start the process and wait until it accepts connections."""
+    def start(self, timeout: float = 30.0, shares_port: bool = False) -> Server:
+        """Start the process and wait until it accepts connections (``shares_port``: beside
+        another on the same port, as renderers do with SO_REUSEPORT)."""
         if self.running:
             return self
-        if port_open(self.port):
+        if port_open(self.port) and not shares_port:
             raise ServerError(f"{self.name}: port {self.port} is already in use")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import tornado.web
@@ -30,19 +31,42 @@ from renderer.services import Services
 
 
 class PagecacheApplication(tornado.web.Application):
-    """Counts requests in flight, so that shutdown stops accepting and then waits for them."""
+    """Counts requests in flight, so that shutdown stops accepting and then waits for them; and
+    closes client connections older than ``connection_max_age`` after their current request."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, connection_max_age: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_flight = 0
         self.drained = asyncio.Event()
         self.drained.set()
+        self.connection_max_age = connection_max_age
 
     def find_handler(self, request: Any, **kwargs: Any) -> Any:
         # Called once per request, when its headers have arrived.
         self.in_flight += 1
         self.drained.clear()
+        self._rotate(request)
         return super().find_handler(request, **kwargs)
+
+    def _rotate(self, request: Any) -> None:
+        """Varnish (and any proxy) keeps backend connections open for as long as they are busy,
+        so renderers that start later would get no share of them: past its age, a connection is
+        answered with ``Connection: close`` and the client reconnects, wherever the kernel
+        (SO_REUSEPORT), kube-proxy or the director sends it."""
+        if self.connection_max_age <= 0:
+            return
+        connection = request.connection
+        stream = getattr(connection, "stream", None)
+        if stream is None:
+            return
+        now = time.monotonic()
+        born = getattr(stream, "pagecache_born", None)
+        if born is None:
+            stream.pagecache_born = now
+        elif now - born > self.connection_max_age and hasattr(connection, "_disconnect_on_finish"):
+            # Tornado has no public switch for this; it is how it honours a client's own
+            # "Connection: close" (the header is added and the socket closed after the response).
+            connection._disconnect_on_finish = True
 
     def log_request(self, handler: tornado.web.RequestHandler) -> None:
         # Called once per request, when its response is finished.
@@ -81,4 +105,5 @@ def make_app(services: Services) -> PagecacheApplication:
         xsrf_cookies=False,
         compress_response=False,  # Varnish and the CDN compress; the renderer stays cheap
         log_function=services.access_log,
+        connection_max_age=services.settings.connection_max_age,
     )

@@ -40,6 +40,9 @@ class Settings:
     editor_tokens: tuple[str, ...] = setting((), "comma-separated bearer tokens of the editors' API")
     site_name: str = setting("pagecache news", "the site's name in pages, titles and JSON-LD")
     site_url: str = setting("http://127.0.0.1:6081", "base of canonical links (the public edge)")
+    connection_max_age: float = setting(
+        30.0, "client connections are closed after this age (s), so Varnish spreads over new renderers"
+    )
     hsts_max_age: int = setting(0, "``Strict-Transport-Security`` max-age on pages (0: none; set it where TLS ends)")
 
     # Tier freshness.

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+
+from renderer.settings import Settings, _split
+from renderer.tokens import usable_tokens
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,7 +38,9 @@ def test_compose_file_follows_the_compose_specification() -> None:
 
 
 def test_kubernetes_manifests_validate_against_the_kubernetes_schemas() -> None:
-    manifests = sorted(str(p) for p in (REPO / "deploy" / "kubernetes").glob("*.yaml"))
+    manifests = sorted(
+        str(p) for p in (REPO / "deploy" / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml"
+    )
     assert len(manifests) >= 3
     result = run(tool("kubernetes-validate"), "--strict", *manifests)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -111,3 +119,88 @@ def test_the_wheel_holds_the_service_and_no_dev_tooling(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "renderer/templates/article.html" in names and "healthcheck/runner.py" in names
     assert not [name for name in names if name.startswith(("devstack/", "tests/"))]
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted((REPO / "deploy" / "kubernetes").glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def pod_templates() -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in k8s_documents() if d["kind"] in ("Deployment", "StatefulSet")}
+
+
+def test_manifests_apply_and_converge() -> None:
+    workloads = pod_templates()
+    scaled = {d["spec"]["scaleTargetRef"]["name"] for d in k8s_documents() if d["kind"] == "HorizontalPodAutoscaler"}
+    disrupted = {
+        tuple(sorted(d["spec"]["selector"]["matchLabels"].items()))
+        for d in k8s_documents()
+        if d["kind"] == "PodDisruptionBudget"
+    }
+    for name, workload in workloads.items():
+        spec = workload["spec"]["template"]["spec"]
+        assert "replicas" not in workload["spec"] or name not in scaled, f"{name}: replicas beside an HPA"
+        assert spec["automountServiceAccountToken"] is False, name
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert tuple(sorted(workload["spec"]["selector"]["matchLabels"].items())) in disrupted, f"{name}: no PDB"
+        for container in spec["containers"]:
+            image = container["image"]
+            assert ":" in image and not image.endswith(":latest"), image
+            assert container["imagePullPolicy"] == "IfNotPresent", name
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+            assert "/tmp" in {m["mountPath"] for m in container.get("volumeMounts", [])}, f"{name}: no writable /tmp"
+            assert "httpGet" in container["readinessProbe"] and "httpGet" in container["livenessProbe"], name
+            assert "preStop" in container["lifecycle"], name
+            # A ConfigMap mounted with subPath never changes in a running pod.
+            assert all("subPath" not in m for m in container.get("volumeMounts", [])), name
+    policies = [d for d in k8s_documents() if d["kind"] == "NetworkPolicy"]
+    assert {tuple(sorted(p["spec"]["podSelector"]["matchLabels"].values())) for p in policies} == {
+        ("pagecache", "renderer"),
+        ("pagecache", "varnish"),
+    }
+
+
+def test_the_vcl_checksum_annotation_follows_the_vcl() -> None:
+    vcl = backends_files()["kubernetes"]
+    varnish = pod_templates()["pagecache-varnish"]
+    annotation = varnish["spec"]["template"]["metadata"]["annotations"]["pagecache.io/vcl-checksum"]
+    assert annotation == hashlib.sha256(vcl.encode()).hexdigest(), "update the checksum: the pods must roll"
+
+
+def test_no_usable_secret_is_in_the_repository() -> None:
+    secrets = [d for d in k8s_documents() if d["kind"] == "Secret"]
+    assert secrets and all("EDITOR_TOKENS" in s["stringData"] for s in secrets)
+    for secret in secrets:
+        assert usable_tokens(_split(secret["stringData"]["EDITOR_TOKENS"])) == ()
+    config = next(
+        d for d in k8s_documents() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pagecache-config"
+    )
+    assert not {"MONGODB_URL", "REDIS_URL", "EDITOR_TOKENS"} & set(config["data"]), "credentials belong in the Secret"
+
+
+def vcl_seconds(vcl: str, name: str) -> list[float]:
+    return [float(value) for value in re.findall(rf"\.{name}\s*=\s*([0-9.]+)s;", vcl)]
+
+
+def test_timeouts_nest_and_termination_waits_for_a_publish() -> None:
+    settings = Settings()
+    for where, vcl in backends_files().items():
+        # A backend timeout shorter than the renderer's deadline turns its own answer (stale
+        # page, 503 with Retry-After) into Varnish's error.
+        for timeout in vcl_seconds(vcl, "first_byte_timeout"):
+            assert timeout > settings.request_deadline, where
+    drain = max(settings.request_deadline, settings.publish_deadline) + 1
+    closing = settings.publish_deadline + 3
+    renderer = pod_templates()["pagecache-renderer"]["spec"]["template"]["spec"]
+    pre_stop = int(renderer["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert renderer["terminationGracePeriodSeconds"] > pre_stop + drain + closing
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    grace = compose["x-renderer"]["stop_grace_period"]
+    assert int(grace.removesuffix("s")) > drain + closing

@@ -26,6 +26,10 @@ probe healthcheck {
 include "backends.vcl";
 
 sub vcl_recv {
+    # The orchestrator's probe: Varnish is up and this VCL is loaded (never a backend fetch).
+    if (req.url == "/varnish-health" && (req.method == "GET" || req.method == "HEAD")) {
+        return (synth(200, "OK"));
+    }
     if (req.restarts == 0) {
         call pagecache_clean_request;
     }

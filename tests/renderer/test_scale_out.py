@@ -1,0 +1,43 @@
+"""Scaling out under a running Varnish: a renderer started later gets its share of the misses,
+because renderers close client connections past CONNECTION_MAX_AGE and Varnish reconnects."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from devstack import servers
+from tests.conftest import StackClients
+from tests.helpers import get, unique_slug, wait_until
+
+
+def answered(log: Path, prefix: str) -> int:
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    return sum(1 for line in lines if line.get("message") == "request" and line.get("path", "").startswith(prefix))
+
+
+def test_a_renderer_added_later_receives_a_share_of_varnish_misses(make_stack: Callable[..., StackClients]) -> None:
+    s = make_stack(PROCESSES="1", CONNECTION_MAX_AGE="0.5")
+    first = s.server("renderer")
+    slugs = [unique_slug("escala") for _ in range(80)]
+    for slug in slugs:
+        s.add_article(slug)
+    for slug in slugs[:10]:  # Varnish's connections to the first renderer are open and busy
+        assert get(s.site, f"/noticia/{slug}.ghtml").status == 200
+    # A second renderer on the same port (SO_REUSEPORT), as a new pod behind a Service would be.
+    second = servers.renderer(s.stack.run_dir, s.stack.ports.renderer, {**s.stack.env, "PROCESSES": "1"})
+    second.log_path = s.stack.run_dir / "renderer-added.log"
+    second.start(shares_port=True)
+    try:
+        wait_until(lambda: second.log_path.exists() and "serving on port" in second.log_path.read_text(), timeout=15)
+        for slug in slugs[10:]:
+            assert get(s.site, f"/noticia/{slug}.ghtml").status == 200
+            time.sleep(0.05)
+        time.sleep(1.5)  # access logs are flushed every second
+        prefix = "/noticia/escala-"
+        assert answered(second.log_path, prefix) > 0, "the new renderer got none of the misses"
+        assert answered(first.log_path, prefix) + answered(second.log_path, prefix) >= len(slugs)
+    finally:
+        second.stop()
