@@ -8,7 +8,7 @@ WORKDIR /src
 COPY setup.py pyproject.toml README.rst ./
 COPY renderer renderer
 COPY healthcheck healthcheck
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM debian:bookworm-slim AS varnish
 RUN apt-get update \
@@ -27,8 +27,12 @@ ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", "pub
 
 FROM python:3.11-slim-bookworm AS renderer
 RUN useradd --system --uid 10001 --no-create-home pagecache
+# Dependencies exactly as locked, each checked against its hash (requirements.lock, made by
+# uv pip compile; the README has the command), then the service itself without resolving again.
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels
 USER 10001
 ENV ADDRESS=0.0.0.0 PORT=8888 PROCESSES=0
 EXPOSE 8888

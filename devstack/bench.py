@@ -395,7 +395,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "NOT_FOUND_TTL": "1",
             "PROCESSES": "0",
         }
-        zstack = start_stack(run_dir / "zipf", Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env=zipf_env)
+        zstack = start_stack(
+            run_dir / "zipf", Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env=zipf_env
+        )
         stacks.append(zstack)
         slugs = insert_articles(zstack, "zipf", args.articles)
         progress(f"   warming the catalog: every article read once, {args.warm_concurrency} at a time")

@@ -31,13 +31,18 @@ def article_document(payload: dict[str, Any], version: int = 1) -> dict[str, Any
 
 
 def load_samples(mongodb_url: str, db_name: str) -> int:
-    """Upsert the sample articles into MongoDB; returns how many."""
+    """Insert the sample articles that are not in MongoDB yet (an editor's change to one is never
+    overwritten by the next start); returns how many were inserted."""
+    inserted = 0
     with MongoClient(mongodb_url, serverSelectionTimeoutMS=5000) as client:
         articles = client[db_name]["articles"]
         articles.create_index("slug", unique=True)
         for payload in sample_articles():
-            articles.replace_one({"_id": payload["slug"]}, article_document(payload), upsert=True)
-    return len(sample_articles())
+            result = articles.update_one(
+                {"_id": payload["slug"]}, {"$setOnInsert": article_document(payload)}, upsert=True
+            )
+            inserted += result.upserted_id is not None
+    return inserted
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from pymongo import ReadPreference
 
 from devstack import servers
+from devstack.samples import load_samples, sample_articles
 from renderer.server import available_cpus
 from renderer.services import Services
 from renderer.settings import Settings
@@ -66,3 +67,13 @@ def test_processes_follow_the_container_cpu_limit(tmp_path: Path) -> None:
     limit.write_text("max 100000\n")
     assert available_cpus(str(limit)) == len(os.sched_getaffinity(0))
     assert available_cpus(str(tmp_path / "none")) == len(os.sched_getaffinity(0))
+
+
+def test_the_sample_loader_never_overwrites_an_editors_change(stack: StackClients) -> None:
+    assert len({a["slug"] for a in sample_articles()}) == len(sample_articles())
+    url, db = stack.stack.env["MONGODB_URL"], unique_slug("amostras")
+    assert load_samples(url, db) == len(sample_articles())
+    stack.mongo[db]["articles"].update_one({"_id": sample_articles()[0]["slug"]}, {"$set": {"title": "Editado"}})
+    assert load_samples(url, db) == 0
+    assert stack.mongo[db]["articles"].find_one({"_id": sample_articles()[0]["slug"]})["title"] == "Editado"
+    stack.mongo.drop_database(db)

@@ -204,3 +204,13 @@ def test_timeouts_nest_and_termination_waits_for_a_publish() -> None:
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     grace = compose["x-renderer"]["stop_grace_period"]
     assert int(grace.removesuffix("s")) > drain + closing
+
+
+def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
+    lock = (REPO / "requirements.lock").read_text()
+    setup = (REPO / "setup.py").read_text()
+    required = re.findall(r'"([a-z0-9-]+)(?:\[[a-z]+\])?>=', setup.split("install_requires=[", 1)[1].split("]", 1)[0])
+    for name in required:
+        assert re.search(rf"^{re.escape(name)}==", lock, re.MULTILINE | re.IGNORECASE), name
+    pins = re.findall(r"^[A-Za-z0-9_.-]+==\S+ \\$", lock, re.MULTILINE)
+    assert pins and lock.count("--hash=sha256:") >= len(pins)
