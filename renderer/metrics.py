@@ -9,6 +9,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from healthcheck import CheckResult
+from renderer.limiter import AdaptiveLimit
 
 # Who a MongoDB read is for: "reader" (a request waits on it), "refresh" (a background refresh of
 # a page in its revalidation window) or "editor" (the publish path). Set by whoever starts the work.
@@ -62,6 +63,31 @@ class Metrics:
             ["tier"],
             registry=r,
             buckets=REQUEST_BUCKETS,
+        )
+        self.shed = Counter(
+            "pagecache_mongodb_shed",
+            "MongoDB reads over the concurrency limit: served stale at once, queued, or 503",
+            ["outcome"],
+            registry=r,
+        )
+        self.mongodb_limit = Gauge(
+            "pagecache_mongodb_concurrency_limit",
+            "Adaptive limit on concurrent MongoDB reads (summed over processes)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.mongodb_in_flight = Gauge(
+            "pagecache_mongodb_in_flight",
+            "MongoDB reads in flight (summed over processes)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.mongodb_latency_estimate = Gauge(
+            "pagecache_mongodb_latency_estimate_seconds",
+            "The limit's view of MongoDB read latency: short (recent) and long (usual)",
+            ["window"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.revalidating_hits = Counter(
             "pagecache_revalidating_hits",
@@ -148,6 +174,13 @@ class Metrics:
         """Listener for ``Guard`` retries of ``backend``."""
         spent, refused = self.retries.labels(backend, "spent"), self.retries.labels(backend, "refused")
         return lambda allowed: (spent if allowed else refused).inc()
+
+    def mongodb_limit_changed(self, limit: AdaptiveLimit) -> None:
+        """Publish the concurrency limit's state."""
+        self.mongodb_limit.set(int(limit.limit))
+        self.mongodb_in_flight.set(limit.in_flight)
+        self.mongodb_latency_estimate.labels("short").set(limit.short_rtt)
+        self.mongodb_latency_estimate.labels("long").set(limit.long_rtt)
 
     def mongodb_read(self) -> None:
         """Count one MongoDB read on the path that runs it (``READ_PATH``)."""

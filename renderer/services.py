@@ -13,6 +13,7 @@ from healthcheck import Check, HealthCheck
 from renderer import contract, invalidation, logs, purge, tokens
 from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
+from renderer.limiter import AdaptiveLimit
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
 from renderer.purge import PurgeQueue, VarnishPurger
@@ -133,6 +134,7 @@ class Services:
             home_size=settings.home_size,
             stale_reserve=settings.stale_reserve,
             refresh_deadline=settings.request_deadline,
+            limit=AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue),
         )
         health = HealthCheck(
             _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds
@@ -233,6 +235,13 @@ def _checks(
         await mongo.ping()
         return True, "mongodb ok"
 
+    async def mongo_not_overloaded() -> tuple[bool, str]:
+        limit = tiers.limit
+        state = f"{limit.in_flight} reads in flight, limit {int(limit.limit)}"
+        if limit.shedding:
+            return False, f"shedding MongoDB reads to stale copies: {state}"
+        return True, state
+
     def stale_copies_servable(passed: Mapping[str, bool]) -> bool:
         return passed.get("redis", False) or len(tiers.last_good) > 0
 
@@ -258,4 +267,6 @@ def _checks(
             fallback=stale_copies_servable,
             breaker=state_of(mongo_breaker),
         ),
+        # Not critical: shedding means degraded (pages still served), never out of the balancer.
+        Check("mongodb load", "mongodb", mongo_not_overloaded, timeout),
     ]

@@ -75,6 +75,10 @@ class Settings:
     breaker_reset_timeout: float = setting(5.0, "open time before one trial call (s)")
     lock_ttl: float = setting(3.0, "expiry of the cross-process fetch lock if its holder dies (s)")
     lock_wait: float = setting(1.5, "how long a cold request waits for another process's fetch (s)")
+    mongodb_max_concurrency: int = setting(
+        200, "ceiling of the adaptive limit on concurrent MongoDB reads per process (over it: stale at once)"
+    )
+    mongodb_wait_queue: int = setting(100, "reads with nothing stale to serve that may wait for a MongoDB slot")
     last_good_size: int = setting(1000, "pages each process keeps in memory for when Redis is down too")
 
     # Publishing.

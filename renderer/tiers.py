@@ -18,6 +18,7 @@ from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
 from renderer.breaker import CircuitOpen
+from renderer.limiter import AdaptiveLimit, Overloaded
 from renderer.metrics import READ_PATH, Metrics
 from renderer.render import PageRenderer
 from renderer.rendered_page import RenderedPage
@@ -66,6 +67,8 @@ class Unavailable(Exception):
 def _failure_reason(exc: BaseException) -> str:
     if isinstance(exc, CircuitOpen):
         return "breaker-open"
+    if isinstance(exc, Overloaded):
+        return "overloaded"
     if isinstance(exc, TimeoutError):
         return "timeout"
     return "error"
@@ -116,6 +119,7 @@ class Tiers:
         home_size: int,
         stale_reserve: float = 0.0,
         refresh_deadline: float = 2.0,
+        limit: AdaptiveLimit | None = None,
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -127,6 +131,8 @@ class Tiers:
         self.home_size = home_size
         self.stale_reserve = stale_reserve
         self.refresh_deadline = refresh_deadline
+        # MongoDB reads of this process: at most what MongoDB answers in reasonable time.
+        self.limit = limit or AdaptiveLimit()
         self.last_good = LastGood(last_good_size)
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -229,7 +235,15 @@ class Tiers:
             if lock is None:
                 outcome = "skipped-lock-held"
                 return
-            page = await load(deadline)
+            if not self.limit.try_acquire():
+                outcome = "skipped-overloaded"  # readers come first; the page stays in place
+                return
+            started, rtt = time.perf_counter(), None
+            try:
+                page = await load(deadline)
+                rtt = time.perf_counter() - started
+            finally:
+                self.limit.release(rtt)
             ttl = self.not_found_ttl if page.status == 404 else None
             replaced = await self.redis.refresh(deadline, cache_id, seen, page, ttl)
             outcome = "refreshed" if replaced else "superseded"
@@ -290,18 +304,50 @@ class Tiers:
         except Exception as exc:  # the lock expires on its own
             self._redis_failed(exc)
 
+    async def _slot(self, deadline: Deadline, cache_id: str, redis_usable: bool) -> Served | None:
+        """A MongoDB slot for this read (None), or, over the limit, the page's stale copy at once.
+        A page with no copy waits its turn in the bounded queue within its MongoDB budget."""
+        if self.limit.try_acquire():
+            return None
+        self.limit.shed()
+        overloaded = Overloaded(f"{self.limit.in_flight} MongoDB reads in flight, limit {int(self.limit.limit)}")
+        try:
+            served = await self._stale(deadline, cache_id, overloaded, redis_usable, quiet=True)
+        except Unavailable:
+            pass
+        else:
+            self.metrics.shed.labels("stale").inc()
+            return served
+        try:
+            await self.limit.acquire(deadline.reserving(self.stale_reserve).remaining())
+        except Overloaded as exc:
+            self.metrics.shed.labels("unavailable").inc()
+            raise Unavailable("mongodb-overloaded", self.retry_after) from exc
+        self.metrics.shed.labels("queued").inc()
+        return None
+
     async def _render_fresh(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
+        shed = await self._slot(deadline, cache_id, redis_usable)
+        if shed is not None:
+            return shed
         started = time.perf_counter()
+        rtt: float | None = None
         try:
             # MongoDB may not spend the stale fallback's slice of the deadline.
             page = await load(deadline.reserving(self.stale_reserve))
+            rtt = time.perf_counter() - started
         except RenderFailed as exc:
             self.metrics.render_errors.inc()
             log.error("rendering %s failed: %s", cache_id, exc, exc_info=exc.__cause__)
             return await self._stale(deadline, cache_id, exc, redis_usable)
         except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                rtt = time.perf_counter() - started  # slowness is what the limit adapts to
             self.metrics.backend_errors.labels("mongodb", _failure_reason(exc)).inc()
             return await self._stale(deadline, cache_id, exc, redis_usable)
+        finally:
+            self.limit.release(rtt)
+            self.metrics.mongodb_limit_changed(self.limit)
         self.metrics.render_seconds.observe(time.perf_counter() - started)
         if redis_usable:
             ttl = self.not_found_ttl if page.status == 404 else None
@@ -317,8 +363,11 @@ class Tiers:
         self.last_good.put(cache_id, page)
         return Served(page, contract.TIER_MONGO, "redis; fwd=miss; stored")
 
-    async def _stale(self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool) -> Served:
-        """Stale-on-failure: the last good copy, from Redis or this process, or ``Unavailable``."""
+    async def _stale(
+        self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool, quiet: bool = False
+    ) -> Served:
+        """Stale-on-failure: the last good copy, from Redis or this process, or ``Unavailable``
+        (``quiet``: not worth a log line, the caller has another way)."""
         failed = "render-error" if isinstance(cause, RenderFailed) else f"mongodb-{_failure_reason(cause)}"
         reason = f"stale-{failed}"
         page = None
@@ -330,7 +379,8 @@ class Tiers:
         if page is None:
             page = self.last_good.get(cache_id)
         if page is None:
-            log.warning("no stale copy of %s: %s (%r)", cache_id, reason, cause)
+            if not quiet:
+                log.warning("no stale copy of %s: %s (%r)", cache_id, reason, cause)
             raise Unavailable(reason, self.retry_after) from cause
         self.metrics.stale_page_served(reason, max(0.0, time.time() - page.rendered_at))
         return Served(page, contract.TIER_STALE, f"redis; hit; detail={reason}")

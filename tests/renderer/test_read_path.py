@@ -87,8 +87,9 @@ def test_matching_etag_gets_304_from_varnish_and_renderer(stack: StackClients) -
     # Through Varnish: pages that are not assembled (the home, section fronts) revalidate;
     # Varnish stores them gzipped, which makes their ETag weak (RFC 9110 §8.8.3.3).
     for path in ("/", "/rio/"):
-        etag = get(stack.site, path).headers["ETag"]
-        assert etag.startswith('W/"')
+        page = get(stack.site, path)
+        etag = page.headers["ETag"]
+        assert etag is not None and etag.startswith('W/"'), (path, page.status, dict(page.headers))
         for base in (stack.site, stack.renderer):
             resp = get(base, path, {"If-None-Match": etag})
             assert resp.status == 304, (base, path)
