@@ -330,6 +330,35 @@ def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
     return Server("renderer", argv, port, log_path, full_env, "/healthcheck/live", cwd=REPO)
 
 
+SENTINEL_SERVICE = "pagecache"
+
+
+def redis_sentinel_group(run_dir: Path) -> tuple[list[Server], str]:
+    """A Redis primary, one replica and three sentinels (``redis-server --sentinel``) on loopback,
+    started; and the ``redis+sentinel://`` URL that names them. Sentinel declares the primary down
+    after 1 s and fails over within a few seconds."""
+    primary_port, replica_port = free_port(), free_port()
+    primary = redis_server(run_dir, primary_port).start()
+    replica = redis_server(run_dir, replica_port, extra=["--replicaof", "127.0.0.1", str(primary_port)]).start()
+    sentinels = []
+    for _ in range(3):
+        port = free_port()
+        directory = run_dir / f"sentinel-{port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        conf = directory / "sentinel.conf"  # sentinels rewrite their own file: it must be writable
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
+            f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+        )
+        argv = [require_binary("redis-server"), str(conf), "--sentinel"]
+        sentinels.append(Server("sentinel", argv, port, run_dir / f"sentinel-{port}.log").start())
+    hosts = ",".join(f"127.0.0.1:{server.port}" for server in sentinels)
+    return [primary, replica, *sentinels], f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
+
+
 def redis_cluster(run_dir: Path, ports: Sequence[int]) -> list[Server]:
     """A Redis Cluster of ``len(ports)`` masters on loopback, hash slots assigned, state ok."""
     nodes = [

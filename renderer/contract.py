@@ -30,6 +30,8 @@ HEADER_SURROGATE_KEYS = "xkey"
 TIER_REDIS = "redis"
 TIER_MONGO = "mongo"
 TIER_STALE = "stale"
+# The process's own copy, younger than PAGE_TTL, served while Redis is unreachable.
+TIER_MEMORY = "memory"
 
 HOME_SURROGATE_KEY = "home"
 

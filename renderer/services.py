@@ -134,6 +134,7 @@ class Services:
             home_size=settings.home_size,
             stale_reserve=settings.stale_reserve,
             refresh_deadline=settings.request_deadline,
+            memory_ttl=settings.page_ttl,
             limit=AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue),
         )
         health = HealthCheck(

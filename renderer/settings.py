@@ -31,7 +31,10 @@ class Settings:
     address: str = setting("127.0.0.1", "address to bind (``0.0.0.0`` in a container)")
     processes: int = setting(0, "renderer processes (``0``: one per core; metrics summed across them)")
     log_level: str = setting("INFO", "JSON logs on stderr; INFO includes one line per request")
-    redis_url: str = setting("redis://127.0.0.1:6379/0", "``redis+cluster://host:port`` for a Redis Cluster")
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        "``redis+cluster://host:port`` for a Redis Cluster, ``redis+sentinel://h:p,h:p/service`` for Sentinel",
+    )
     mongodb_url: str = setting("mongodb://127.0.0.1:27017/", "any MongoDB URL (replica sets and read preferences too)")
     mongodb_db: str = setting("pagecache", "database of the ``articles`` and ``purge_queue`` collections")
     varnish_urls: tuple[str, ...] = setting(

@@ -120,6 +120,7 @@ class Tiers:
         stale_reserve: float = 0.0,
         refresh_deadline: float = 2.0,
         limit: AdaptiveLimit | None = None,
+        memory_ttl: float = 0.0,
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -131,6 +132,7 @@ class Tiers:
         self.home_size = home_size
         self.stale_reserve = stale_reserve
         self.refresh_deadline = refresh_deadline
+        self.memory_ttl = memory_ttl  # how old an in-process copy may be to stand in for Redis
         # MongoDB reads of this process: at most what MongoDB answers in reasonable time.
         self.limit = limit or AdaptiveLimit()
         self.last_good = LastGood(last_good_size)
@@ -202,8 +204,13 @@ class Tiers:
         try:
             page = await self.redis.fresh(deadline, cache_id)
         except Exception as exc:
-            # Redis down or its breaker open: skip it, the page still comes from MongoDB.
+            # Redis down or its breaker open (a Sentinel failover, say): this process's own copy
+            # while it is as young as a Redis copy may be; else the page comes from MongoDB. Without
+            # this, every request of the outage would be a MongoDB read.
             self._redis_failed(exc)
+            own = self.last_good.get(cache_id)
+            if own is not None and time.time() - own.rendered_at < self.memory_ttl:
+                return Served(own, contract.TIER_MEMORY, "redis; fwd=miss; detail=redis-unavailable-memory-copy")
             return await self._render_fresh(deadline, cache_id, load, redis_usable=False)
         if page is not None:
             self.last_good.put(cache_id, page)

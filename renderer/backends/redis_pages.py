@@ -11,6 +11,7 @@ from typing import Any, Callable
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
 from redis.asyncio.lock import Lock
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -24,6 +25,8 @@ TRANSIENT_ERRORS = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
+    # During a Sentinel failover: the old primary, now a replica, refuses writes until we reconnect.
+    redis_errors.ReadOnlyError,
 )
 
 
@@ -32,11 +35,31 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def sentinel_master(url: str, **options: Any) -> aioredis.Redis:
+    """A client of the master that Sentinel names: ``redis+sentinel://host:port,host:port/service[/db]``.
+
+    Sentinel's client asks the sentinels where the master is when it connects, and again after a
+    connection to it fails: a failover costs the calls in flight, then the new master is used.
+    """
+    rest = url[len("redis+sentinel://") :]
+    hosts, _, path = rest.partition("/")
+    service, _, db = path.partition("/")
+    if not hosts or not service:
+        raise ValueError(f"a Sentinel URL is redis+sentinel://host:port[,host:port...]/service[/db]: {url!r}")
+    sentinels = [(host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) for host in hosts.split(",")]
+    timeout = options.get("socket_timeout")
+    kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
+    master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
+    return master
+
+
 def connect(url: str, timeout: float) -> Any:
     """A Redis client that never waits longer than ``timeout`` and never retries by itself.
 
     The defaults hang for about a minute on a frozen server, and retries belong to one layer only
-    (tenacity, in ``Guard``). A ``redis+cluster://`` URL names a Redis Cluster.
+    (tenacity, in ``Guard``). A ``redis+cluster://`` URL names a Redis Cluster, a
+    ``redis+sentinel://`` one a primary with replicas that Sentinel fails over.
     """
     options: dict[str, Any] = {
         "socket_timeout": timeout,
@@ -45,6 +68,8 @@ def connect(url: str, timeout: float) -> Any:
     }
     if url.startswith("redis+cluster://"):
         return aioredis.RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
+    if url.startswith("redis+sentinel://"):
+        return sentinel_master(url, **options)
     return aioredis.Redis.from_url(url, **options)
 
 
@@ -53,9 +78,12 @@ def connect_pubsub(url: str, timeout: float) -> aioredis.Redis:
 
     For a Redis Cluster any one node will do: PUBLISH reaches every node's subscribers.
     """
+    options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": 30, "retry": Retry(NoBackoff(), 0)}
     if url.startswith("redis+cluster://"):
         url = "redis://" + url[len("redis+cluster://") :]
-    return aioredis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=30, retry=Retry(NoBackoff(), 0))
+    if url.startswith("redis+sentinel://"):
+        return sentinel_master(url, **options)
+    return aioredis.Redis.from_url(url, **options)
 
 
 # A background refresh replaces page:<id> only if it still holds the copy the refresh started
