@@ -67,7 +67,9 @@ def test_mongodb_killed_serves_stale_copies_then_recovers_after_one_trial(
     assert get(s.renderer, path(cold)).status == 200
 
 
-def test_redis_frozen_pages_come_from_memory_or_mongodb_within_the_deadline(make_stack: Callable[..., StackClients]) -> None:
+def test_redis_frozen_pages_come_from_memory_or_mongodb_within_the_deadline(
+    make_stack: Callable[..., StackClients],
+) -> None:
     s = make_stack(varnish=False)
     slugs = [unique_slug() for _ in range(4)]
     for slug in slugs:
