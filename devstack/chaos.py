@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -57,7 +58,39 @@ SCENARIOS = [
     Scenario("Redis frozen (SIGSTOP)", "redis", "freeze", 3, 8, 8),
     Scenario("a renderer worker crashes (SIGKILL)", "renderer", "kill-worker", 3, 6, 4),
     Scenario("every renderer killed", "renderer", "kill", 3, 8, 6),
+    # Losing Redis sends every renderer miss to MongoDB; at production scale that is ~10x its load,
+    # emulated by a database that runs 15 ms of every 100 ms.
+    Scenario("Redis killed, MongoDB at ~15 % capacity", "redis", "kill-redis-slow-mongodb", 3, 12, 8),
 ]
+
+_duty_cycles: dict[str, threading.Event] = {}
+
+
+def duty_cycle(pid: int, stop: threading.Event, frozen: float = 0.085, period: float = 0.1) -> None:
+    """SIGSTOP ``pid`` for ``frozen`` s of every ``period`` until ``stop``: a server at a fraction
+    of its capacity (slow, not dead)."""
+    try:
+        while not stop.is_set():
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(frozen)
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(period - frozen)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def slow_down(server: servers.Server) -> None:
+    """Start a duty cycle on ``server`` (``speed_up`` ends it)."""
+    stop = _duty_cycles[server.name] = threading.Event()
+    threading.Thread(target=duty_cycle, args=(server.pid or 0, stop), daemon=True).start()
+
+
+def speed_up(server: servers.Server) -> None:
+    """End ``slow_down``'s duty cycle."""
+    stop = _duty_cycles.pop(server.name, None)
+    if stop is not None:
+        stop.set()
+        time.sleep(0.2)
 
 
 def drop_fresh_copies(stack: Stack) -> None:
@@ -78,6 +111,9 @@ def hurt(stack: Stack, scenario: Scenario) -> None:
     server = stack.started[scenario.server]
     if scenario.hurt == "freeze":
         server.freeze()
+    elif scenario.hurt == "kill-redis-slow-mongodb":
+        server.kill()
+        slow_down(stack.started["ferretdb"])
     elif scenario.hurt == "kill-worker":
         workers = servers.child_pids(server.pid or 0)
         if not workers:
@@ -94,6 +130,9 @@ def heal(stack: Stack, scenario: Scenario) -> None:
     server = stack.started[scenario.server]
     if scenario.hurt == "freeze":
         server.thaw()
+    elif scenario.hurt == "kill-redis-slow-mongodb":
+        speed_up(stack.started["ferretdb"])
+        server.start()
     elif scenario.hurt in ("kill", "kill-stale-only"):
         server.start()
 
@@ -104,7 +143,12 @@ class Outcome:
 
     scenario: Scenario
     samples: list[tuple[float, int, str, bool]] = field(default_factory=list)  # (second, status, tier, cold)
+    latencies: list[float] = field(default_factory=list)  # seconds, every answer
     mongodb_reads: float = 0.0
+
+    def errors_share(self) -> float:
+        """The share of answers that were 5xx or no answer at all."""
+        return sum(1 for _, status, _, _ in self.samples if status >= 500 or status == 0) / max(1, len(self.samples))
 
     def statuses(self) -> Counter[int]:
         return Counter(status for _, status, _, _ in self.samples)
@@ -194,6 +238,7 @@ async def reader_traffic(
                         read.add(path)
             except Exception:
                 outcome.samples.append((sent, 0, "5xx", cold))
+            outcome.latencies.append(time.monotonic() - start - sent)
 
         tasks = []
         end = time.monotonic() + seconds
@@ -227,13 +272,33 @@ async def run_scenario(stack: Stack, scenario: Scenario, rate: float, scale: flo
 
 def table(outcomes: list[Outcome]) -> str:
     """A plain-text table a person can read."""
-    rows = [("scenario", "requests", "status codes", "tiers served", "MongoDB reads", "read pages not 200")]
+    rows = [
+        (
+            "scenario",
+            "requests",
+            "status codes",
+            "tiers served",
+            "MongoDB reads",
+            "read pages not 200",
+            "5xx share",
+            "max latency",
+        )
+    ]
     for o in outcomes:
         statuses = ", ".join(f"{code or 'error'}: {n}" for code, n in sorted(o.statuses().items()))
         tiers = ", ".join(f"{tier} {n}" for tier, n in o.tiers().most_common())
         failed, warm = o.warm_failures()
         rows.append(
-            (o.scenario.name, str(len(o.samples)), statuses, tiers, f"{o.mongodb_reads:.0f}", f"{failed} of {warm}")
+            (
+                o.scenario.name,
+                str(len(o.samples)),
+                statuses,
+                tiers,
+                f"{o.mongodb_reads:.0f}",
+                f"{failed} of {warm}",
+                f"{100 * o.errors_share():.2f} %",
+                f"{max(o.latencies, default=0):.2f} s",
+            )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
@@ -301,12 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="halve every phase")
     parser.add_argument("--out", help="timeline PNG (default: chaos-timeline.png in the stack's run dir)")
     parser.add_argument("--json", help="also write the outcomes as JSON here")
+    parser.add_argument("--scenario", help="run only the scenarios whose name contains this")
     args = parser.parse_args(argv)
     stack = find_stack(args.state)
     scale = 0.5 if args.quick else 1.0
     read = read_once(stack.site_url)
     outcomes = []
     for scenario in SCENARIOS:
+        if args.scenario and args.scenario.lower() not in scenario.name.lower():
+            continue
         print(f"… {scenario.name}", file=sys.stderr, flush=True)
         outcomes.append(asyncio.run(run_scenario(stack, scenario, args.rate, scale, read)))
     print(table(outcomes))
@@ -324,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
                         "tiers": dict(o.tiers()),
                         "mongodb_reads": o.mongodb_reads,
                         "read_pages_not_200": o.warm_failures()[0],
+                        "errors_share": o.errors_share(),
+                        "max_latency_s": max(o.latencies, default=0.0),
                     }
                     for o in outcomes
                 ],

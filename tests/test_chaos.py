@@ -24,6 +24,10 @@ def test_chaos_scenarios_hide_every_outage_from_readers_of_read_pages(
     for outcome in outcomes:
         assert outcome["requests"] > 50
         assert outcome["read_pages_not_200"] == 0, outcome
+    # Redis dead while MongoDB runs at ~15 % of its capacity: within the overload targets.
+    overloaded = outcomes[-1]
+    assert overloaded["errors_share"] <= 0.01, overloaded
+    assert overloaded["max_latency_s"] <= 2.0 + 0.5, overloaded
     assert out.stat().st_size > 20_000
     # Every server is back after the scenarios, restarted ones under new pids that the stack adopts.
     s.stack.refresh_from_state()

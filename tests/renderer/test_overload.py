@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import threading
-import time
 from typing import Callable
 
+from devstack.chaos import duty_cycle
 from devstack.probes import concurrent_gets, metric
 from tests.conftest import StackClients
 from tests.helpers import get, unique_slug
@@ -37,15 +35,6 @@ def test_reads_over_the_limit_get_their_stale_copy_at_once(make_stack: Callable[
     assert health["status"] == "degraded"
 
 
-def duty_cycle(pid: int, stop: threading.Event, frozen: float = 0.08, period: float = 0.1) -> None:
-    """SIGSTOP the process ``frozen`` s of every ``period``: a database at a fraction of its capacity."""
-    while not stop.is_set():
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(frozen)
-        os.kill(pid, signal.SIGCONT)
-        time.sleep(period - frozen)
-
-
 def test_cold_misses_wait_for_a_slot_when_mongodb_is_slow_but_alive(make_stack: Callable[..., StackClients]) -> None:
     s = make_stack(varnish=False, MONGODB_MAX_CONCURRENCY="2", REQUEST_DEADLINE="6", MONGODB_TIMEOUT="4")
     slugs = [unique_slug("fria") for _ in range(12)]
@@ -59,7 +48,6 @@ def test_cold_misses_wait_for_a_slot_when_mongodb_is_slow_but_alive(make_stack: 
     finally:
         stop.set()
         cycling.join()
-        os.kill(s.server("ferretdb").pid, signal.SIGCONT)
     assert outcomes == {(200, "mongo"): 12}
     assert metric(s.renderer, "pagecache_mongodb_shed_total", outcome="queued") >= 1
     assert metric(s.renderer, "pagecache_mongodb_shed_total", outcome="unavailable") == 0
