@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -203,6 +204,30 @@ def reader_paths() -> list[str]:
     return [f"/noticia/{a['slug']}.ghtml" for a in sample_articles()] + ["/"]
 
 
+@dataclass
+class Workload:
+    """What readers ask for: ``paths`` uniformly, or ranked with a Zipf law (``zipf``)."""
+
+    paths: list[str]
+    zipf: Any = None
+
+    def draw(self) -> str:
+        if self.zipf is not None:
+            return self.paths[self.zipf.draw()]
+        return random.choice(self.paths)
+
+
+def catalogue(stack: Stack, articles: int) -> tuple[Workload, set[str]]:
+    """``articles`` more articles, read with a Zipf law (s = 1.2); the top half is read once now
+    (pages readers know), the tail never was (cold reads during the outage)."""
+    from devstack.bench import Zipf, insert_articles, warm
+
+    slugs = insert_articles(stack, f"caos-{random.randrange(10**6)}", articles)
+    asyncio.run(warm(stack.site_url, slugs[: articles // 2], concurrency=8))
+    read = {f"/noticia/{slug}.ghtml" for slug in slugs[: articles // 2]}
+    return Workload([f"/noticia/{slug}.ghtml" for slug in slugs], Zipf(len(slugs), 1.2)), read
+
+
 def read_once(site: str) -> set[str]:
     """Read every page once before any outage, as readers would have; the pages that answered 200."""
     read = set()
@@ -217,13 +242,12 @@ def read_once(site: str) -> set[str]:
 
 
 async def reader_traffic(
-    site: str, seconds: float, rate: float, outcome: Outcome, start: float, read: set[str]
+    site: str, seconds: float, rate: float, outcome: Outcome, start: float, read: set[str], workload: Workload
 ) -> None:
     """Open-loop load: a request every 1/rate s whatever the answers, each with a 5 s timeout.
 
     ``read`` holds the pages that have answered 200 before: only those count as already read.
     """
-    paths = reader_paths()
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
 
@@ -244,19 +268,21 @@ async def reader_traffic(
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             never_read = random.random() < 0.05
-            path = f"/noticia/nunca-vista-{random.randrange(10**9)}.ghtml" if never_read else random.choice(paths)
+            path = f"/noticia/nunca-vista-{random.randrange(10**9)}.ghtml" if never_read else workload.draw()
             tasks.append(asyncio.ensure_future(one(path)))
             await asyncio.sleep(1 / rate)
         await asyncio.gather(*tasks)
 
 
-async def run_scenario(stack: Stack, scenario: Scenario, rate: float, scale: float, read: set[str]) -> Outcome:
+async def run_scenario(
+    stack: Stack, scenario: Scenario, rate: float, scale: float, read: set[str], workload: Workload
+) -> Outcome:
     """Traffic throughout; hurt and heal the server in a thread so that traffic never pauses."""
     outcome = Outcome(scenario)
     reads = MongoReads(stack.renderer_url)
     start = time.monotonic()
     total = (scenario.before + scenario.during + scenario.after) * scale
-    traffic = asyncio.ensure_future(reader_traffic(stack.site_url, total, rate, outcome, start, read))
+    traffic = asyncio.ensure_future(reader_traffic(stack.site_url, total, rate, outcome, start, read, workload))
     await asyncio.sleep(scenario.before * scale)
     reads.checkpoint()
     await asyncio.to_thread(hurt, stack, scenario)
@@ -367,16 +393,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="timeline PNG (default: chaos-timeline.png in the stack's run dir)")
     parser.add_argument("--json", help="also write the outcomes as JSON here")
     parser.add_argument("--scenario", help="run only the scenarios whose name contains this")
+    parser.add_argument(
+        "--articles", type=int, default=0, help="add this many articles, read with a Zipf law (half of them warm)"
+    )
     args = parser.parse_args(argv)
     stack = find_stack(args.state)
     scale = 0.5 if args.quick else 1.0
-    read = read_once(stack.site_url)
+    if args.articles:
+        workload, read = catalogue(stack, args.articles)
+    else:
+        workload, read = Workload(reader_paths()), read_once(stack.site_url)
     outcomes = []
     for scenario in SCENARIOS:
         if args.scenario and args.scenario.lower() not in scenario.name.lower():
             continue
         print(f"… {scenario.name}", file=sys.stderr, flush=True)
-        outcomes.append(asyncio.run(run_scenario(stack, scenario, args.rate, scale, read)))
+        outcomes.append(asyncio.run(run_scenario(stack, scenario, args.rate, scale, read, workload)))
     print(table(outcomes))
     out = Path(args.out) if args.out else stack.run_dir / "chaos-timeline.png"
     draw(outcomes, scale, out)

@@ -66,11 +66,12 @@ def test_all_up_is_success_with_one_passing_result_per_dependency(stack: StackCl
     assert status == 200
     assert content_type.startswith("application/json")
     assert body["status"] == "success"
-    assert [r["checker"] for r in body["results"]] == ["redis connection", "mongodb connection"]
+    assert [r["checker"] for r in body["results"]] == ["redis connection", "mongodb connection", "mongodb load"]
     assert all(r["passed"] for r in body["results"])
     assert result(body, "redis connection")["output"] == "redis ok"
     assert result(body, "mongodb connection")["critical"] is True
-    assert all(r["breaker"] == "closed" for r in body["results"])
+    assert all(r["breaker"] == "closed" for r in body["results"] if r["checker"].endswith("connection"))
+    assert result(body, "mongodb load")["critical"] is False  # shedding is degraded, never failure
     assert get(stack.renderer, "/healthcheck/live").status == 200
 
 
