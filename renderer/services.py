@@ -52,21 +52,29 @@ class Services:
         metrics = Metrics()
         policy = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait, settings.retry_max_wait)
 
-        def breaker(name: str, exclude: tuple[type[BaseException], ...] = ()) -> AsyncCircuitBreaker:
+        def breaker(
+            name: str,
+            exclude: tuple[type[BaseException], ...] = (),
+            neutral: tuple[type[BaseException], ...] = (DeadlineExceeded,),
+        ) -> AsyncCircuitBreaker:
             made = AsyncCircuitBreaker(
                 name,
                 fail_max=settings.breaker_fail_max,
                 reset_timeout=settings.breaker_reset_timeout,
                 exclude=exclude,
                 on_change=metrics.breaker_changed,
-                neutral=(DeadlineExceeded,),
+                neutral=neutral,
             )
             metrics.breaker_state.labels(name).set(0)
             return made
 
         redis_breaker = breaker("redis")
         # A duplicate slug or a version conflict is the caller's business, not a sign MongoDB is unwell.
-        mongo_breaker = breaker("mongodb", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict))
+        # Slowness is the adaptive limit's business (tiers.limit), not the breaker's: a read that
+        # times out neither counts nor resets; refused connections and errors open it.
+        mongo_breaker = breaker(
+            "mongodb", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict), neutral=(TimeoutError,)
+        )
         redis = redis_pages.RedisPages(
             redis_pages.connect(settings.redis_url, settings.redis_timeout),
             Guard(
