@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Iterable
@@ -140,8 +141,7 @@ class PageRenderer:
         """The front of ``section`` listing ``docs``; the 404 page when it has none (no such section)."""
         articles = self._teasers(docs)
         if not articles:
-            html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
-            return RenderedPage(404, html, _etag(0, html), 0.0, contract.missing_section_key(section), time.time())
+            return self._not_found_with(contract.missing_section_key(section))
         url = self.section_url(section)
         json_ld = {
             "@context": "https://schema.org",
@@ -172,12 +172,14 @@ class PageRenderer:
 
     @cached_property
     def generic_not_found(self) -> RenderedPage:
-        """The 404 page for paths that are no article at all, rendered once: scanners and typos
-        are answered without a template run."""
-        return self.not_found(None)
+        """The 404 page, rendered once: scanners, typos, unknown articles and sections all get it
+        without a template run (with their own surrogate key where a publish must purge it)."""
+        html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
+        return RenderedPage(404, html, _etag(0, html), 0.0, "", time.time())
+
+    def _not_found_with(self, keys: str) -> RenderedPage:
+        return replace(self.generic_not_found, surrogate_keys=keys, rendered_at=time.time())
 
     def not_found(self, slug: str | None) -> RenderedPage:
         """The 404 page; for a valid slug it carries the article's xkey so a publish purges it."""
-        html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
-        keys = contract.article_surrogate_key(slug) if slug else ""
-        return RenderedPage(404, html, _etag(0, html), 0.0, keys, time.time())
+        return self._not_found_with(contract.article_surrogate_key(slug) if slug else "")

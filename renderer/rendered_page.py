@@ -36,10 +36,6 @@ class RenderedPage:
         """``Last-Modified``, formatted once per page rather than once per request."""
         return format_timestamp(self.last_modified)
 
-    def metadata_line(self) -> bytes:
-        """The first line of ``to_bytes()``: names this copy (its render and freshness) exactly."""
-        return self.to_bytes().partition(b"\n")[0] + b"\n"
-
     def to_bytes(self) -> bytes:
         """The value stored at ``page:<id>`` and ``stale:<id>``."""
         meta = {

@@ -245,12 +245,7 @@ class Tiers:
             if not self.limit.try_acquire():
                 outcome = "skipped-overloaded"  # readers come first; the page stays in place
                 return
-            started, rtt = time.perf_counter(), None
-            try:
-                page = await load(deadline)
-                rtt = time.perf_counter() - started
-            finally:
-                self.limit.release(rtt)
+            page = await self._load_in_slot(load, deadline)
             ttl = self.not_found_ttl if page.status == 404 else None
             replaced = await self.redis.refresh(deadline, cache_id, seen, page, ttl)
             outcome = "refreshed" if replaced else "superseded"
@@ -333,28 +328,37 @@ class Tiers:
         self.metrics.shed.labels("queued").inc()
         return None
 
+    async def _load_in_slot(self, load: Loader, deadline: Deadline) -> RenderedPage:
+        """Run ``load`` in the MongoDB slot the caller holds, then give the slot back with how
+        long the read took (a timeout too: slowness is what the limit adapts to)."""
+        started = time.perf_counter()
+        rtt: float | None = None
+        try:
+            page = await load(deadline)
+            rtt = time.perf_counter() - started
+            return page
+        except TimeoutError:
+            rtt = time.perf_counter() - started
+            raise
+        finally:
+            self.limit.release(rtt)
+            self.metrics.mongodb_limit_changed(self.limit)
+
     async def _render_fresh(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
         shed = await self._slot(deadline, cache_id, redis_usable)
         if shed is not None:
             return shed
         started = time.perf_counter()
-        rtt: float | None = None
         try:
             # MongoDB may not spend the stale fallback's slice of the deadline.
-            page = await load(deadline.reserving(self.stale_reserve))
-            rtt = time.perf_counter() - started
+            page = await self._load_in_slot(load, deadline.reserving(self.stale_reserve))
         except RenderFailed as exc:
             self.metrics.render_errors.inc()
             log.error("rendering %s failed: %s", cache_id, exc, exc_info=exc.__cause__)
             return await self._stale(deadline, cache_id, exc, redis_usable)
         except Exception as exc:
-            if isinstance(exc, TimeoutError):
-                rtt = time.perf_counter() - started  # slowness is what the limit adapts to
             self.metrics.backend_errors.labels("mongodb", _failure_reason(exc)).inc()
             return await self._stale(deadline, cache_id, exc, redis_usable)
-        finally:
-            self.limit.release(rtt)
-            self.metrics.mongodb_limit_changed(self.limit)
         self.metrics.render_seconds.observe(time.perf_counter() - started)
         if redis_usable:
             ttl = self.not_found_ttl if page.status == 404 else None

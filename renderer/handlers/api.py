@@ -55,12 +55,13 @@ class ApiHandler(AllowOn405):
     def prepare(self) -> None:
         self.refusal = self._authorise()
         cap = self.services.settings.publish_max_bytes
-        declared = self.request.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > cap:
+        length = self.request.headers.get("Content-Length", "")
+        declared = int(length) if length.isdigit() else 0
+        if declared > cap:
             self.refusal = self.refusal or InvalidArticle(413, f"body is larger than {cap} bytes")
-        too_much = declared.isdigit() and int(declared) > cap * DRAIN_FACTOR
+        too_much = declared > cap * DRAIN_FACTOR
         # Past the cap, Tornado would answer a bare 400 after ours: let it read (we keep nothing).
-        self.request.connection.set_max_body_size(int(declared) if too_much else cap * DRAIN_FACTOR)  # type: ignore[union-attr]
+        self.request.connection.set_max_body_size(declared if too_much else cap * DRAIN_FACTOR)  # type: ignore[union-attr]
         if self.refusal is not None and (self.request.method in ("GET", "HEAD", "DELETE") or too_much):
             self.answer_refusal()  # nothing to drain, or too much: answer now and close
 

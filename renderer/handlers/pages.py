@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from renderer import contract, logs, render, security
+from renderer import contract, logs, security
 from renderer.handlers.allow import AllowOn405
 from renderer.rendered_page import RenderedPage
 from renderer.resilience import Deadline
@@ -81,10 +81,11 @@ class PageHandler(AllowOn405):
         tier: str | None = None,
         cache_status: str | None = None,
         revalidating: bool = False,
+        assembled: bool = False,
     ) -> None:
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
-        if page.status == 200 and render.LATEST_BOX_INCLUDE.encode() in page.html:
+        if assembled and page.status == 200:
             # Tells Varnish to assemble this page (do_esi); Varnish removes the header.
             self.set_header("Surrogate-Control", 'content="ESI/1.0"')
         self.set_security_headers()
@@ -108,11 +109,11 @@ class PageHandler(AllowOn405):
             return
         self.finish(page.html)
 
-    def write_served(self, served: Served) -> None:
-        """Send a page from the tier chain and count it."""
+    def write_served(self, served: Served, assembled: bool = False) -> None:
+        """Send a page from the tier chain and count it (``assembled``: it has ESI parts)."""
         self.tier = served.tier
         self.services.metrics.answered(served.tier, served.page.status)
-        self.write_page(served.page, served.tier, served.cache_status, served.revalidating)
+        self.write_page(served.page, served.tier, served.cache_status, served.revalidating, assembled)
 
     def write_unavailable(self, exc: Unavailable) -> None:
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
@@ -148,7 +149,7 @@ class ArticleHandler(PageHandler):
         except Unavailable as exc:
             self.write_unavailable(exc)
             return
-        self.write_served(served)
+        self.write_served(served, assembled=True)  # article pages include the "latest news" box
 
 
 class SectionHandler(PageHandler):
