@@ -80,10 +80,11 @@ def duty_cycle(pid: int, stop: threading.Event, frozen: float = 0.085, period: f
         os.kill(pid, signal.SIGCONT)
 
 
-def slow_down(server: servers.Server) -> None:
-    """Start a duty cycle on ``server`` (``speed_up`` ends it)."""
+def slow_down(server: servers.Server, capacity: float) -> None:
+    """Start a duty cycle on ``server`` that leaves it ``capacity`` of its time (``speed_up`` ends it)."""
     stop = _duty_cycles[server.name] = threading.Event()
-    threading.Thread(target=duty_cycle, args=(server.pid or 0, stop), daemon=True).start()
+    frozen = 0.1 * (1 - capacity)
+    threading.Thread(target=duty_cycle, args=(server.pid or 0, stop, frozen), daemon=True).start()
 
 
 def speed_up(server: servers.Server) -> None:
@@ -107,14 +108,14 @@ def drop_fresh_copies(stack: Stack) -> None:
         urllib.request.urlopen(ban, timeout=5).close()
 
 
-def hurt(stack: Stack, scenario: Scenario) -> None:
-    """Do the scenario's damage to real processes."""
+def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> None:
+    """Do the scenario's damage to real processes (``mongodb_capacity``: what a slowed FerretDB keeps)."""
     server = stack.started[scenario.server]
     if scenario.hurt == "freeze":
         server.freeze()
     elif scenario.hurt == "kill-redis-slow-mongodb":
         server.kill()
-        slow_down(stack.started["ferretdb"])
+        slow_down(stack.started["ferretdb"], mongodb_capacity)
     elif scenario.hurt == "kill-worker":
         workers = servers.child_pids(server.pid or 0)
         if not workers:
@@ -284,7 +285,13 @@ async def reader_traffic(
 
 
 async def run_scenario(
-    stack: Stack, scenario: Scenario, rate: float, scale: float, read: set[str], workload: Workload
+    stack: Stack,
+    scenario: Scenario,
+    rate: float,
+    scale: float,
+    read: set[str],
+    workload: Workload,
+    mongodb_capacity: float = 0.15,
 ) -> Outcome:
     """Traffic throughout; hurt and heal the server in a thread so that traffic never pauses."""
     outcome = Outcome(scenario)
@@ -294,7 +301,7 @@ async def run_scenario(
     traffic = asyncio.ensure_future(reader_traffic(stack.site_url, total, rate, outcome, start, read, workload))
     await asyncio.sleep(scenario.before * scale)
     reads.checkpoint()
-    await asyncio.to_thread(hurt, stack, scenario)
+    await asyncio.to_thread(hurt, stack, scenario, mongodb_capacity)
     await asyncio.sleep(scenario.during * scale)
     reads.checkpoint()
     await asyncio.to_thread(heal, stack, scenario)
@@ -405,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--articles", type=int, default=0, help="add this many articles, read with a Zipf law (half of them warm)"
     )
+    parser.add_argument(
+        "--mongodb-capacity",
+        type=float,
+        default=0.15,
+        help="share of its time a slowed FerretDB runs (the overload scenario's SIGSTOP duty cycle)",
+    )
     args = parser.parse_args(argv)
     stack = find_stack(args.state)
     scale = 0.5 if args.quick else 1.0
@@ -419,11 +432,14 @@ def main(argv: list[str] | None = None) -> int:
             if args.scenario and args.scenario.lower() not in scenario.name.lower():
                 continue
             print(f"… {scenario.name}", file=sys.stderr, flush=True)
-            outcomes.append(asyncio.run(run_scenario(stack, scenario, args.rate, scale, read, workload)))
+            outcome = run_scenario(stack, scenario, args.rate, scale, read, workload, args.mongodb_capacity)
+            outcomes.append(asyncio.run(outcome))
     finally:
         if added:
             remove_catalogue(stack, added)
     print(table(outcomes))
+    if args.mongodb_capacity != 0.15:
+        print(f"(the overload scenario ran MongoDB at {args.mongodb_capacity:.0%} of its time, not 15 %)")
     out = Path(args.out) if args.out else stack.run_dir / "chaos-timeline.png"
     draw(outcomes, scale, out)
     print(f"timeline: {out}")
