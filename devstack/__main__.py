@@ -27,7 +27,8 @@ def main() -> int:
     environ = dict(os.environ)
     # Editors need a token; a fresh one per run unless EDITOR_TOKENS names some.
     environ.setdefault("EDITOR_TOKENS", "dev-" + secrets.token_urlsafe(32))
-    stack = start_stack(run_dir, ports, environ)
+    # REDIS_SENTINEL=1: Redis as a primary, a replica and three sentinels, as in production.
+    stack = start_stack(run_dir, ports, environ, redis_sentinel=environ.get("REDIS_SENTINEL") == "1")
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:

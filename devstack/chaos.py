@@ -14,11 +14,13 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +29,8 @@ import aiohttp
 
 from devstack import servers
 from devstack.probes import metric
-from devstack.samples import sample_articles
-from devstack.stack import CURRENT_STACK, Stack
+from devstack.samples import load_samples, sample_articles
+from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
 
 TIER_COLOURS = {
     "varnish": "#2b8cbe",
@@ -47,10 +49,11 @@ class Scenario:
 
     name: str
     server: str
-    hurt: str  # kill | freeze | kill-stale-only | kill-worker
+    hurt: str  # kill | freeze | kill-stale-only | kill-worker | kill-redis-slow-mongodb | kill-primary
     before: float
     during: float
     after: float
+    sentinel: bool = False  # runs on a stack of its own whose Redis is behind Sentinel
 
 
 SCENARIOS = [
@@ -62,6 +65,7 @@ SCENARIOS = [
     # Losing Redis sends every renderer miss to MongoDB; at production scale that is ~10x its load,
     # emulated by a database that runs 15 ms of every 100 ms.
     Scenario("Redis killed, MongoDB at ~15 % capacity", "redis", "kill-redis-slow-mongodb", 3, 30, 8),
+    Scenario("Redis primary killed, Sentinel fails over", "redis", "kill-primary", 6, 12, 8, sentinel=True),
 ]
 
 _duty_cycles: dict[str, threading.Event] = {}
@@ -108,10 +112,27 @@ def drop_fresh_copies(stack: Stack) -> None:
         urllib.request.urlopen(ban, timeout=5).close()
 
 
+def redis_primary(stack: Stack) -> servers.Server:
+    """The Redis server that is the primary now (Sentinel may have promoted the replica)."""
+    import redis
+
+    for name in ("redis", "redis-replica"):
+        server = stack.started[name]
+        try:
+            with redis.Redis(port=server.port, socket_timeout=1) as client:
+                if client.info("replication")["role"] == "master":
+                    return server
+        except redis.RedisError:
+            continue
+    raise SystemExit("no Redis primary in the Sentinel group")
+
+
 def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> None:
     """Do the scenario's damage to real processes (``mongodb_capacity``: what a slowed FerretDB keeps)."""
     server = stack.started[scenario.server]
-    if scenario.hurt == "freeze":
+    if scenario.hurt == "kill-primary":
+        redis_primary(stack).kill()
+    elif scenario.hurt == "freeze":
         server.freeze()
     elif scenario.hurt == "kill-redis-slow-mongodb":
         server.kill()
@@ -130,7 +151,11 @@ def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> No
 def heal(stack: Stack, scenario: Scenario) -> None:
     """Undo the damage (a crashed worker is replaced by the renderer's own supervisor)."""
     server = stack.started[scenario.server]
-    if scenario.hurt == "freeze":
+    if scenario.hurt == "kill-primary":
+        for name in ("redis", "redis-replica"):  # back as a replica: Sentinel reconfigures it
+            if not stack.started[name].running:
+                stack.started[name].start()
+    elif scenario.hurt == "freeze":
         server.thaw()
     elif scenario.hurt == "kill-redis-slow-mongodb":
         speed_up(stack.started["ferretdb"])
@@ -147,6 +172,7 @@ class Outcome:
     samples: list[tuple[float, int, str, bool]] = field(default_factory=list)  # (second, status, tier, cold)
     latencies: list[float] = field(default_factory=list)  # seconds, every answer
     mongodb_reads: float = 0.0
+    mongodb_reads_per_second: tuple[float, float] = (0.0, 0.0)  # before the fault, during it
 
     def errors_share(self) -> float:
         """The share of answers that were 5xx or no answer at all."""
@@ -192,12 +218,15 @@ class MongoReads:
         except OSError:
             return None  # the renderer is down (this scenario may have killed it)
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> float:
+        """Reads since the last checkpoint (0 while the renderer is down)."""
         now = self._scrape()
         if now is None:
-            return
-        self.total += now - self.last if now >= self.last else now
+            return 0.0
+        since = now - self.last if now >= self.last else now
+        self.total += since
         self.last = now
+        return since
 
 
 def reader_paths() -> list[str]:
@@ -300,16 +329,51 @@ async def run_scenario(
     total = (scenario.before + scenario.during + scenario.after) * scale
     traffic = asyncio.ensure_future(reader_traffic(stack.site_url, total, rate, outcome, start, read, workload))
     await asyncio.sleep(scenario.before * scale)
-    reads.checkpoint()
+    before = reads.checkpoint() / (scenario.before * scale)
     await asyncio.to_thread(hurt, stack, scenario, mongodb_capacity)
     await asyncio.sleep(scenario.during * scale)
-    reads.checkpoint()
+    outcome.mongodb_reads_per_second = (before, reads.checkpoint() / (scenario.during * scale))
     await asyncio.to_thread(heal, stack, scenario)
     stack.save_state()  # a restarted server has a new pid: scripts/run must stop that one
     await traffic
     reads.checkpoint()
     outcome.mongodb_reads = reads.total
     return outcome
+
+
+def run_scenarios(
+    stack: Stack, scenarios: list[Scenario], rate: float, scale: float, articles: int, mongodb_capacity: float
+) -> list[Outcome]:
+    """``scenarios`` one after another on ``stack``, read by the sample workload or, with
+    ``articles``, by a Zipf catalogue of that many articles (removed afterwards)."""
+    added: list[str] = []
+    if articles:
+        workload, read, added = catalogue(stack, articles)
+    else:
+        workload, read = Workload(reader_paths()), read_once(stack.site_url)
+    outcomes = []
+    try:
+        for scenario in scenarios:
+            print(f"… {scenario.name}", file=sys.stderr, flush=True)
+            run = run_scenario(stack, scenario, rate, scale, read, workload, mongodb_capacity)
+            outcomes.append(asyncio.run(run))
+    finally:
+        if added:
+            remove_catalogue(stack, added)
+    return outcomes
+
+
+@contextmanager
+def stack_with_sentinel(beside: Stack) -> Iterator[Stack]:
+    """A stack of its own, in ``beside``'s run directory, whose Redis is a primary, a replica and
+    three sentinels; the sample articles loaded."""
+    run_dir = Path(tempfile.mkdtemp(prefix="sentinel-stack-", dir=beside.run_dir))
+    own = start_stack(run_dir, Ports.free(), environ={}, redis_sentinel=True)
+    try:
+        load_samples(own.env["MONGODB_URL"], own.env["MONGODB_DB"])
+        yield own
+    finally:
+        own.stop()
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -321,6 +385,7 @@ def table(outcomes: list[Outcome]) -> str:
             "status codes",
             "tiers served",
             "MongoDB reads",
+            "reads/s before, during",
             "read pages not 200",
             "5xx share",
             "max latency",
@@ -337,6 +402,7 @@ def table(outcomes: list[Outcome]) -> str:
                 statuses,
                 tiers,
                 f"{o.mongodb_reads:.0f}",
+                "{:.0f}, {:.0f}".format(*o.mongodb_reads_per_second),
                 f"{failed} of {warm}",
                 f"{100 * o.errors_share():.2f} %",
                 f"{max(o.latencies, default=0):.2f} s",
@@ -421,22 +487,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stack = find_stack(args.state)
     scale = 0.5 if args.quick else 1.0
-    added: list[str] = []
-    if args.articles:
-        workload, read, added = catalogue(stack, args.articles)
-    else:
-        workload, read = Workload(reader_paths()), read_once(stack.site_url)
+    chosen = [s for s in SCENARIOS if not args.scenario or args.scenario.lower() in s.name.lower()]
     outcomes = []
-    try:
-        for scenario in SCENARIOS:
-            if args.scenario and args.scenario.lower() not in scenario.name.lower():
-                continue
-            print(f"… {scenario.name}", file=sys.stderr, flush=True)
-            outcome = run_scenario(stack, scenario, args.rate, scale, read, workload, args.mongodb_capacity)
-            outcomes.append(asyncio.run(outcome))
-    finally:
-        if added:
-            remove_catalogue(stack, added)
+    on_this_stack = [s for s in chosen if not s.sentinel]
+    if on_this_stack:
+        outcomes += run_scenarios(stack, on_this_stack, args.rate, scale, args.articles, args.mongodb_capacity)
+    failovers = [s for s in chosen if s.sentinel]
+    if failovers:
+        with stack_with_sentinel(stack) as own:
+            outcomes += run_scenarios(own, failovers, args.rate, scale, args.articles, args.mongodb_capacity)
     print(table(outcomes))
     if args.mongodb_capacity != 0.15:
         print(f"(the overload scenario ran MongoDB at {args.mongodb_capacity:.0%} of its time, not 15 %)")
@@ -453,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
                         "statuses": dict(o.statuses()),
                         "tiers": dict(o.tiers()),
                         "mongodb_reads": o.mongodb_reads,
+                        "mongodb_reads_per_second": {
+                            "before": o.mongodb_reads_per_second[0],
+                            "during": o.mongodb_reads_per_second[1],
+                        },
                         "read_pages_not_200": o.warm_failures()[0],
                         "errors_share": o.errors_share(),
                         "max_latency_s": max(o.latencies, default=0.0),

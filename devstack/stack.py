@@ -99,7 +99,7 @@ class Stack:
     def stop(self) -> None:
         """Stop every server this run started, the front first."""
         front_first = sorted(
-            self.started, key=lambda n: ("varnish", "renderer", "ferretdb", "redis").index(n.split("-")[0])
+            self.started, key=lambda n: ("varnish", "renderer", "ferretdb", "sentinel", "redis").index(n.split("-")[0])
         )
         for name in front_first:
             self.started[name].stop()
@@ -111,11 +111,14 @@ def start_stack(
     environ: Mapping[str, str] | None = None,
     renderer_env: Mapping[str, str] | None = None,
     varnish_nodes: int = 1,
+    redis_sentinel: bool = False,
 ) -> Stack:
     """Start what ``environ`` does not already point at: a server named by REDIS_URL, MONGODB_URL
     or VARNISH_URLS is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the
     first on ``ports.varnish`` and ``ports.varnish_admin``, named ``varnish``, ``varnish-2``, …).
     Renderers purge through the admin listeners (VARNISH_URLS); readers use the public ones.
+    ``redis_sentinel``: Redis is a primary (``redis``), a replica (``redis-replica``) and three
+    sentinels (``sentinel-1``…), named by a ``redis+sentinel://`` URL.
     Stops whatever started if a later step fails."""
     environ = dict(os.environ if environ is None else environ)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +139,11 @@ def start_stack(
     env["SITE_URL"] = environ.get("SITE_URL", public_urls[0])
     stack = Stack(run_dir, ports, env, public_urls)
     try:
-        if "REDIS_URL" not in environ:
+        if "REDIS_URL" not in environ and redis_sentinel:
+            group, env["REDIS_URL"] = servers.redis_sentinel_group(run_dir)
+            names = ["redis", "redis-replica"] + [f"sentinel-{n}" for n in range(1, len(group) - 1)]
+            stack.started.update(zip(names, group, strict=True))
+        elif "REDIS_URL" not in environ:
             stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
         if "MONGODB_URL" not in environ:
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
