@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -297,12 +298,12 @@ def index_ferretdb_ids(run_dir: Path, port: int, database: str, collections: Seq
         for name in collections:
             if name not in existing:
                 client[database].create_collection(name)
-    with sqlite3.connect(run_dir / f"ferretdb-{port}" / "sqlite" / f"{database}.sqlite", timeout=10) as db:
-        tables = db.execute("SELECT name, table_name FROM _ferretdb_collections").fetchall()
-        for name, table in tables:
-            if name in collections:
-                index = f'"{table}__id_pushdown" ON "{table}" (_ferretdb_sjson->\'$._id\')'
-                db.execute(f"CREATE INDEX IF NOT EXISTS {index}")
+        db = sqlite3.connect(run_dir / f"ferretdb-{port}" / "sqlite" / f"{database}.sqlite", timeout=10)
+        with closing(db), db:
+            for name, table in db.execute("SELECT name, table_name FROM _ferretdb_collections").fetchall():
+                if name in collections:
+                    index = f'"{table}__id_pushdown" ON "{table}" (_ferretdb_sjson->\'$._id\')'
+                    db.execute(f"CREATE INDEX IF NOT EXISTS {index}")
 
 
 def varnish(
