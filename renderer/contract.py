@@ -16,9 +16,10 @@ SECTION_MAX_LENGTH = 60
 PAGE_KEY_PREFIX = "page:"
 STALE_KEY_PREFIX = "stale:"
 LOCK_KEY_PREFIX = "lock:page:"
-# "@" cannot appear in a slug, so these never collide with an article.
-HOME_CACHE_ID = "@home"
-LATEST_BOX_CACHE_ID = "@fragment:latest"
+# The ids of pages that list articles start with "@", which cannot appear in a slug.
+LISTING_PREFIX = "@"
+HOME_CACHE_ID = f"{LISTING_PREFIX}home"
+LATEST_BOX_CACHE_ID = f"{LISTING_PREFIX}fragment:latest"
 # The "latest news" box: an ESI fragment at this path, its own object with its own key.
 LATEST_BOX_PATH = "/_fragment/latest"
 LATEST_SURROGATE_KEY = "latest"
@@ -51,7 +52,12 @@ def is_valid_section(section: str) -> bool:
 
 def section_cache_id(section: str) -> str:
     """The tiers' id of a section front."""
-    return f"@section:{section}"
+    return f"{LISTING_PREFIX}section:{section}"
+
+
+def is_listing(cache_id: str) -> bool:
+    """True for the tiers' id of the home, a section front or the "latest news" box."""
+    return cache_id.startswith(LISTING_PREFIX)
 
 
 def page_key(cache_id: str) -> str:

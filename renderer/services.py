@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import contract, invalidation, logs, purge, tokens
+from renderer import invalidation, logs, purge, tokens
 from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.limiter import AdaptiveLimit
@@ -211,8 +211,9 @@ class Services:
         ]
 
     def _forget(self, slug: str) -> None:
+        # Any listing may show the article: its section's front, the home, the box.
         self.tiers.last_good.drop(slug)
-        self.tiers.last_good.drop(contract.HOME_CACHE_ID)
+        self.tiers.last_good.drop_listings()
 
     async def close(self) -> None:
         """Stop background work and close the connection pools."""

@@ -98,6 +98,11 @@ class LastGood:
         """Forget a page (it was republished or unpublished)."""
         self._pages.pop(cache_id, None)
 
+    def drop_listings(self) -> None:
+        """Forget every page that lists articles (the home, section fronts, the box)."""
+        for cache_id in [cache_id for cache_id in self._pages if contract.is_listing(cache_id)]:
+            del self._pages[cache_id]
+
     def __len__(self) -> int:
         return len(self._pages)
 
