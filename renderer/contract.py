@@ -50,9 +50,17 @@ def is_valid_section(section: str) -> bool:
     return len(section) <= SECTION_MAX_LENGTH and SECTION_PATTERN.fullmatch(section) is not None
 
 
+SECTION_ID_PREFIX = f"{LISTING_PREFIX}section:"
+
+
 def section_cache_id(section: str) -> str:
     """The tiers' id of a section front."""
-    return f"{LISTING_PREFIX}section:{section}"
+    return f"{SECTION_ID_PREFIX}{section}"
+
+
+def section_of(cache_id: str) -> str | None:
+    """The section whose front ``cache_id`` is, or None."""
+    return cache_id.removeprefix(SECTION_ID_PREFIX) if cache_id.startswith(SECTION_ID_PREFIX) else None
 
 
 def is_listing(cache_id: str) -> bool:

@@ -190,10 +190,22 @@ class Publisher:
         for cache_id in listing_cache_ids(sections):
             await self.redis.delete_fresh(deadline, cache_id)
 
+    async def _rewrite_listings(self, deadline: Deadline, sections: set[str]) -> None:
+        """Render the listings again from the primary, which has the change, and store them with
+        their ``stale:`` copies: after a takedown no copy in Redis shows the article, not even the
+        one a MongoDB outage would bring out. A reader's write-back of a listing it read before the
+        change can't undo this: it writes only where ``page:`` is absent."""
+        for cache_id in listing_cache_ids(sections):
+            page = await self.tiers.listings.loader(self.mongo, cache_id)(deadline)
+            if page.status == 200:
+                await self.redis.store(deadline, cache_id, page)
+            else:  # a front left without articles: its old stale copy goes too
+                await self.redis.tombstone(deadline, cache_id, page)
+
     async def _tombstone(self, deadline: Deadline, slug: str, sections: set[str]) -> str:
         try:
             await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
-            await self._expire_listings(deadline, sections)
+            await self._rewrite_listings(deadline, sections)
         except Exception as exc:
             return _failed(exc)
         return OK

@@ -20,7 +20,7 @@ from renderer.purge import PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer
 from renderer.resilience import DeadlineExceeded, Guard, RetryBudget, RetryPolicy
 from renderer.settings import Settings
-from renderer.tiers import Tiers
+from renderer.tiers import Listings, Tiers
 
 log = logging.getLogger("pagecache.services")
 
@@ -139,7 +139,7 @@ class Services:
             lock_wait=settings.lock_wait,
             last_good_size=settings.last_good_size,
             retry_after=max(1, round(settings.breaker_reset_timeout)),
-            home_size=settings.home_size,
+            listings=Listings(renderer, settings.home_size, settings.section_size, settings.latest_box_size),
             stale_reserve=settings.stale_reserve,
             refresh_deadline=settings.request_deadline,
             memory_ttl=settings.page_ttl,

@@ -74,6 +74,32 @@ def _failure_reason(exc: BaseException) -> str:
     return "error"
 
 
+@dataclass(frozen=True)
+class Listings:
+    """The pages that list the newest articles: the home, the section fronts, the "latest news" box."""
+
+    renderer: PageRenderer
+    home_size: int = 20
+    section_size: int = 30
+    box_size: int = 5
+
+    def loader(self, mongo: MongoArticles, cache_id: str) -> Loader:
+        """How listing ``cache_id`` is rendered from ``mongo``'s newest articles."""
+        section = contract.section_of(cache_id)
+
+        async def load(d: Deadline) -> RenderedPage:
+            if cache_id == contract.HOME_CACHE_ID:
+                return _render(self.renderer.home, await mongo.latest(d, self.home_size))
+            if cache_id == contract.LATEST_BOX_CACHE_ID:
+                return _render(self.renderer.latest_box, await mongo.latest(d, self.box_size))
+            if section is None:
+                raise ValueError(f"not a listing: {cache_id!r}")
+            docs = await mongo.latest(d, self.section_size, section)
+            return _render(lambda listed: self.renderer.section_front(section, listed), docs)
+
+        return load
+
+
 class LastGood:
     """A bounded in-process copy of the last good pages, for when Redis is down too."""
 
@@ -121,7 +147,7 @@ class Tiers:
         lock_wait: float,
         last_good_size: int,
         retry_after: int,
-        home_size: int,
+        listings: Listings | None = None,
         stale_reserve: float = 0.0,
         refresh_deadline: float = 2.0,
         limit: AdaptiveLimit | None = None,
@@ -134,7 +160,7 @@ class Tiers:
         self.not_found_ttl = not_found_ttl
         self.lock_wait = lock_wait
         self.retry_after = retry_after
-        self.home_size = home_size
+        self.listings = listings or Listings(renderer)
         self.stale_reserve = stale_reserve
         self.refresh_deadline = refresh_deadline
         self.memory_ttl = memory_ttl  # how old an in-process copy may be to stand in for Redis
@@ -155,30 +181,10 @@ class Tiers:
 
         return await self._serve(deadline, slug, load)
 
-    async def home(self, deadline: Deadline) -> Served:
-        """The home page: the newest articles."""
-
-        async def load(d: Deadline) -> RenderedPage:
-            return _render(self.renderer.home, await self.mongo.latest(d, self.home_size))
-
-        return await self._serve(deadline, contract.HOME_CACHE_ID, load)
-
-    async def section(self, deadline: Deadline, section: str, size: int) -> Served:
-        """The front of ``section`` (already validated): its ``size`` newest articles, or a 404."""
-
-        async def load(d: Deadline) -> RenderedPage:
-            docs = await self.mongo.latest(d, size, section)
-            return _render(lambda listed: self.renderer.section_front(section, listed), docs)
-
-        return await self._serve(deadline, contract.section_cache_id(section), load)
-
-    async def latest_box(self, deadline: Deadline, size: int) -> Served:
-        """The "latest news" fragment that article pages include through ESI."""
-
-        async def load(d: Deadline) -> RenderedPage:
-            return _render(self.renderer.latest_box, await self.mongo.latest(d, size))
-
-        return await self._serve(deadline, contract.LATEST_BOX_CACHE_ID, load)
+    async def listing(self, deadline: Deadline, cache_id: str) -> Served:
+        """The home, a section front (its section already validated; a 404 when it has no
+        articles) or the "latest news" box that article pages include through ESI."""
+        return await self._serve(deadline, cache_id, self.listings.loader(self.mongo, cache_id))
 
     def _redis_failed(self, exc: BaseException) -> None:
         self.metrics.backend_errors.labels("redis", _failure_reason(exc)).inc()

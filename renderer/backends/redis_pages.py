@@ -235,7 +235,8 @@ class RedisPages:
             await pipe.execute()
 
     async def tombstone(self, deadline: Deadline, cache_id: str, page: RenderedPage) -> None:
-        """Put ``page`` (the 404 of an unpublished article) at ``page:<id>`` and delete ``stale:<id>``.
+        """Put ``page`` (a 404: an unpublished article, a front left without articles) at
+        ``page:<id>`` and delete ``stale:<id>``.
 
         Deleting ``page:`` instead would let a reader whose MongoDB read predates the unpublish win
         the write-back (SET NX) and put the article back; the 404 in place makes that write fail.

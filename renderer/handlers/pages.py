@@ -163,9 +163,8 @@ class SectionHandler(PageHandler):
             self.set_header("Cache-Control", self.policy.fresh)
             self.redirect(f"/{section}/", permanent=True)
             return
-        size = self.services.settings.section_size
         try:
-            served = await self.services.tiers.section(self.deadline(), section, size)
+            served = await self.services.tiers.listing(self.deadline(), contract.section_cache_id(section))
         except Unavailable as exc:
             self.write_unavailable(exc)
             return
@@ -181,7 +180,7 @@ class LatestBoxHandler(PageHandler):
 
     async def get(self) -> None:
         try:
-            served = await self.services.tiers.latest_box(self.deadline(), self.services.settings.latest_box_size)
+            served = await self.services.tiers.listing(self.deadline(), contract.LATEST_BOX_CACHE_ID)
         except Unavailable:
             self.services.metrics.answered("none", 503)
             self.set_status(503)
@@ -196,7 +195,7 @@ class HomeHandler(PageHandler):
 
     async def get(self) -> None:
         try:
-            served = await self.services.tiers.home(self.deadline())
+            served = await self.services.tiers.listing(self.deadline(), contract.HOME_CACHE_ID)
         except Unavailable as exc:
             self.write_unavailable(exc)
             return

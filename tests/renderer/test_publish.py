@@ -149,7 +149,9 @@ def test_unpublish_removes_the_article_from_every_tier(two_nodes: StackClients) 
     assert put(s.renderer, slug, article("Vai sair do ar")).status == 201
     for node in nodes(s):
         assert get(node, f"/noticia/{slug}.ghtml").status == 200
-    assert "Vai sair do ar" in get(nodes(s)[0], "/").text
+    listings = ["/", "/rio/", "/_fragment/latest"]  # each with its stale copy in Redis now
+    for path in listings:
+        assert "Vai sair do ar" in get(s.renderer, path).text, path
 
     resp = request(s.renderer, "DELETE", f"/api/articles/{slug}", None, AUTH)
     assert resp.status == 200, resp.text
@@ -158,9 +160,14 @@ def test_unpublish_removes_the_article_from_every_tier(two_nodes: StackClients) 
         assert get(node, f"/noticia/{slug}.ghtml").status == 404
         assert "Vai sair do ar" not in get(node, "/").text
     assert s.redis.exists(f"stale:{slug}") == 0
-    # Even with MongoDB gone, no stale copy brings it back.
+    # Even with MongoDB gone, no stale copy brings it back: not the page, not a listing's
+    # (their fresh copies expired, so the stale ones are what a reader would get).
     s.server("ferretdb").kill()
     assert get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5).status in (404, 503)
+    s.redis.delete("page:@home", "page:@section:rio", "page:@fragment:latest")
+    for path in listings:
+        resp = get(s.renderer, path, timeout=5)
+        assert resp.status in (200, 503) and "Vai sair do ar" not in resp.text, (path, resp.status)
     assert request(s.renderer, "DELETE", f"/api/articles/{unique_slug()}", None, AUTH).status == 503
 
 
