@@ -79,9 +79,9 @@ class Listings:
     """The pages that list the newest articles: the home, the section fronts, the "latest news" box."""
 
     renderer: PageRenderer
-    home_size: int = 20
-    section_size: int = 30
-    box_size: int = 5
+    home_size: int
+    section_size: int
+    box_size: int
 
     def loader(self, mongo: MongoArticles, cache_id: str) -> Loader:
         """How listing ``cache_id`` is rendered from ``mongo``'s newest articles."""
@@ -147,7 +147,7 @@ class Tiers:
         lock_wait: float,
         last_good_size: int,
         retry_after: int,
-        listings: Listings | None = None,
+        listings: Listings,
         stale_reserve: float = 0.0,
         refresh_deadline: float = 2.0,
         limit: AdaptiveLimit | None = None,
@@ -160,7 +160,7 @@ class Tiers:
         self.not_found_ttl = not_found_ttl
         self.lock_wait = lock_wait
         self.retry_after = retry_after
-        self.listings = listings or Listings(renderer)
+        self.listings = listings
         self.stale_reserve = stale_reserve
         self.refresh_deadline = refresh_deadline
         self.memory_ttl = memory_ttl  # how old an in-process copy may be to stand in for Redis
