@@ -361,15 +361,16 @@ def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
 SENTINEL_SERVICE = "pagecache"
 
 
-def redis_sentinel_group(run_dir: Path) -> tuple[list[Server], str]:
-    """A Redis primary, one replica and three sentinels (``redis-server --sentinel``) on loopback,
-    started; and the ``redis+sentinel://`` URL that names them. Sentinel declares the primary down
-    after 1 s and fails over within a few seconds."""
+def redis_sentinel_group(run_dir: Path) -> tuple[dict[str, Server], str]:
+    """A Redis primary (``redis``), one replica (``redis-replica``) and three sentinels
+    (``sentinel-1``…, ``redis-server --sentinel``) on loopback, started; and the
+    ``redis+sentinel://`` URL that names them. Sentinel declares the primary down after 1 s and
+    fails over within a few seconds."""
     primary_port, replica_port = free_port(), free_port()
     primary = redis_server(run_dir, primary_port).start()
     replica = redis_server(run_dir, replica_port, extra=["--replicaof", "127.0.0.1", str(primary_port)]).start()
-    sentinels = []
-    for _ in range(3):
+    group = {"redis": primary, "redis-replica": replica}
+    for n in range(1, 4):
         port = free_port()
         directory = run_dir / f"sentinel-{port}"
         directory.mkdir(parents=True, exist_ok=True)
@@ -382,9 +383,9 @@ def redis_sentinel_group(run_dir: Path) -> tuple[list[Server], str]:
             f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
         )
         argv = [require_binary("redis-server"), str(conf), "--sentinel"]
-        sentinels.append(Server("sentinel", argv, port, run_dir / f"sentinel-{port}.log").start())
-    hosts = ",".join(f"127.0.0.1:{server.port}" for server in sentinels)
-    return [primary, replica, *sentinels], f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
+        group[f"sentinel-{n}"] = Server("sentinel", argv, port, run_dir / f"sentinel-{port}.log").start()
+    hosts = ",".join(f"127.0.0.1:{server.port}" for name, server in group.items() if name.startswith("sentinel"))
+    return group, f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
 
 
 def redis_cluster(run_dir: Path, ports: Sequence[int]) -> list[Server]:

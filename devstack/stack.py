@@ -117,8 +117,7 @@ def start_stack(
     or VARNISH_URLS is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the
     first on ``ports.varnish`` and ``ports.varnish_admin``, named ``varnish``, ``varnish-2``, …).
     Renderers purge through the admin listeners (VARNISH_URLS); readers use the public ones.
-    ``redis_sentinel``: Redis is a primary (``redis``), a replica (``redis-replica``) and three
-    sentinels (``sentinel-1``…), named by a ``redis+sentinel://`` URL.
+    ``redis_sentinel``: Redis is ``servers.redis_sentinel_group``, named by a ``redis+sentinel://`` URL.
     Stops whatever started if a later step fails."""
     environ = dict(os.environ if environ is None else environ)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,8 +140,7 @@ def start_stack(
     try:
         if "REDIS_URL" not in environ and redis_sentinel:
             group, env["REDIS_URL"] = servers.redis_sentinel_group(run_dir)
-            names = ["redis", "redis-replica"] + [f"sentinel-{n}" for n in range(1, len(group) - 1)]
-            stack.started.update(zip(names, group, strict=True))
+            stack.started.update(group)
         elif "REDIS_URL" not in environ:
             stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
         if "MONGODB_URL" not in environ:

@@ -96,7 +96,7 @@ def make_app(services: Services) -> PagecacheApplication:
         (r"/api/openapi.json", OpenApiHandler, {"services": services}),
         (contract.LATEST_BOX_PATH, LatestBoxHandler, pages),
         # Last: a section is any other slug-shaped first segment.
-        (r"/([a-z0-9-]{1,60})(/?)", SectionHandler, pages),
+        (rf"/([a-z0-9-]{{1,{contract.SECTION_MAX_LENGTH}}})(/?)", SectionHandler, pages),
     ]
     return PagecacheApplication(
         routes,

@@ -13,10 +13,10 @@ from renderer.limiter import AdaptiveLimit
 
 # Who a MongoDB read is for: "reader" (a request waits on it), "refresh" (a background refresh of
 # a page in its revalidation window) or "editor" (the publish path). Set by whoever starts the work.
-REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0)
 READ_PATH: ContextVar[str] = ContextVar("pagecache_read_path", default="reader")
 
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0)
 BACKEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 

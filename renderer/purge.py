@@ -173,6 +173,14 @@ class PurgeQueue:
             " ".join(entry.get("hard", []) + entry.get("soft", [])),
         )
 
+    def _obsolete(self, entry: dict[str, Any]) -> str | None:
+        """Why a queued purge is no longer worth delivering, or None."""
+        if entry["node"] not in self.purger.nodes:
+            return "node-not-configured"
+        if entry["queued_at"] < time.time() - self.max_age:
+            return "too-old"
+        return None
+
     def _backoff(self, attempts: int) -> float:
         return float(min(self.interval * 2 ** max(attempts - 1, 0), 60.0))
 
@@ -181,21 +189,18 @@ class PurgeQueue:
         deadline = Deadline.after(max(self.interval, 1.0) * 5)
         # The lease outlives this pass's deadline: nobody else delivers an entry while we might.
         entries = await self.store.claim(deadline, self.batch, lease_seconds=max(self.interval, 1.0) * 10)
-        if not entries and self._passes % HYGIENE_EVERY_PASSES:
-            self._passes += 1
-            return 0  # idle: one findAndModify that matched nothing
+        counted = self._passes % HYGIENE_EVERY_PASSES == 0
         self._passes += 1
+        if not entries and not counted:
+            return 0  # idle: one findAndModify that matched nothing
         delivered = 0
 
         async def deliver(entry: dict[str, Any]) -> None:
             nonlocal delivered
-            if entry["node"] not in self.purger.nodes:
+            obsolete = self._obsolete(entry)
+            if obsolete is not None:
                 await self.store.done(deadline, entry)
-                self._dropped("node-not-configured", entry)
-                return
-            if entry["queued_at"] < time.time() - self.max_age:
-                await self.store.done(deadline, entry)
-                self._dropped("too-old", entry)
+                self._dropped(obsolete, entry)
                 return
             # .get: FerretDB drops an empty array from $setOnInsert.
             purge = Purge(tuple(entry.get("hard", ())), tuple(entry.get("soft", ())))

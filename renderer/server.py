@@ -10,6 +10,7 @@ import signal
 import socket
 import tempfile
 import time
+from pathlib import Path
 
 from prometheus_client import multiprocess
 from tornado.httpserver import HTTPServer
@@ -139,7 +140,7 @@ def available_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
     up) when it has one, else the CPUs it is scheduled on. ``os.cpu_count()`` counts the host's."""
     cpus = len(os.sched_getaffinity(0))
     try:
-        quota, period = open(cgroup).read().split()[:2]
+        quota, period = Path(cgroup).read_text().split()[:2]
     except (OSError, ValueError):
         return cpus
     if quota == "max":

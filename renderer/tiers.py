@@ -12,6 +12,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, Awaitable, Callable
 
 from renderer import contract
@@ -86,16 +87,18 @@ class Listings:
     def loader(self, mongo: MongoArticles, cache_id: str) -> Loader:
         """How listing ``cache_id`` is rendered from ``mongo``'s newest articles."""
         section = contract.section_of(cache_id)
+        render: Callable[[Any], RenderedPage]
+        if cache_id == contract.HOME_CACHE_ID:
+            render, size = self.renderer.home, self.home_size
+        elif cache_id == contract.LATEST_BOX_CACHE_ID:
+            render, size = self.renderer.latest_box, self.box_size
+        elif section is not None:
+            render, size = partial(self.renderer.section_front, section), self.section_size
+        else:
+            raise ValueError(f"not a listing: {cache_id!r}")
 
         async def load(d: Deadline) -> RenderedPage:
-            if cache_id == contract.HOME_CACHE_ID:
-                return _render(self.renderer.home, await mongo.latest(d, self.home_size))
-            if cache_id == contract.LATEST_BOX_CACHE_ID:
-                return _render(self.renderer.latest_box, await mongo.latest(d, self.box_size))
-            if section is None:
-                raise ValueError(f"not a listing: {cache_id!r}")
-            docs = await mongo.latest(d, self.section_size, section)
-            return _render(lambda listed: self.renderer.section_front(section, listed), docs)
+            return _render(render, await mongo.latest(d, size, section))
 
         return load
 
@@ -148,10 +151,10 @@ class Tiers:
         last_good_size: int,
         retry_after: int,
         listings: Listings,
-        stale_reserve: float = 0.0,
-        refresh_deadline: float = 2.0,
-        limit: AdaptiveLimit | None = None,
-        memory_ttl: float = 0.0,
+        stale_reserve: float,
+        refresh_deadline: float,
+        limit: AdaptiveLimit,
+        memory_ttl: float,
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -165,7 +168,7 @@ class Tiers:
         self.refresh_deadline = refresh_deadline
         self.memory_ttl = memory_ttl  # how old an in-process copy may be to stand in for Redis
         # MongoDB reads of this process: at most what MongoDB answers in reasonable time.
-        self.limit = limit or AdaptiveLimit()
+        self.limit = limit
         self.last_good = LastGood(last_good_size)
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}

@@ -6,7 +6,7 @@ import email.utils
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable
 
 from renderer import contract, logs, security
 from renderer.handlers.allow import AllowOn405
@@ -109,6 +109,16 @@ class PageHandler(AllowOn405):
             return
         self.finish(page.html)
 
+    async def answer(self, lookup: Awaitable[Served], assembled: bool = False) -> None:
+        """Send the page ``lookup`` serves (``assembled``: it has ESI parts), or the answer for
+        when nothing can be served."""
+        try:
+            served = await lookup
+        except Unavailable as exc:
+            self.write_unavailable(exc)
+            return
+        self.write_served(served, assembled)
+
     def write_served(self, served: Served, assembled: bool = False) -> None:
         """Send a page from the tier chain and count it (``assembled``: it has ESI parts)."""
         self.tier = served.tier
@@ -144,12 +154,8 @@ class ArticleHandler(PageHandler):
         if not contract.is_valid_slug(slug):
             self.write_not_found()
             return
-        try:
-            served = await self.services.tiers.article(self.deadline(), slug)
-        except Unavailable as exc:
-            self.write_unavailable(exc)
-            return
-        self.write_served(served, assembled=True)  # article pages include the "latest news" box
+        # Article pages include the "latest news" box.
+        await self.answer(self.services.tiers.article(self.deadline(), slug), assembled=True)
 
 
 class SectionHandler(PageHandler):
@@ -163,12 +169,7 @@ class SectionHandler(PageHandler):
             self.set_header("Cache-Control", self.policy.fresh)
             self.redirect(f"/{section}/", permanent=True)
             return
-        try:
-            served = await self.services.tiers.listing(self.deadline(), contract.section_cache_id(section))
-        except Unavailable as exc:
-            self.write_unavailable(exc)
-            return
-        self.write_served(served)
+        await self.answer(self.services.tiers.listing(self.deadline(), contract.section_cache_id(section)))
 
 
 class LatestBoxHandler(PageHandler):
@@ -179,27 +180,20 @@ class LatestBoxHandler(PageHandler):
     """
 
     async def get(self) -> None:
-        try:
-            served = await self.services.tiers.listing(self.deadline(), contract.LATEST_BOX_CACHE_ID)
-        except Unavailable:
-            self.services.metrics.answered("none", 503)
-            self.set_status(503)
-            self.set_header("Cache-Control", "no-store")
-            self.finish(b"")
-            return
-        self.write_served(served)
+        await self.answer(self.services.tiers.listing(self.deadline(), contract.LATEST_BOX_CACHE_ID))
+
+    def write_unavailable(self, exc: Unavailable) -> None:
+        self.services.metrics.answered("none", 503)
+        self.set_status(503)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(b"")
 
 
 class HomeHandler(PageHandler):
     """``GET /``: the latest articles."""
 
     async def get(self) -> None:
-        try:
-            served = await self.services.tiers.listing(self.deadline(), contract.HOME_CACHE_ID)
-        except Unavailable as exc:
-            self.write_unavailable(exc)
-            return
-        self.write_served(served)
+        await self.answer(self.services.tiers.listing(self.deadline(), contract.HOME_CACHE_ID))
 
 
 @dataclass(frozen=True)

@@ -10,33 +10,29 @@ from typing import Iterator
 
 import pytest
 
-from devstack import servers
 from devstack.stack import Ports, Stack, start_stack
 from tests.conftest import EDITOR_TOKEN
 from tests.helpers import get, mongo_reads
 
 
 @pytest.fixture
-def sentinel_stack(tmp_path: Path) -> Iterator[tuple[Stack, list[servers.Server]]]:
-    group, url = servers.redis_sentinel_group(tmp_path / "sentinel")
+def sentinel_stack(tmp_path: Path) -> Iterator[Stack]:
     stack = start_stack(
         tmp_path / "stack",
         Ports.free(),
-        environ={"REDIS_URL": url, "EDITOR_TOKENS": EDITOR_TOKEN},
+        environ={"EDITOR_TOKENS": EDITOR_TOKEN},
         renderer_env={"PROCESSES": "2"},  # the defaults users get
+        redis_sentinel=True,
     )
     try:
-        yield stack, group
+        yield stack
     finally:
         stack.stop()
-        for server in group:
-            server.stop()
 
 
-def test_killing_the_primary_fails_over_and_pages_keep_coming_from_redis(
-    sentinel_stack: tuple[Stack, list[servers.Server]],
-) -> None:
-    stack, (primary, *_rest) = sentinel_stack
+def test_killing_the_primary_fails_over_and_pages_keep_coming_from_redis(sentinel_stack: Stack) -> None:
+    stack = sentinel_stack
+    primary = stack.started["redis"]
     renderer = stack.renderer_url
     from pymongo import MongoClient
 
