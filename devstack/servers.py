@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -15,9 +16,16 @@ from typing import Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 FERRETDB_VERSION = "v1.24.2"
-FERRETDB_BIN = Path(
-    os.environ.get("FERRETDB_BIN", Path.home() / ".cache" / "pagecache" / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb")
+_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pagecache"
+# The stand-in patch (atomic write commands, as MongoDB's; see its header) keys the binary built with it.
+FERRETDB_PATCH = REPO / "devstack" / "ferretdb" / "atomic_writes.go"
+FERRETDB_BIN = (
+    _CACHE
+    / f"ferretdb-{FERRETDB_VERSION}-pagecache-{hashlib.sha256(FERRETDB_PATCH.read_bytes()).hexdigest()[:12]}"
+    / "ferretdb"
 )
+# FerretDB as released: only the test that shows why the patch exists runs it.
+FERRETDB_PLAIN_BIN = Path(os.environ.get("FERRETDB_PLAIN_BIN", _CACHE / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"))
 
 
 class ServerError(RuntimeError):
@@ -260,14 +268,15 @@ def redis_server(run_dir: Path, port: int, maxmemory: str = "256mb", extra: Sequ
     return Server("redis", argv, port, run_dir / f"redis-{port}.log")
 
 
-def ferretdb(run_dir: Path, port: int) -> Server:
-    """FerretDB v1.24.2 with its SQLite backend: a MongoDB wire-protocol server."""
-    if not FERRETDB_BIN.exists():
-        raise ServerError(f"FerretDB not built at {FERRETDB_BIN}: run scripts/provision")
+def ferretdb(run_dir: Path, port: int, binary: Path = FERRETDB_BIN) -> Server:
+    """FerretDB v1.24.2 with its SQLite backend: a MongoDB wire-protocol server (by default the
+    build with the stand-in patch, whose writes are atomic per document as MongoDB's are)."""
+    if not binary.exists():
+        raise ServerError(f"FerretDB not built at {binary}: run scripts/provision")
     data = run_dir / f"ferretdb-{port}"
     (data / "sqlite").mkdir(parents=True, exist_ok=True)
     argv = [
-        str(FERRETDB_BIN),
+        str(binary),
         "--handler=sqlite",
         f"--sqlite-url=file:{data / 'sqlite'}/",
         f"--listen-addr=127.0.0.1:{port}",
