@@ -11,6 +11,7 @@ from typing import Mapping
 from devstack import servers
 from devstack.servers import Server
 from renderer.backends.mongo_articles import COLLECTION as ARTICLES
+from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
 from renderer.backends.mongo_purges import COLLECTION as PURGE_QUEUE
 
 # Where scripts/run records the state file of the stack it runs; scripts/chaos reads it.
@@ -145,7 +146,7 @@ def start_stack(
             stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
         if "MONGODB_URL" not in environ:
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
-            servers.index_ferretdb_ids(run_dir, ports.mongodb, env["MONGODB_DB"], (ARTICLES, PURGE_QUEUE))
+            servers.index_ferretdb_ids(run_dir, ports.mongodb, env["MONGODB_DB"], (ARTICLES, PURGE_QUEUE, LISTINGS))
         stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, {**env, **(renderer_env or {})}).start()
         if "VARNISH_URLS" not in environ:
             for index, (public, admin) in enumerate(varnish_ports):

@@ -14,7 +14,6 @@ SECTION_PATTERN = re.compile(rf"^(?!(?:{'|'.join(RESERVED_SECTIONS)})$)[a-z0-9]+
 SECTION_MAX_LENGTH = 60
 
 PAGE_KEY_PREFIX = "page:"
-STALE_KEY_PREFIX = "stale:"
 LOCK_KEY_PREFIX = "lock:page:"
 # The ids of pages that list articles start with "@", which cannot appear in a slug.
 LISTING_PREFIX = "@"
@@ -27,6 +26,9 @@ LATEST_SURROGATE_KEY = "latest"
 HEADER_TIER = "X-Tier"
 HEADER_CACHE_STATUS = "Cache-Status"
 HEADER_SURROGATE_KEYS = "xkey"
+# The version a page answer was rendered from: an article's MongoDB version (0: no such
+# article), a listing's generation. Every tier passes it on, so anyone can see who served what.
+HEADER_VERSION = "X-Page-Version"
 
 TIER_REDIS = "redis"
 TIER_MONGO = "mongo"
@@ -69,13 +71,8 @@ def is_listing(cache_id: str) -> bool:
 
 
 def page_key(cache_id: str) -> str:
-    """Redis key of the fresh rendered page (EX page TTL)."""
+    """Redis key of the page's record: fresh, then revalidating, then its last good copy."""
     return PAGE_KEY_PREFIX + cache_id
-
-
-def stale_key(cache_id: str) -> str:
-    """Redis key of the last good rendered page (long TTL), served when MongoDB fails."""
-    return STALE_KEY_PREFIX + cache_id
 
 
 def lock_key(cache_id: str) -> str:

@@ -1,6 +1,6 @@
-"""The write path: validate, sanitise, commit to MongoDB, re-render into Redis, tell every
-renderer process, purge every Varnish node, queue what a node missed (docs/architecture.rst,
-"Publishing exactly").
+"""The write path: validate, sanitise, commit to MongoDB, render the page and the listings that
+show it into Redis (version-fenced), tell every renderer process, purge every Varnish node, queue
+what a node missed (docs/architecture.rst, "Publishing exactly").
 
 MongoDB is the commit point: a failure before it changes nothing (503, the CMS retries); after
 it, every step is reported and what could not reach a Varnish node is queued, never lost.
@@ -28,6 +28,9 @@ log = logging.getLogger("pagecache.publish")
 OK = "ok"
 # The part of a publish's deadline the purges leave for queueing what they could not deliver.
 QUEUE_RESERVE = 1.0
+# The second purge waits for a quiet spell of ``settle_seconds``, but never longer than this many
+# of them after the first change of a burst: an article saved every second still gets it.
+SETTLE_MAX_WAITS = 5
 
 
 class PublishRefused(Exception):
@@ -103,8 +106,8 @@ class Publisher:
         self.deadline_seconds = deadline_seconds
         self.settle_seconds = settle_seconds
         self._unsettled: set[str] = set()
-        self._unsettled_sections: set[str] = set()
-        self._redis_redo: dict[str, str] = {}  # slug -> "tombstone" | "expire", done again when settled
+        self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
+        self._first_change = 0.0  # of the burst not settled yet
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None
 
@@ -121,7 +124,7 @@ class Publisher:
         # The objects that show this article: its page, the home, the box, its section (old and new).
         sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
         steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
-        steps["redis"] = await self._rerender(deadline, article.slug, page, sections)
+        steps["redis"] = await self._store(deadline, article.slug, page, sections)
         steps["invalidate"] = await self._announce(deadline, article.slug)
         article_key = contract.article_surrogate_key(article.slug)
         listings = listing_keys(sections)
@@ -134,9 +137,7 @@ class Publisher:
         else:
             purge = Purge(hard=appeared, soft=(article_key, *listings))
         steps["varnish"], pending = await self._purge(deadline, purge, request_id)
-        # A failed Redis step is done again after the settle delay: the old page must not survive.
-        redo = None if steps["redis"] == OK else "expire"
-        self._settle_later([article_key, *listings], article.slug, redo, sections)
+        self._settle_later([article_key, *listings], article.slug, steps["redis"] == OK)
         body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
         return _report(201 if created else 200, body, steps, pending, page.etag)
 
@@ -148,16 +149,17 @@ class Publisher:
         if doc is None:
             raise PublishRefused(404, f"no article {slug!r}")
         steps: dict[str, Any] = {"mongodb": f"unpublished as version {doc['version']}"}
-        self.tiers.last_good.drop(slug)
         sections = {doc["section"]}
-        steps["redis"] = await self._tombstone(deadline, slug, sections)
+        # The takedown is just a newer version of the page, that is a 404: it replaces the article
+        # in every copy, the last good one included, and no older read can put it back.
+        takedown = self.renderer.not_found(slug, version=int(doc["version"]))
+        steps["redis"] = await self._store(deadline, slug, takedown, sections)
         steps["invalidate"] = await self._announce(deadline, slug)
         keys = [contract.article_surrogate_key(slug), *listing_keys(sections)]
         # A hard purge: a soft one would still show the taken-down article (or its title in a
         # listing) once more while refetching.
         steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id)
-        # Tombstoned again later in any case: it outlives write-backs that were already on their way.
-        self._settle_later(keys, slug, "tombstone", sections)
+        self._settle_later(keys, slug, steps["redis"] == OK)
         return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
@@ -175,83 +177,77 @@ class Publisher:
             log.warning("MongoDB refused a write: %r", exc)
             raise PublishRefused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
 
-    async def _rerender(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> str:
-        """The article page goes to Redis now; the listings are only expired, so that a burst of
-        publishes costs one coalesced render of each on the next read, not one per publish."""
+    async def _store(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> str:
+        """Store the article's page, then render the listings that show it (the home, the box, its
+        sections) from the primary under a new generation and store them: readers never re-read a
+        listing from a lagging secondary because a publish changed it. Every write is fenced, so a
+        concurrent publish's newer copies are never replaced."""
         self.tiers.last_good.put(slug, page)
         try:
-            await self.redis.store(deadline, slug, page)
-            await self._expire_listings(deadline, sections)
+            await self.redis.put(deadline, slug, page)
+            await self.mongo.bump_listings_generation(deadline)
+            for cache_id in listing_cache_ids(sections):
+                listing = await self.tiers.listings.loader(self.mongo, cache_id)(deadline)
+                self.tiers.last_good.put(cache_id, listing)
+                await self.redis.put(deadline, cache_id, listing)
         except Exception as exc:
             return _failed(exc)
         return OK
 
-    async def _expire_listings(self, deadline: Deadline, sections: set[str]) -> None:
-        for cache_id in listing_cache_ids(sections):
-            await self.redis.delete_fresh(deadline, cache_id)
+    def _settle_later(self, keys: list[str], slug: str, stored: bool) -> None:
+        """Purge Varnish once more when no reader that started before this change can still be running.
 
-    async def _rewrite_listings(self, deadline: Deadline, sections: set[str]) -> None:
-        """Render the listings again from the primary, which has the change, and store them with
-        their ``stale:`` copies: after a takedown no copy in Redis shows the article, not even the
-        one a MongoDB outage would bring out. A reader's write-back of a listing it read before the
-        change can't undo this: it writes only where ``page:`` is absent."""
-        for cache_id in listing_cache_ids(sections):
-            page = await self.tiers.listings.loader(self.mongo, cache_id)(deadline)
-            if page.status == 200:
-                await self.redis.store(deadline, cache_id, page)
-            else:  # a front left without articles: its old stale copy goes too
-                await self.redis.tombstone(deadline, cache_id, page)
-
-    async def _tombstone(self, deadline: Deadline, slug: str, sections: set[str]) -> str:
-        try:
-            await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
-            await self._rewrite_listings(deadline, sections)
-        except Exception as exc:
-            return _failed(exc)
-        return OK
-
-    def _settle_later(self, keys: list[str], slug: str, redis_redo: str | None, sections: set[str]) -> None:
-        """Invalidate once more when no reader that started before this change can still be running.
-
-        Cache-aside race: a reader whose MongoDB read began before the commit may hand Varnish (or,
-        for the home page, Redis) the old page after our purge. Every such reader ends within its
-        deadline, so one more expiry and purge ``settle_seconds`` after the last change closes the
-        window; one pending pass per process covers a whole burst of publishes.
+        Redis is fenced by version, but Varnish is not: a reader whose MongoDB read began before the
+        commit may hand Varnish the old page after our purge. Every such reader ends within its
+        deadline, so one more purge ``settle_seconds`` after the last change closes the window; one
+        pending pass per process covers a whole burst of publishes, and a burst that never goes
+        quiet still gets it ``SETTLE_MAX_WAITS`` times that after its first change. A slug whose
+        Redis step failed (``stored`` false) is rendered from the primary and stored again then:
+        the page and its listings heal without waiting for the editor's retry.
         """
+        if not stored:
+            self._restore.add(slug)
+        now = time.monotonic()
+        if not self._unsettled:
+            self._first_change = now
         self._unsettled.update(keys)
-        self._unsettled_sections.update(sections)
-        if redis_redo is not None:
-            self._redis_redo[slug] = redis_redo
-        else:
-            self._redis_redo.pop(slug, None)
-        self._last_change = time.monotonic()
+        self._last_change = now
         if self._settling is None or self._settling.done():
             self._settling = asyncio.ensure_future(self._settle())
 
+    def _settle_at(self) -> float:
+        return min(self._last_change + self.settle_seconds, self._first_change + SETTLE_MAX_WAITS * self.settle_seconds)
+
     async def _settle(self) -> None:
-        # A debounce: each change moves the end of the wait; no event would say "quiet" sooner.
-        while (wait := self._last_change + self.settle_seconds - time.monotonic()) > 0:  # noqa: ASYNC110
-            await asyncio.sleep(wait)
-        keys, self._unsettled = sorted(self._unsettled), set()
-        redo, self._redis_redo = self._redis_redo, {}
-        sections, self._unsettled_sections = self._unsettled_sections, set()
-        deadline = Deadline.after(self.deadline_seconds)
+        while self._unsettled:
+            # A bounded debounce: each change moves the end of the wait, up to the burst's limit.
+            while (wait := self._settle_at() - time.monotonic()) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(wait)
+            keys, self._unsettled = sorted(self._unsettled), set()
+            restore, self._restore = self._restore, set()
+            deadline = Deadline.after(self.deadline_seconds)
+            for slug in restore:
+                await self._store_current(deadline, slug)
+            await self._purge(deadline, Purge(soft=tuple(keys)), request_id=None)
+
+    async def _store_current(self, deadline: Deadline, slug: str) -> None:
+        """Render what MongoDB's primary holds for ``slug`` now and store it with its listings."""
         try:
-            await self._expire_listings(deadline, sections)
-            for slug, action in redo.items():
-                if action == "tombstone":
-                    await self.redis.tombstone(deadline, slug, self.renderer.not_found(slug))
-                else:
-                    await self.redis.delete_fresh(deadline, slug)
-                await self.redis.announce(deadline, slug)
+            doc = await self.mongo.article(deadline, slug)
         except Exception as exc:
-            log.warning("second invalidation in Redis failed: %r", exc)
-        await self._purge(deadline, Purge(soft=tuple(keys)), request_id=None)
+            log.warning("second store of %s failed: %r", slug, exc)
+            return
+        if doc is None:
+            return
+        page = self.renderer.article(doc) if doc.get("published") else self.renderer.not_found(slug, doc["version"])
+        outcome = await self._store(deadline, slug, page, {doc["section"]})
+        if outcome != OK:
+            log.warning("second store of %s: %s", slug, outcome)
 
     async def close(self) -> None:
         """Finish a pending second invalidation (called at shutdown)."""
         if self._settling is not None and not self._settling.done():
-            self._last_change = 0.0
+            self._last_change = self._first_change = float("-inf")
             await asyncio.gather(self._settling, return_exceptions=True)
 
     async def _announce(self, deadline: Deadline, slug: str) -> str:

@@ -105,8 +105,8 @@ class PageRenderer:
         )
         # Only what the page shows: the article (a publish purges only what changed).
         keys = contract.article_surrogate_key(slug)
-        etag = _etag(int(doc.get("version", 1)), html)
-        return RenderedPage(200, html, etag, updated.timestamp(), keys, time.time())
+        version = int(doc.get("version", 1))
+        return RenderedPage(200, html, _etag(version, html), updated.timestamp(), keys, time.time(), version)
 
     def _teasers(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return [
@@ -114,12 +114,14 @@ class PageRenderer:
             for doc in docs
         ]
 
-    def _listing(self, template: str, articles: list[dict[str, Any]], keys: str, **values: Any) -> RenderedPage:
+    def _listing(
+        self, template: str, articles: list[dict[str, Any]], keys: str, version: int, **values: Any
+    ) -> RenderedPage:
         html = self._loader.load(template).generate(site_name=self.site_name, articles=articles, **values)
         newest = max((a["published"].timestamp() for a in articles), default=0.0)
-        return RenderedPage(200, html, _etag(len(articles), html), newest, keys, time.time())
+        return RenderedPage(200, html, _etag(version, html), newest, keys, time.time(), version)
 
-    def home(self, docs: Iterable[dict[str, Any]]) -> RenderedPage:
+    def home(self, docs: Iterable[dict[str, Any]], version: int = 0) -> RenderedPage:
         """The home page listing ``docs`` (newest first), with links to the sections they are in."""
         articles = self._teasers(docs)
         sections = sorted({a["section"] for a in articles})
@@ -128,6 +130,7 @@ class PageRenderer:
             "home.html",
             articles,
             contract.HOME_SURROGATE_KEY,
+            version,
             sections=sections,
             description=description,
             canonical_url=self.site_url + "/",
@@ -137,11 +140,11 @@ class PageRenderer:
         """Canonical URL of a section front."""
         return f"{self.site_url}/{section}/"
 
-    def section_front(self, section: str, docs: Iterable[dict[str, Any]]) -> RenderedPage:
+    def section_front(self, section: str, docs: Iterable[dict[str, Any]], version: int = 0) -> RenderedPage:
         """The front of ``section`` listing ``docs``; the 404 page when it has none (no such section)."""
         articles = self._teasers(docs)
         if not articles:
-            return self._not_found_with(contract.missing_section_key(section))
+            return self._not_found_with(contract.missing_section_key(section), version)
         url = self.section_url(section)
         json_ld = {
             "@context": "https://schema.org",
@@ -160,15 +163,16 @@ class PageRenderer:
             "section.html",
             articles,
             contract.section_surrogate_key(section),
+            version,
             section=section,
             description=f"As últimas notícias de {section} em {self.site_name}.",
             canonical_url=url,
             json_ld=_json_ld(json_ld),
         )
 
-    def latest_box(self, docs: Iterable[dict[str, Any]]) -> RenderedPage:
+    def latest_box(self, docs: Iterable[dict[str, Any]], version: int = 0) -> RenderedPage:
         """The "latest news" box: an HTML fragment for ESI, not a page."""
-        return self._listing("latest.html", self._teasers(docs), contract.LATEST_SURROGATE_KEY)
+        return self._listing("latest.html", self._teasers(docs), contract.LATEST_SURROGATE_KEY, version)
 
     @cached_property
     def generic_not_found(self) -> RenderedPage:
@@ -177,9 +181,10 @@ class PageRenderer:
         html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
         return RenderedPage(404, html, _etag(0, html), 0.0, "", time.time())
 
-    def _not_found_with(self, keys: str) -> RenderedPage:
-        return replace(self.generic_not_found, surrogate_keys=keys, rendered_at=time.time())
+    def _not_found_with(self, keys: str, version: int = 0) -> RenderedPage:
+        return replace(self.generic_not_found, surrogate_keys=keys, rendered_at=time.time(), version=version)
 
-    def not_found(self, slug: str | None) -> RenderedPage:
-        """The 404 page; for a valid slug it carries the article's xkey so a publish purges it."""
-        return self._not_found_with(contract.article_surrogate_key(slug) if slug else "")
+    def not_found(self, slug: str | None, version: int = 0) -> RenderedPage:
+        """The 404 page; for a valid slug it carries the article's xkey so a publish purges it.
+        ``version``: the takedown's, for an article that was unpublished (0: never existed)."""
+        return self._not_found_with(contract.article_surrogate_key(slug) if slug else "", version)

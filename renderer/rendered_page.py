@@ -1,7 +1,8 @@
 """A rendered page as the tiers store it: HTML plus the metadata its HTTP headers need.
 
-Stored in Redis as one value, ``<json metadata>\\n<html>``, so a Redis hit is one GET and the
-HTML bytes are written to the client without being decoded.
+Stored in Redis as one record per page, ``<json metadata>\\n<html>``, so a Redis hit is one GET
+and the HTML bytes are written to the client without being decoded. The record names the version
+it was rendered from and how long it is fresh; past that it is the page's last good copy.
 """
 
 from __future__ import annotations
@@ -23,13 +24,22 @@ class RenderedPage:
     last_modified: float  # epoch seconds
     surrogate_keys: str  # space-separated xkeys
     rendered_at: float = 0.0  # epoch seconds; the age of a stale copy is measured from it
-    # Epoch seconds after which the copy in Redis is past its freshness and is answered while it
-    # is refreshed in the background (the revalidation window); 0: fresh for as long as it exists.
+    # What it was rendered from: an article's MongoDB ``version`` (0: no such article), or a
+    # listing's generation. No tier replaces a copy with one of a lower version.
+    version: int = 0
+    # Epoch seconds: fresh until ``fresh_until``; then answered while it is refreshed in the
+    # background until ``serve_until`` (the revalidation window); then only the last good copy,
+    # served when MongoDB fails. 0 for both: not stamped by Redis yet (fresh).
     fresh_until: float = 0.0
+    serve_until: float = 0.0
 
     def is_fresh(self, now: float) -> bool:
-        """False once the page is in its revalidation window."""
+        """False once the page is past its freshness."""
         return not self.fresh_until or now < self.fresh_until
+
+    def is_servable(self, now: float) -> bool:
+        """True while the page may be answered without asking MongoDB first (fresh or revalidating)."""
+        return not self.serve_until or now < self.serve_until
 
     @cached_property
     def last_modified_header(self) -> str:
@@ -37,14 +47,16 @@ class RenderedPage:
         return format_timestamp(self.last_modified)
 
     def to_bytes(self) -> bytes:
-        """The value stored at ``page:<id>`` and ``stale:<id>``."""
+        """The record stored at ``page:<id>``."""
         meta = {
             "s": self.status,
             "e": self.etag,
             "m": self.last_modified,
             "k": self.surrogate_keys,
             "r": self.rendered_at,
+            "v": self.version,
             "f": self.fresh_until,
+            "u": self.serve_until,
         }
         return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + self.html
 
@@ -63,7 +75,9 @@ class RenderedPage:
                 float(meta["m"]),
                 str(meta["k"]),
                 float(meta["r"]),
-                float(meta.get("f", 0.0)),
+                int(meta["v"]),
+                float(meta["f"]),
+                float(meta["u"]),
             )
         except (ValueError, KeyError, TypeError) as exc:  # corrupt, or an older page format
             raise ValueError(f"not a rendered page: {exc!r}") from exc

@@ -49,12 +49,14 @@ class Settings:
     hsts_max_age: int = setting(0, "``Strict-Transport-Security`` max-age on pages (0: none; set it where TLS ends)")
 
     # Tier freshness.
-    page_ttl: int = setting(300, "Redis ``page:`` freshness (s)")
+    page_ttl: int = setting(300, "freshness of a page's record in Redis (s)")
     revalidate_window: int = setting(
         900, "past its freshness, a page is answered and refreshed in the background this long (s)"
     )
     ttl_jitter: float = setting(0.05, "freshness shortened by up to this share, so pages warmed together spread out")
-    stale_ttl: int = setting(86400, "Redis ``stale:`` (last good copy, served when MongoDB fails) TTL (s)")
+    stale_ttl: int = setting(
+        86400, "how long a page's record stays in Redis as its last good copy, served when MongoDB fails (s)"
+    )
     shared_max_age: int = setting(10, "Varnish/CDN TTL of a fresh page (``s-maxage``, s)")
     stale_while_revalidate: int = setting(10, "``stale-while-revalidate`` of a fresh page (s)")
     stale_if_error: int = setting(86400, "``stale-if-error`` of every page (s)")

@@ -49,9 +49,9 @@ class RenderFailed(Exception):
     """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
 
 
-def _render(render: Callable[[Any], RenderedPage], source: Any) -> RenderedPage:
+def _render(render: Callable[..., RenderedPage], *args: Any, **kwargs: Any) -> RenderedPage:
     try:
-        return render(source)
+        return render(*args, **kwargs)
     except Exception as exc:
         raise RenderFailed(repr(exc)) from exc
 
@@ -85,7 +85,9 @@ class Listings:
     box_size: int
 
     def loader(self, mongo: MongoArticles, cache_id: str) -> Loader:
-        """How listing ``cache_id`` is rendered from ``mongo``'s newest articles."""
+        """How listing ``cache_id`` is rendered from ``mongo``'s newest articles, as of the listings'
+        generation read first: its content is at least as new as the generation it is labelled with,
+        so a copy labelled with an older generation never replaces one the publisher stored."""
         section = contract.section_of(cache_id)
         render: Callable[[Any], RenderedPage]
         if cache_id == contract.HOME_CACHE_ID:
@@ -98,7 +100,8 @@ class Listings:
             raise ValueError(f"not a listing: {cache_id!r}")
 
         async def load(d: Deadline) -> RenderedPage:
-            return _render(render, await mongo.latest(d, size, section))
+            generation = await mongo.listings_generation(d)
+            return _render(render, await mongo.latest(d, size, section), version=generation)
 
         return load
 
@@ -111,8 +114,16 @@ class LastGood:
         self._pages: OrderedDict[str, RenderedPage] = OrderedDict()
 
     def put(self, cache_id: str, page: RenderedPage) -> None:
-        """Remember ``page`` (only 200s), dropping the least recently stored beyond the bound."""
-        if page.status != 200 or self._size <= 0:
+        """Remember ``page`` unless an older version is offered, dropping the least recently
+        stored beyond the bound. A 404 is not kept, but it removes the older 200 it replaces (a
+        takedown, a front left without articles)."""
+        if self._size <= 0:
+            return
+        held = self._pages.get(cache_id)
+        if held is not None and held.version > page.version:
+            return
+        if page.status != 200:
+            self._pages.pop(cache_id, None)
             return
         self._pages[cache_id] = page
         self._pages.move_to_end(cache_id)
@@ -146,7 +157,6 @@ class Tiers:
         renderer: PageRenderer,
         metrics: Metrics,
         *,
-        not_found_ttl: int,
         lock_wait: float,
         last_good_size: int,
         retry_after: int,
@@ -160,7 +170,6 @@ class Tiers:
         self.mongo = mongo
         self.renderer = renderer
         self.metrics = metrics
-        self.not_found_ttl = not_found_ttl
         self.lock_wait = lock_wait
         self.retry_after = retry_after
         self.listings = listings
@@ -177,9 +186,11 @@ class Tiers:
         """The page of article ``slug`` (already validated)."""
 
         async def load(d: Deadline) -> RenderedPage:
-            doc = await self.mongo.published(d, slug)
+            doc = await self.mongo.article(d, slug)
             if doc is None:
                 return _render(self.renderer.not_found, slug)
+            if not doc.get("published"):  # taken down: a 404 of the takedown's version
+                return _render(self.renderer.not_found, slug, version=int(doc["version"]))
             return _render(self.renderer.article, doc)
 
         return await self._serve(deadline, slug, load)
@@ -216,7 +227,7 @@ class Tiers:
 
     async def _lookup(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
         try:
-            page = await self.redis.fresh(deadline, cache_id)
+            record = await self.redis.get(deadline, cache_id)
         except Exception as exc:
             # Redis down or its breaker open (a Sentinel failover, say): this process's own copy
             # while it is as young as a Redis copy may be; else the page comes from MongoDB. Without
@@ -225,28 +236,31 @@ class Tiers:
             own = self.last_good.get(cache_id)
             if own is not None and time.time() - own.rendered_at < self.memory_ttl:
                 return Served(own, contract.TIER_MEMORY, "redis; fwd=miss; detail=redis-unavailable-memory-copy")
-            return await self._render_fresh(deadline, cache_id, load, redis_usable=False)
-        if page is not None:
-            self.last_good.put(cache_id, page)
-            if not page.is_fresh(time.time()):
-                self._refresh_later(cache_id, page, load)
+            return await self._render_fresh(deadline, cache_id, load, None, redis_usable=False)
+        if record is not None:
+            self.last_good.put(cache_id, record)
+            now = time.time()
+            if record.is_fresh(now):
+                return Served(record, contract.TIER_REDIS, "redis; hit")
+            if record.is_servable(now):
+                self._refresh_later(cache_id, load)
                 self.metrics.revalidating_hits.inc()
-                return Served(page, contract.TIER_REDIS, "redis; hit; detail=revalidating", revalidating=True)
-            return Served(page, contract.TIER_REDIS, "redis; hit")
-        return await self._fetch_once(deadline, cache_id, load)
+                return Served(record, contract.TIER_REDIS, "redis; hit; detail=revalidating", revalidating=True)
+        # A miss, or a record past its revalidation window: kept as the last good copy.
+        return await self._fetch_once(deadline, cache_id, load, record)
 
-    def _refresh_later(self, cache_id: str, seen: RenderedPage, load: Loader) -> None:
-        """Refresh ``seen`` in the background, once per page in this process; never awaited by
+    def _refresh_later(self, cache_id: str, load: Loader) -> None:
+        """Refresh ``cache_id`` in the background, once per page in this process; never awaited by
         the request that noticed it."""
         if cache_id in self._refreshing:
             return
-        task = asyncio.get_running_loop().create_task(self._refresh(cache_id, seen, load))
+        task = asyncio.get_running_loop().create_task(self._refresh(cache_id, load))
         self._refreshing[cache_id] = task
         task.add_done_callback(lambda _: self._refreshing.pop(cache_id, None))
 
-    async def _refresh(self, cache_id: str, seen: RenderedPage, load: Loader) -> None:
+    async def _refresh(self, cache_id: str, load: Loader) -> None:
         """One refresh across processes (the fetch lock): read MongoDB within the refresh's own
-        deadline, then replace ``seen`` unless a publish or an unpublish wrote something since."""
+        deadline, then store what it read unless a newer version was stored meanwhile."""
         READ_PATH.set("refresh")
         deadline = Deadline.after(self.refresh_deadline)
         outcome = "failed"
@@ -260,11 +274,10 @@ class Tiers:
                 outcome = "skipped-overloaded"  # readers come first; the page stays in place
                 return
             page = await self._load_in_slot(load, deadline)
-            ttl = self.not_found_ttl if page.status == 404 else None
-            replaced = await self.redis.refresh(deadline, cache_id, seen, page, ttl)
-            outcome = "refreshed" if replaced else "superseded"
-            if replaced:
-                self.last_good.put(cache_id, page)
+            stored, stamped = await self.redis.put(deadline, cache_id, page)
+            outcome = "refreshed" if stored else "superseded"
+            if stored:
+                self.last_good.put(cache_id, stamped)
         except CircuitOpen:
             outcome = "skipped-breaker-open"
         except Exception as exc:
@@ -275,15 +288,22 @@ class Tiers:
             if lock is not None:
                 await self._unlock(deadline, lock)
 
-    async def _fetch_once(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
-        """Fetch a cold page once across processes: the lock's holder reads MongoDB."""
+    async def _fetch_once(
+        self, deadline: Deadline, cache_id: str, load: Loader, last_good: RenderedPage | None
+    ) -> Served:
+        """Fetch a cold page once across processes: the lock's holder reads MongoDB
+        (``last_good``: the expired record, served if that fails)."""
         lock = None
         redis_usable = True
+        page = None
         try:
             lock = await self.redis.try_lock(deadline, cache_id)
             # Double-check: the previous holder may have written the page just before we won.
-            page = await self.redis.fresh(deadline, cache_id)
-            if page is None and lock is None:
+            record = await self.redis.get(deadline, cache_id)
+            last_good = record or last_good
+            if record is not None and record.is_servable(time.time()):
+                page = record
+            elif lock is None:
                 page = await self._wait_for_winner(deadline, cache_id)
         except Exception as exc:
             self._redis_failed(exc)
@@ -297,7 +317,7 @@ class Tiers:
                 self.last_good.put(cache_id, page)
                 return Served(page, contract.TIER_REDIS, "redis; hit")
         try:
-            return await self._render_fresh(deadline, cache_id, load, redis_usable)
+            return await self._render_fresh(deadline, cache_id, load, last_good, redis_usable)
         finally:
             if lock is not None:
                 await self._unlock(deadline, lock)
@@ -308,8 +328,8 @@ class Tiers:
         pause = _WAIT_FIRST_POLL
         while time.monotonic() + pause < give_up:
             await asyncio.sleep(pause)
-            page = await self.redis.fresh(deadline, cache_id)
-            if page is not None:
+            page = await self.redis.get(deadline, cache_id)
+            if page is not None and page.is_servable(time.time()):
                 return page
             pause = min(pause * 2, _WAIT_MAX_POLL)
         return None
@@ -320,7 +340,7 @@ class Tiers:
         except Exception as exc:  # the lock expires on its own
             self._redis_failed(exc)
 
-    async def _slot(self, deadline: Deadline, cache_id: str, redis_usable: bool) -> Served | None:
+    async def _slot(self, deadline: Deadline, cache_id: str, last_good: RenderedPage | None) -> Served | None:
         """A MongoDB slot for this read (None), or, over the limit, the page's stale copy at once.
         A page with no copy waits its turn in the bounded queue within its MongoDB budget."""
         if self.limit.try_acquire():
@@ -328,7 +348,7 @@ class Tiers:
         self.limit.shed()
         overloaded = Overloaded(f"{self.limit.in_flight} MongoDB reads in flight, limit {int(self.limit.limit)}")
         try:
-            served = await self._stale(deadline, cache_id, overloaded, redis_usable, quiet=True)
+            served = self._stale(cache_id, overloaded, last_good, quiet=True)
         except Unavailable:
             pass
         else:
@@ -358,8 +378,10 @@ class Tiers:
             self.limit.release(rtt)
             self.metrics.mongodb_limit_changed(self.limit)
 
-    async def _render_fresh(self, deadline: Deadline, cache_id: str, load: Loader, redis_usable: bool) -> Served:
-        shed = await self._slot(deadline, cache_id, redis_usable)
+    async def _render_fresh(
+        self, deadline: Deadline, cache_id: str, load: Loader, last_good: RenderedPage | None, redis_usable: bool
+    ) -> Served:
+        shed = await self._slot(deadline, cache_id, last_good)
         if shed is not None:
             return shed
         started = time.perf_counter()
@@ -369,17 +391,17 @@ class Tiers:
         except RenderFailed as exc:
             self.metrics.render_errors.inc()
             log.error("rendering %s failed: %s", cache_id, exc, exc_info=exc.__cause__)
-            return await self._stale(deadline, cache_id, exc, redis_usable)
+            return self._stale(cache_id, exc, last_good)
         except Exception as exc:
             self.metrics.backend_errors.labels("mongodb", _failure_reason(exc)).inc()
-            return await self._stale(deadline, cache_id, exc, redis_usable)
+            return self._stale(cache_id, exc, last_good)
         self.metrics.render_seconds.observe(time.perf_counter() - started)
         if redis_usable:
-            ttl = self.not_found_ttl if page.status == 404 else None
             try:
-                if not await self.redis.write_back(deadline, cache_id, page, ttl):
-                    # A publish wrote this page while we read MongoDB: its copy is the newer one.
-                    newer = await self.redis.fresh(deadline, cache_id)
+                stored, _ = await self.redis.put(deadline, cache_id, page)
+                if not stored:
+                    # A publish stored a newer version while we read MongoDB: serve that one.
+                    newer = await self.redis.get(deadline, cache_id)
                     if newer is not None:
                         self.last_good.put(cache_id, newer)
                         return Served(newer, contract.TIER_REDIS, "redis; hit; detail=newer-write")
@@ -388,21 +410,14 @@ class Tiers:
         self.last_good.put(cache_id, page)
         return Served(page, contract.TIER_MONGO, "redis; fwd=miss; stored")
 
-    async def _stale(
-        self, deadline: Deadline, cache_id: str, cause: BaseException, redis_usable: bool, quiet: bool = False
+    def _stale(
+        self, cache_id: str, cause: BaseException, last_good: RenderedPage | None, quiet: bool = False
     ) -> Served:
-        """Stale-on-failure: the last good copy, from Redis or this process, or ``Unavailable``
-        (``quiet``: not worth a log line, the caller has another way)."""
+        """Stale-on-failure: the last good copy (the page's record in Redis, else this process's
+        own), or ``Unavailable`` (``quiet``: not worth a log line, the caller has another way)."""
         failed = "render-error" if isinstance(cause, RenderFailed) else f"mongodb-{_failure_reason(cause)}"
         reason = f"stale-{failed}"
-        page = None
-        if redis_usable:
-            try:
-                page = await self.redis.stale(deadline, cache_id)
-            except Exception as exc:
-                self._redis_failed(exc)
-        if page is None:
-            page = self.last_good.get(cache_id)
+        page = last_good or self.last_good.get(cache_id)
         if page is None:
             if not quiet:
                 log.warning("no stale copy of %s: %s (%r)", cache_id, reason, cause)

@@ -6,7 +6,7 @@ import http.client
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.message import Message
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import redis
 
 from devstack.probes import metric
+from renderer import contract
+from renderer.rendered_page import RenderedPage
 
 
 @dataclass
@@ -97,3 +99,19 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+def stored_page(client: redis.Redis, cache_id: str) -> RenderedPage | None:
+    """The record of page ``cache_id`` in Redis, or None."""
+    value = client.get(contract.page_key(cache_id))
+    return None if value is None else RenderedPage.from_bytes(value)
+
+
+def expire_records(client: redis.Redis, *cache_ids: str) -> None:
+    """Move these pages' records past their freshness and revalidation window, as time would:
+    each stays in Redis only as the page's last good copy."""
+    for cache_id in cache_ids:
+        page = stored_page(client, cache_id)
+        if page is not None:
+            past = replace(page, fresh_until=1.0, serve_until=1.0)
+            client.set(contract.page_key(cache_id), past.to_bytes(), keepttl=True)

@@ -16,6 +16,10 @@ from renderer.resilience import Deadline, Guard
 
 TRANSIENT_ERRORS = (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout)
 COLLECTION = "articles"
+# One document, {_id: "generation", value: n}: bumped by every publish and takedown, it versions
+# the listings (home, section fronts, the box) as an article's ``version`` versions its page.
+LISTINGS_COLLECTION = "listings"
+_GENERATION = {"_id": "generation"}
 _PROJECTION = {"_id": False}
 
 
@@ -101,6 +105,8 @@ class MongoArticles:
         collection = client[db_name][COLLECTION]
         # ``primary``: every read of this instance goes to the primary (the write path's).
         self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY) if primary else collection
+        listings = client[db_name][LISTINGS_COLLECTION]
+        self.listings = listings.with_options(read_preference=ReadPreference.PRIMARY) if primary else listings
         self.guard = guard
         self._on_read = on_read  # counts every read sent to MongoDB
 
@@ -114,12 +120,34 @@ class MongoArticles:
         fail_fast_if_unreachable(self.client)
         self._on_read()
         # By _id alone: the slug is the primary key, and FerretDB pushes down only such lookups.
-        doc = await self.collection.find_one({"_id": slug}, _PROJECTION)
-        return doc if doc is not None and doc.get("published") else None
+        return await self.collection.find_one({"_id": slug}, _PROJECTION)
 
-    async def published(self, deadline: Deadline, slug: str) -> dict[str, Any] | None:
-        """The published article ``slug``, or None if unknown or unpublished."""
+    async def article(self, deadline: Deadline, slug: str) -> dict[str, Any] | None:
+        """Article ``slug`` (``published`` false when taken down), or None if unknown."""
         return await self.guard.run(deadline, self._find, slug)
+
+    async def _generation(self) -> int:
+        fail_fast_if_unreachable(self.client)
+        doc = await self.listings.find_one(_GENERATION)
+        return int(doc["value"]) if doc else 0
+
+    async def listings_generation(self, deadline: Deadline) -> int:
+        """The listings' generation: read before a listing's articles, so that the listing is at
+        least as new as the generation it is labelled with."""
+        return await self.guard.run(deadline, self._generation)
+
+    async def _bump_generation(self) -> int:
+        fail_fast_if_unreachable(self.client)
+        doc = await self.listings.find_one_and_update(
+            _GENERATION, {"$inc": {"value": 1}}, upsert=True, return_document=pymongo.ReturnDocument.AFTER
+        )
+        assert doc is not None  # an upsert returning the document after the update always has one
+        return int(doc["value"])
+
+    async def bump_listings_generation(self, deadline: Deadline) -> int:
+        """A new listings generation (after a publish or takedown is committed, before its listings
+        are rendered): every listing rendered since names a newer version than any before."""
+        return await self.guard.run(deadline, self._bump_generation)
 
     async def _latest(self, limit: int, section: str | None) -> list[dict[str, Any]]:
         fail_fast_if_unreachable(self.client)
@@ -199,11 +227,18 @@ class MongoArticles:
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is None:
             return None
-        if current.get("write_id") == write_id:
-            return current  # an earlier attempt of this same unpublish committed
+        if current.get("write_id") == write_id or not current.get("published"):
+            # An earlier attempt of this same unpublish committed (its reply lost), or another
+            # takedown did: what committed is the answer, never a 412 or a second version.
+            return current
         if expected is not None and current["version"] != expected:
             raise VersionConflict(current["version"])
-        changes = {"published": False, "version": current["version"] + 1, "updated_at": datetime.now(UTC)}
+        changes = {
+            "published": False,
+            "version": current["version"] + 1,
+            "updated_at": datetime.now(UTC),
+            "write_id": write_id,
+        }
         result = await self.collection.update_one({"_id": slug, "version": current["version"]}, {"$set": changes})
         if result.matched_count == 0:
             ours = await self._ours(slug, write_id)

@@ -1,4 +1,4 @@
-"""Rendered pages in Redis: ``page:<id>`` (fresh), ``stale:<id>`` (last good), ``lock:page:<id>``."""
+"""Rendered pages in Redis: one version-fenced record per page at ``page:<id>``, and ``lock:page:<id>``."""
 
 from __future__ import annotations
 
@@ -86,30 +86,36 @@ def connect_pubsub(url: str, timeout: float) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)
 
 
-# A background refresh replaces page:<id> only if it still holds the copy the refresh started
-# from (same ETag and render time), or nothing: a publish's page or an unpublish's tombstone that
-# landed meanwhile is never overwritten by an older read. One key, so it runs on a cluster too.
-_REPLACE_IF_UNCHANGED = """
+# The only way a page enters Redis: set-if-not-older, in one round trip. A record of version n is
+# never replaced by one of a lower version, whoever writes it (a publish, a takedown, a reader's
+# write-back, a background refresh) and in whatever order they arrive; an equal version replaces
+# it (the same content, fresher). A value that can't be decoded (corrupt, or an older release's)
+# counts as absent. One key, so it runs on a cluster too.
+_SET_IF_NOT_OLDER = """
 local current = redis.call('GET', KEYS[1])
 if current then
   local newline = string.find(current, '\\n', 1, true)
-  if not newline then return 0 end
-  local ok, meta = pcall(cjson.decode, string.sub(current, 1, newline - 1))
-  if not ok or meta.e ~= ARGV[1] or math.abs((tonumber(meta.r) or 0) - tonumber(ARGV[2])) > 0.000001 then
-    return 0
+  if newline then
+    local ok, meta = pcall(cjson.decode, string.sub(current, 1, newline - 1))
+    if ok and type(meta) == 'table' and tonumber(meta.v) and tonumber(meta.v) > tonumber(ARGV[1]) then
+      return 0
+    end
   end
 end
-redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[4])
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 """
 
 
 class RedisPages:
-    """The Redis tier. Every method takes the request's deadline and runs under the Redis guard.
+    """The Redis tier: one record per page at ``page:<id>``. Every method takes the request's
+    deadline and runs under the Redis guard.
 
     A 200 page is fresh for the page TTL (less up to ``ttl_jitter`` of it, so pages warmed together
-    don't expire together) and then stays ``revalidate_window`` seconds more: answered at once while
-    the tiers refresh it in the background (``RenderedPage.fresh_until`` says which part it is in).
+    don't expire together), then answered while it is refreshed for ``revalidate_window`` more,
+    then kept as the page's last good copy until ``stale_ttl`` from its write (LRU may evict it
+    sooner). A 404 is fresh for its own TTL and kept for the page TTL: long enough to fence off
+    any reader whose MongoDB read began before a takedown.
     """
 
     def __init__(
@@ -119,6 +125,7 @@ class RedisPages:
         page_ttl: int,
         stale_ttl: int,
         lock_ttl: float,
+        not_found_ttl: int,
         on_undecodable: Callable[[], None] = lambda: None,
         revalidate_window: int = 0,
         ttl_jitter: float = 0.0,
@@ -128,20 +135,26 @@ class RedisPages:
         self.page_ttl = page_ttl
         self.stale_ttl = stale_ttl
         self.lock_ttl = lock_ttl
+        self.not_found_ttl = not_found_ttl
         self.revalidate_window = revalidate_window
         self.ttl_jitter = ttl_jitter
         self._on_undecodable = on_undecodable
-        self._replace_if_unchanged = client.register_script(_REPLACE_IF_UNCHANGED)
+        self._set_if_not_older = client.register_script(_SET_IF_NOT_OLDER)
 
-    def _stamped(self, page: RenderedPage, ttl: int | None) -> tuple[RenderedPage, int]:
-        """``page`` with its freshness, and the key's TTL: ``ttl`` exactly when given (404s,
-        tombstones), else the jittered page TTL plus the revalidation window."""
-        if ttl is not None or page.status != 200:
-            return replace(page, fresh_until=0.0), ttl or self.page_ttl
-        fresh = self.page_ttl * (1 - random.uniform(0, self.ttl_jitter))
-        return replace(page, fresh_until=time.time() + fresh), max(1, round(fresh + self.revalidate_window))
+    def stamped(self, page: RenderedPage, now: float) -> tuple[RenderedPage, int]:
+        """``page`` with its freshness and revalidation window from ``now``, and the record's TTL."""
+        if page.status != 200:
+            fresh_until = now + self.not_found_ttl
+            return replace(page, fresh_until=fresh_until, serve_until=fresh_until), max(
+                self.page_ttl, self.not_found_ttl
+            )
+        fresh_until = now + self.page_ttl * (1 - random.uniform(0, self.ttl_jitter))
+        serve_until = fresh_until + self.revalidate_window
+        return replace(page, fresh_until=fresh_until, serve_until=serve_until), max(
+            self.stale_ttl, round(serve_until - now)
+        )
 
-    async def _page_at(self, deadline: Deadline, key: str) -> RenderedPage | None:
+    async def _get(self, deadline: Deadline, key: str) -> RenderedPage | None:
         # Decoded outside the guard: a bad value is this value's problem, not a Redis fault.
         value = await self.guard.run(deadline, self.client.get, key)
         if value is None:
@@ -149,65 +162,24 @@ class RedisPages:
         try:
             return RenderedPage.from_bytes(value)
         except ValueError as exc:
-            # Corrupt, or written by an older release during a rolling deploy: a miss. Deleting it
-            # lets the read path's write-back (SET NX) put a good copy in its place.
+            # Corrupt, or written by an older release during a rolling deploy: a miss, overwritten
+            # by the next write (the fence counts it as absent).
             self._on_undecodable()
             log.warning("undecodable value at %s, treated as a miss: %s", key, exc)
-            await self.guard.run(deadline, self.client.delete, key)
             return None
 
-    async def fresh(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
-        """The page at ``page:<id>``, or None on a miss."""
-        return await self._page_at(deadline, contract.page_key(cache_id))
+    async def get(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
+        """The record of page ``cache_id`` whatever its freshness, or None."""
+        return await self._get(deadline, contract.page_key(cache_id))
 
-    async def stale(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
-        """The last good page at ``stale:<id>``, or None."""
-        return await self._page_at(deadline, contract.stale_key(cache_id))
+    async def _put(self, cache_id: str, page: RenderedPage) -> tuple[bool, RenderedPage]:
+        stamped, ttl = self.stamped(page, time.time())
+        args = [stamped.version, stamped.to_bytes(), ttl]
+        return bool(await self._set_if_not_older(keys=[contract.page_key(cache_id)], args=args)), stamped
 
-    async def _store(self, cache_id: str, page: RenderedPage, ttl: int | None) -> None:
-        page, ttl = self._stamped(page, ttl)
-        value = page.to_bytes()
-        # Not a transaction: page: and stale: may live in different cluster hash slots.
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(contract.page_key(cache_id), value, ex=ttl)
-            if page.status == 200:
-                pipe.set(contract.stale_key(cache_id), value, ex=self.stale_ttl)
-            await pipe.execute()
-
-    async def store(self, deadline: Deadline, cache_id: str, page: RenderedPage, ttl: int | None = None) -> None:
-        """Write ``page:<id>`` (``ttl``, default the page TTL) and, for a 200, ``stale:<id>`` (publishing)."""
-        await self.guard.run(deadline, self._store, cache_id, page, ttl)
-
-    async def _write_back(self, cache_id: str, page: RenderedPage, ttl: int | None) -> bool:
-        page, ttl = self._stamped(page, ttl)
-        value = page.to_bytes()
-        if not await self.client.set(contract.page_key(cache_id), value, ex=ttl, nx=True):
-            return False
-        if page.status == 200:
-            await self.client.set(contract.stale_key(cache_id), value, ex=self.stale_ttl)
-        return True
-
-    async def write_back(self, deadline: Deadline, cache_id: str, page: RenderedPage, ttl: int | None = None) -> bool:
-        """The read path's write: only where ``page:<id>`` is absent, so a reader whose MongoDB read
-        predates a publish never overwrites the published page. False when something was there."""
-        return await self.guard.run(deadline, self._write_back, cache_id, page, ttl)
-
-    async def _refresh(self, cache_id: str, seen: RenderedPage, page: RenderedPage, ttl: int | None) -> bool:
-        page, ttl = self._stamped(page, ttl)
-        value = page.to_bytes()
-        args = [seen.etag, repr(seen.rendered_at), value, ttl]
-        if not await self._replace_if_unchanged(keys=[contract.page_key(cache_id)], args=args):
-            return False
-        if page.status == 200:
-            await self.client.set(contract.stale_key(cache_id), value, ex=self.stale_ttl)
-        return True
-
-    async def refresh(
-        self, deadline: Deadline, cache_id: str, seen: RenderedPage, page: RenderedPage, ttl: int | None = None
-    ) -> bool:
-        """A background refresh's write: replaces ``seen`` (the copy in its revalidation window)
-        with ``page`` unless something newer was written meanwhile. False when superseded."""
-        return await self.guard.run(deadline, self._refresh, cache_id, seen, page, ttl)
+    async def put(self, deadline: Deadline, cache_id: str, page: RenderedPage) -> tuple[bool, RenderedPage]:
+        """Store ``page`` unless Redis holds a newer version: (stored, the page as stamped)."""
+        return await self.guard.run(deadline, self._put, cache_id, page)
 
     async def _acquire(self, cache_id: str) -> Lock | None:
         lock = self.client.lock(contract.lock_key(cache_id), timeout=self.lock_ttl, blocking=False)
@@ -227,25 +199,6 @@ class RedisPages:
                 pass
 
         await self.guard.run(deadline, release)
-
-    async def _tombstone(self, cache_id: str, page: RenderedPage) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(contract.page_key(cache_id), page.to_bytes(), ex=self.page_ttl)
-            pipe.delete(contract.stale_key(cache_id))
-            await pipe.execute()
-
-    async def tombstone(self, deadline: Deadline, cache_id: str, page: RenderedPage) -> None:
-        """Put ``page`` (a 404: an unpublished article, a front left without articles) at
-        ``page:<id>`` and delete ``stale:<id>``.
-
-        Deleting ``page:`` instead would let a reader whose MongoDB read predates the unpublish win
-        the write-back (SET NX) and put the article back; the 404 in place makes that write fail.
-        """
-        await self.guard.run(deadline, self._tombstone, cache_id, page)
-
-    async def delete_fresh(self, deadline: Deadline, cache_id: str) -> None:
-        """Delete ``page:<id>`` only: the next reader re-renders it, ``stale:<id>`` still covers failures."""
-        await self.guard.run(deadline, self.client.delete, contract.page_key(cache_id))
 
     async def announce(self, deadline: Deadline, slug: str) -> None:
         """Tell every renderer process that ``slug`` changed (pub/sub), so they drop in-process copies."""

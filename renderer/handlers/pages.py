@@ -93,6 +93,7 @@ class PageHandler(AllowOn405):
         self.set_header("Cache-Control", self.policy.for_page(page, tier or "", revalidating))
         if page.surrogate_keys:
             self.set_header(contract.HEADER_SURROGATE_KEYS, page.surrogate_keys)
+        self.set_header(contract.HEADER_VERSION, str(page.version))
         if tier is not None:
             self.set_header(contract.HEADER_TIER, tier)
         if cache_status is not None:

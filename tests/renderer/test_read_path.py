@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from renderer.rendered_page import RenderedPage
 from tests.conftest import StackClients
-from tests.helpers import get, mongo_reads, redis_calls, unique_slug, wait_until
+from tests.helpers import get, mongo_reads, redis_calls, stored_page, unique_slug, wait_until
 
 
 def article_path(slug: str) -> str:
@@ -33,13 +32,14 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
     assert second.headers["X-Cache"] == "HIT"
     assert second.body == first.body
 
-    # Fresh for 5 min (less a little jitter), then answered while refreshed for 15 min more.
-    ttl = stack.redis.ttl(f"page:{slug}")
-    assert 300 * 0.95 + 900 - 5 < ttl <= 300 + 900
-    stored = RenderedPage.from_bytes(stack.redis.get(f"page:{slug}"))
+    # One record: fresh for 5 min (less a little jitter), then answered while refreshed for 15 min
+    # more, then kept for the rest of a day as the page's last good copy.
+    assert 86400 - 5 < stack.redis.ttl(f"page:{slug}") <= 86400
+    stored = stored_page(stack.redis, slug)
+    assert stored is not None and stored.version == 1 and first.headers["X-Page-Version"] == "1"
     fresh_for = stored.fresh_until - time.time()
     assert 300 * 0.95 - 5 < fresh_for <= 300
-    assert stack.redis.ttl(f"stale:{slug}") > 300
+    assert stored.serve_until - stored.fresh_until == 900
 
     # Past Varnish's 10 s TTL the next fetch is answered by Redis, not MongoDB: the same render.
     # (Not counted with mongo_reads: the shared stack's box may be read again meanwhile.)
@@ -49,7 +49,7 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
         return get(stack.site, article_path(slug)).headers["X-Tier"] == "redis"
 
     wait_until(refreshed_from_redis, timeout=5, interval=0.2)
-    assert RenderedPage.from_bytes(stack.redis.get(f"page:{slug}")).rendered_at == stored.rendered_at
+    assert stored_page(stack.redis, slug).rendered_at == stored.rendered_at
 
 
 def test_redis_evicts_least_recently_used_pages(stack: StackClients) -> None:
@@ -150,7 +150,9 @@ def test_unknown_article_is_a_briefly_cached_404(stack: StackClients) -> None:
     assert first.status == 404
     assert "s-maxage=10" in first.headers["Cache-Control"]
     assert first.headers["xkey"] == f"article-{slug}"
-    assert 0 < stack.redis.ttl(f"page:{slug}") <= 10
+    stored = stored_page(stack.redis, slug)
+    assert stored is not None and stored.status == 404 and 0 < stored.fresh_until - time.time() <= 10
+    assert first.headers["X-Page-Version"] == "0"  # no such article
     again = get(stack.renderer, article_path(slug))
     assert again.status == 404 and again.headers["X-Tier"] == "redis"
     assert mongo_reads(stack.renderer) == reads_before + 1
