@@ -27,10 +27,11 @@ from typing import Any
 
 import aiohttp
 
-from devstack import servers
+from devstack import probes, servers
 from devstack.probes import metric
 from devstack.samples import load_samples, sample_articles
 from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
+from renderer import contract
 
 TIER_COLOURS = {
     "varnish": "#2b8cbe",
@@ -100,13 +101,13 @@ def speed_up(server: servers.Server) -> None:
 
 
 def drop_fresh_copies(stack: Stack) -> None:
-    """Leave only stale copies: every ``page:`` key in Redis and every Varnish object goes."""
+    """Leave only stale copies: every page's record in Redis past its freshness, every Varnish object gone."""
     import redis
 
     client = redis.Redis.from_url(stack.env["REDIS_URL"])
     with client:
-        for key in client.scan_iter("page:*", count=1000):
-            client.delete(key)
+        ids = [key.decode().removeprefix(contract.PAGE_KEY_PREFIX) for key in client.scan_iter("page:*", count=1000)]
+        probes.expire_records(client, *ids)
     for admin in stack.env["VARNISH_URLS"].split(","):
         ban = urllib.request.Request(admin + "/", method="BAN", headers={"X-Ban-Url": "."})
         urllib.request.urlopen(ban, timeout=5).close()

