@@ -12,6 +12,7 @@ import pymongo.errors as mongo_errors
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.server_type import SERVER_TYPE
 
+from renderer.articles import article_fields
 from renderer.resilience import Deadline, Guard
 
 TRANSIENT_ERRORS = (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout)
@@ -58,7 +59,10 @@ class Saved:
     previous: dict[str, Any] | None
 
 
-_UNCONDITIONAL_ROUNDS = 5
+# Fields of an article a save may leave out (published_at aside: an update keeps the first one).
+OPTIONAL_FIELDS = tuple(
+    name for name, (required, _, _) in article_fields().items() if not required and name != "published_at"
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -164,44 +168,55 @@ class MongoArticles:
 
     async def _save(self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str) -> Saved:
         fail_fast_if_unreachable(self.client)
-        # Without If-Match the last writer wins: a write that lost a race to another writer is
-        # simply made again on top of the winner's version (a few rounds at most).
-        for _ in range(_UNCONDITIONAL_ROUNDS):
-            current = await self.collection.find_one({"_id": slug}, _PROJECTION)
-            if current is not None and current.get("write_id") == write_id:
-                # An earlier attempt of this same save committed, though its reply never arrived.
-                return Saved(current, current["version"] == 1, None)
-            if expected is not None and (current is None or current["version"] != expected):
-                raise VersionConflict(current["version"] if current else None)
-            now = datetime.now(UTC)
-            doc = {
-                **fields,
-                "_id": slug,
-                "slug": slug,
-                "published_at": fields.get("published_at") or (current or {}).get("published_at") or now,
-                "updated_at": now,
-                "version": current["version"] + 1 if current else 1,
-                "published": True,
-                "write_id": write_id,
-            }
-            try:
-                if current is None:
-                    await self.collection.insert_one(dict(doc))
-                    landed = True
-                else:
-                    result = await self.collection.replace_one({"_id": slug, "version": current["version"]}, doc)
-                    landed = result.matched_count == 1
-            except mongo_errors.DuplicateKeyError:
-                landed = False
-            doc.pop("_id")
-            if landed:
-                return Saved(doc, current is None, current)
-            ours = await self._ours(slug, write_id)
-            if ours is not None:
-                return Saved(ours, ours["version"] == 1, None)
-            if expected is not None:
-                raise VersionConflict(None)
+        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
+        if current is not None and current.get("write_id") == write_id:
+            # An earlier attempt of this same save committed, though its reply never arrived.
+            return Saved(current, current["version"] == 1, None)
+        if expected is None:
+            return await self._overwrite(slug, fields, write_id)
+        # With If-Match: a compare-and-swap on the version the editor saw.
+        if current is None or current["version"] != expected:
+            raise VersionConflict(current["version"] if current else None)
+        now = datetime.now(UTC)
+        doc = {
+            **fields,
+            "slug": slug,
+            "published_at": fields.get("published_at") or current.get("published_at") or now,
+            "updated_at": now,
+            "version": expected + 1,
+            "published": True,
+            "write_id": write_id,
+        }
+        result = await self.collection.replace_one({"_id": slug, "version": expected}, {"_id": slug, **doc})
+        if result.matched_count == 1:
+            return Saved(doc, False, current)
+        ours = await self._ours(slug, write_id)
+        if ours is not None:
+            return Saved(ours, ours["version"] == 1, None)
         raise VersionConflict(None)
+
+    async def _overwrite(self, slug: str, fields: dict[str, Any], write_id: str) -> Saved:
+        """Without If-Match the last writer wins: one atomic update that takes the next version
+        whatever it is, so racing writers each get their own (none is refused or retried)."""
+        now = datetime.now(UTC)
+        changes = {**fields, "slug": slug, "updated_at": now, "published": True, "write_id": write_id}
+        update: dict[str, Any] = {"$set": changes, "$inc": {"version": 1}}
+        # A save replaces the article: an optional field it leaves out is gone.
+        dropped = [name for name in OPTIONAL_FIELDS if name not in fields]
+        if dropped:
+            update["$unset"] = {name: "" for name in dropped}
+        if "published_at" not in fields:
+            update["$setOnInsert"] = {"published_at": now}  # an update keeps its first publication time
+        # No projection: FerretDB's findAndModify refuses one; _id is dropped below instead.
+        previous = await self.collection.find_one_and_update(
+            {"_id": slug}, update, upsert=True, return_document=pymongo.ReturnDocument.BEFORE
+        )
+        if previous is not None:
+            previous.pop("_id", None)
+        doc = {key: value for key, value in (previous or {}).items() if key not in dropped}
+        doc.update(changes, version=(previous or {}).get("version", 0) + 1)
+        doc.setdefault("published_at", now)
+        return Saved(doc, previous is None, previous)
 
     async def _ours(self, slug: str, write_id: str) -> dict[str, Any] | None:
         """The stored article if it is this write's own earlier attempt, landing late."""
