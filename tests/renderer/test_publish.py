@@ -136,7 +136,10 @@ def test_two_hundred_concurrent_publishes_under_reads_are_all_visible(two_nodes:
             await reading
             return list(statuses)
 
-    assert asyncio.run(run()) == [201] * 200
+    # 202: committed and applied, a purge that missed its slice of the deadline queued (each
+    # publish now renders its listings too; on 2 cores a few of 200 at once run out of time).
+    statuses = asyncio.run(run())
+    assert set(statuses) <= {201, 202}, statuses
     assert s.articles.count_documents({"slug": {"$in": slugs}, "version": 1}) == 200
     for slug in slugs:
         for node in nodes(s):
