@@ -6,7 +6,9 @@ queue entry, the publish could not have committed either.
 
 One document per node and purge (the same purge queued twice is one entry). A process claims an
 entry with a lease (``lease_until``, ``lease``): no two deliver it at once, and one that dies
-mid-delivery leaves it to the next after the lease.
+mid-delivery leaves it to the next after the lease. Every queueing counts in ``wanted``: a
+delivery removes the entry only if nobody queued it again meanwhile (that purge is for objects
+cached after this delivery's PURGE went out); otherwise the entry is due again at once.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def entry_id(node: str, hard: tuple[str, ...], soft: tuple[str, ...]) -> str:
 
 
 class PurgeStore:
-    """The queue's documents: ``{_id, node, hard, soft, queued_at, attempts, lease_until, lease, last_error}``."""
+    """The queue's documents: ``{_id, node, hard, soft, queued_at, wanted, attempts, lease_until, lease,
+    last_error}``."""
 
     def __init__(self, client: Any, db_name: str, guard: Guard) -> None:
         # Claims and deliveries read what was just written: the primary, never a lagging secondary.
@@ -55,7 +58,8 @@ class PurgeStore:
                             "attempts": 0,
                             "lease_until": 0.0,
                             "lease": None,
-                        }
+                        },
+                        "$inc": {"wanted": 1},
                     },
                     upsert=True,
                 )
@@ -88,9 +92,17 @@ class PurgeStore:
         """Up to ``limit`` entries that are due, each leased to this caller for ``lease_seconds``."""
         return await self.guard.run(deadline, self._claim, limit, lease_seconds)
 
+    async def _done(self, entry: dict[str, Any]) -> None:
+        ours = {"_id": entry["_id"], "lease": entry["lease"]}
+        removed = await self.collection.delete_one({**ours, "wanted": entry.get("wanted")})
+        if removed.deleted_count == 0:
+            # Queued again during the delivery: due again now, under nobody's lease.
+            await self.collection.update_one(ours, {"$set": {"lease_until": 0.0, "lease": None}})
+
     async def done(self, deadline: Deadline, entry: dict[str, Any]) -> None:
-        """Remove a delivered entry (if the lease is still ours)."""
-        await self.guard.run(deadline, self.collection.delete_one, {"_id": entry["_id"], "lease": entry["lease"]})
+        """Remove a delivered entry (if the lease is still ours and nobody queued it again since
+        it was claimed; else it is due again)."""
+        await self.guard.run(deadline, self._done, entry)
 
     async def retry_at(self, deadline: Deadline, entry: dict[str, Any], when: float, error: str) -> None:
         """Keep a failed entry, due again at ``when``."""

@@ -3,6 +3,7 @@ and a queue that cleans up after itself (issue: exact publish, points 4-6)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,10 +13,14 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from pymongo import AsyncMongoClient
 
 from devstack import servers
 from devstack.probes import metric
+from renderer.backends.mongo_purges import PurgeStore
+from renderer.breaker import AsyncCircuitBreaker
 from renderer.purge import MAX_HEADER_BYTES, Purge
+from renderer.resilience import Deadline, Guard, RetryPolicy
 from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
@@ -176,3 +181,33 @@ def test_the_queue_drops_entries_it_can_never_deliver_and_counts_them(
     }
     assert dropped == {"node-not-configured": 1, "too-old": 1}
     assert get(s.renderer, "/healthcheck").status == 200
+
+
+def test_a_purge_queued_while_an_equal_entry_is_being_delivered_is_not_lost(stack: StackClients) -> None:
+    """Another process leased an entry and sent its PURGE; then a new publish missed the same node
+    with the same keys. The new purge must outlive the first delivery's ``done``: the objects it
+    must remove were cached after the first PURGE went out."""
+
+    async def scenario() -> tuple[bool, bool]:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.stack.env["MONGODB_URL"])
+        guard = Guard(
+            AsyncCircuitBreaker("queue-test", fail_max=5, reset_timeout=1), 2.0, RetryPolicy(1, 0, 0), lambda e: False
+        )
+        store = PurgeStore(client, stack.stack.env["MONGODB_DB"], guard)
+        node = f"http://127.0.0.1:9/{unique_slug('no')}"
+        try:
+            deadline = Deadline.after(10)
+            await store.add(deadline, [(node, ("article-x",), ())])
+            [leased] = [e for e in await store.claim(deadline, 100, 30) if e["node"] == node]
+            await store.add(deadline, [(node, ("article-x",), ())])  # the new purge, during delivery
+            await store.done(deadline, leased)  # the first delivery succeeded
+            left = await store.collection.find_one({"node": node})
+            due_again = left is not None and left["lease_until"] <= time.time()
+            await store.collection.delete_many({"node": node})
+            return left is not None, due_again
+        finally:
+            await client.close()
+
+    still_queued, due_again = asyncio.run(scenario())
+    assert still_queued, "the purge queued during the delivery was deleted with it"
+    assert due_again
