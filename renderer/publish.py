@@ -19,7 +19,7 @@ from renderer.articles import ArticleInput
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
 from renderer.metrics import READ_PATH
-from renderer.purge import PURGED, Purge, PurgeQueue, VarnishPurger
+from renderer.purge import PURGED, QUEUED, Purge, PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer, sanitise_html
 from renderer.resilience import Deadline
 from renderer.tiers import Tiers
@@ -135,7 +135,9 @@ class Publisher:
         # Redis answers (it holds the new version already). So is a cached 404 of its section
         # front when it is the section's first article. The listings are soft: one refetch each.
         hard = (article_key, contract.missing_section_key(doc["section"]))
-        steps["varnish"], pending = await self._purge(deadline, Purge(hard=hard, soft=tuple(listings)), request_id)
+        steps["varnish"], pending = await self._purge(
+            deadline, Purge(hard=hard, soft=tuple(listings)), request_id, steps
+        )
         self._settle_later([article_key], listings, article.slug, steps["redis"] == OK)
         body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
         return _report(201 if created else 200, body, steps, pending, page.etag)
@@ -157,15 +159,20 @@ class Publisher:
         keys = [contract.article_surrogate_key(slug), *listing_keys(sections)]
         # A hard purge: a soft one would still show the taken-down article (or its title in a
         # listing) once more while refetching.
-        steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id)
+        steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id, steps)
         self._settle_later([contract.article_surrogate_key(slug)], listing_keys(sections), slug, steps["redis"] == OK)
         return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
         """Soft-purge surrogate keys on every node."""
         deadline = Deadline.after(self.deadline_seconds)
-        nodes, pending = await self._purge(deadline, Purge(soft=tuple(keys)), request_id)
-        return PublishReport(202 if pending else 200, {"keys": keys, "varnish": nodes, "pending": pending})
+        steps: dict[str, Any] = {}
+        nodes, pending = await self._purge(deadline, Purge(soft=tuple(keys)), request_id, steps)
+        body: dict[str, Any] = {"keys": keys, "varnish": nodes, "pending": pending}
+        if steps:  # missed by a node and not queued: nothing would deliver it
+            body["error"] = "a node missed the purge and it could not be queued; send the same request again"
+            return PublishReport(503, body)
+        return PublishReport(202 if pending else 200, body)
 
     async def _commit(self, write: Any) -> Any:
         try:
@@ -259,12 +266,16 @@ class Publisher:
         return OK
 
     async def _purge(
-        self, deadline: Deadline, purge: Purge, request_id: str | None
+        self, deadline: Deadline, purge: Purge, request_id: str | None, steps: dict[str, Any] | None = None
     ) -> tuple[dict[str, str], list[str]]:
+        """Purge every node; queue what a node missed. When the queue can't take it, ``steps`` gets
+        a failed ``purge-queue`` step: the answer must not say "pending" when nothing would deliver it."""
         reserve = min(QUEUE_RESERVE, self.deadline_seconds / 4)
         results = await self.purger.purge(deadline.reserving(reserve), purge, request_id=request_id)
         missed = {node: result for node, result in results.items() if result != PURGED}
         if missed:
             queued = await self.queue.record(deadline, missed, purge)
             results.update({node: f"pending ({error}); {queued}" for node, error in missed.items()})
+            if queued != QUEUED and steps is not None:
+                steps["purge-queue"] = f"failed: {queued}"
         return results, sorted(missed)

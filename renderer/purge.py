@@ -19,6 +19,7 @@ from renderer.resilience import Deadline, DeadlineExceeded, Guard
 log = logging.getLogger("pagecache.purge")
 
 PURGED = "purged"
+QUEUED = "queued"
 # Varnish refuses a request header over http_req_hdr_len (8 KiB by default); keys go in well under.
 MAX_HEADER_BYTES = 4096
 HYGIENE_EVERY_PASSES = 60  # an idle queue's length is re-read this often
@@ -162,7 +163,7 @@ class PurgeQueue:
         except Exception as exc:
             log.error("could not queue purges for %s: %r", sorted(missed), exc)
             return f"not queued ({describe_error(exc)})"
-        return "queued"
+        return QUEUED
 
     def _dropped(self, reason: str, entry: dict[str, Any]) -> None:
         self.metrics.purges_dropped.labels(reason).inc()

@@ -211,3 +211,34 @@ def test_a_purge_queued_while_an_equal_entry_is_being_delivered_is_not_lost(stac
     still_queued, due_again = asyncio.run(scenario())
     assert still_queued, "the purge queued during the delivery was deleted with it"
     assert due_again
+
+
+def test_a_purge_that_could_not_be_queued_is_a_failed_step_not_pending(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    # No Varnish (every purge misses) and a queue that refuses this node's entries: a unique
+    # index on ``node`` that an entry already holds makes every new one a duplicate-key error.
+    s = make_stack(varnish=False)
+    node = s.stack.env["VARNISH_URLS"]
+    queue(s).create_index("node", unique=True, name="test_one_entry_per_node")
+    queue(s).insert_one(
+        {
+            "_id": "blocker",
+            "node": node,
+            "hard": [],
+            "soft": ["nothing"],
+            "queued_at": time.time(),
+            "wanted": 1,
+            "attempts": 0,
+            "lease_until": time.time() + 3600,
+            "lease": "test",
+        }
+    )
+    slug = unique_slug("fila-cheia")
+    resp = put(s.renderer, slug, article("Sem fila"))
+    report = json.loads(resp.body)
+    assert resp.status == 503 and report["committed"] is True, resp.text
+    assert report["steps"]["purge-queue"].startswith("failed"), report
+    assert "not queued" in report["steps"]["varnish"][node]
+    purge = request(s.renderer, "POST", "/api/purge", json.dumps({"slug": slug}).encode(), AUTH)
+    assert purge.status == 503 and "could not be queued" in json.loads(purge.body)["error"], purge.text
