@@ -14,7 +14,9 @@ import threading
 class HoldingProxy:
     """Forwards 127.0.0.1:``port`` to the target set with ``connect_to``; ``hold(marker)`` keeps any
     server-to-client chunk containing ``marker`` until ``release()``; ``cut()`` is a partition
-    (every connection closed, new ones refused at once) until ``mend()``."""
+    (every connection closed, new ones refused at once) until ``mend()``; ``lose_reply_to(marker)``
+    lets the next request containing ``marker`` reach the server and drops the connection when the
+    answer comes back: the write happened, the client never hears of it."""
 
     def __init__(self) -> None:
         self._sock = socket.socket()
@@ -27,6 +29,8 @@ class HoldingProxy:
         self.holding = threading.Event()
         self._released = threading.Event()
         self._cut = False
+        self._lose_marker: bytes | None = None
+        self.reply_lost = threading.Event()
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -57,6 +61,12 @@ class HoldingProxy:
                 writer.close()
 
         self._loop.call_soon_threadsafe(close_all)
+
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Drop the connection that carries the next request containing ``marker`` when its answer
+        arrives (once)."""
+        self.reply_lost.clear()
+        self._lose_marker = marker
 
     def mend(self) -> None:
         """Forward again."""
@@ -93,15 +103,24 @@ class HoldingProxy:
             client_writer.close()
             return
         self._writers.update((client_writer, server_writer))
+        losing: dict[str, bool] = {"next reply": False}
         await asyncio.gather(
-            self._pipe(client_reader, server_writer, held=False),
-            self._pipe(server_reader, client_writer, held=True),
+            self._pipe(client_reader, server_writer, held=False, losing=losing),
+            self._pipe(server_reader, client_writer, held=True, losing=losing),
             return_exceptions=True,
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool, losing: dict[str, bool]
+    ) -> None:
         try:
             while chunk := await reader.read(65536):
+                if not held and self._lose_marker is not None and self._lose_marker in chunk:
+                    self._lose_marker = None
+                    losing["next reply"] = True
+                if held and losing["next reply"]:
+                    self.reply_lost.set()
+                    return  # the answer is dropped with the connection (closed below)
                 if held and self._marker is not None and self._marker in chunk:
                     self.holding.set()
                     await asyncio.get_running_loop().run_in_executor(None, self._released.wait)

@@ -102,12 +102,20 @@ class MongoArticles:
     ) -> None:
         self.client = client
         collection = client[db_name][COLLECTION]
-        # ``primary``: every read of this instance goes to the primary (the write path's).
+        # ``primary``: the write path's instance. Every read goes to the primary, and no call fails
+        # fast on a server the driver last saw failing: after a dropped connection (a write whose
+        # reply was lost, say) the driver re-checks the server at once, and the retry must reach it
+        # to find what committed. Readers fail fast: they have a stale copy to serve instead.
+        self.fail_fast = not primary
         self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY) if primary else collection
         listings = client[db_name][LISTINGS_COLLECTION]
         self.listings = listings.with_options(read_preference=ReadPreference.PRIMARY) if primary else listings
         self.guard = guard
         self._on_read = on_read  # counts every read sent to MongoDB
+
+    def _fail_fast_if_unreachable(self) -> None:
+        if self.fail_fast:
+            fail_fast_if_unreachable(self.client)
 
     async def ensure_indexes(self) -> None:
         """A unique index on the slug, and the newest-first listings' (home, box, section fronts)."""
@@ -116,7 +124,7 @@ class MongoArticles:
         await self.collection.create_index([("section", pymongo.ASCENDING), ("published_at", pymongo.DESCENDING)])
 
     async def _find(self, slug: str) -> dict[str, Any] | None:
-        fail_fast_if_unreachable(self.client)
+        self._fail_fast_if_unreachable()
         self._on_read()
         # By _id alone: the slug is the primary key, and FerretDB pushes down only such lookups.
         return await self.collection.find_one({"_id": slug}, _PROJECTION)
@@ -126,7 +134,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._find, slug)
 
     async def _generation(self) -> int:
-        fail_fast_if_unreachable(self.client)
+        self._fail_fast_if_unreachable()
         doc = await self.listings.find_one(_GENERATION)
         return int(doc["value"]) if doc else 0
 
@@ -136,7 +144,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._generation)
 
     async def _bump_generation(self) -> int:
-        fail_fast_if_unreachable(self.client)
+        self._fail_fast_if_unreachable()
         doc = await self.listings.find_one_and_update(
             _GENERATION, {"$inc": {"value": 1}}, upsert=True, return_document=pymongo.ReturnDocument.AFTER
         )
@@ -149,7 +157,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._bump_generation)
 
     async def _latest(self, limit: int, section: str | None) -> list[dict[str, Any]]:
-        fail_fast_if_unreachable(self.client)
+        self._fail_fast_if_unreachable()
         self._on_read()
         query: dict[str, Any] = {"published": True}
         if section is not None:
@@ -167,7 +175,7 @@ class MongoArticles:
         return True
 
     async def _save(self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str) -> Saved:
-        fail_fast_if_unreachable(self.client)
+        self._fail_fast_if_unreachable()
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is not None and current.get("write_id") == write_id:
             # An earlier attempt of this same save committed, though its reply never arrived.
@@ -233,7 +241,7 @@ class MongoArticles:
         return await self.guard.run(deadline, self._save, slug, fields, expected_version, uuid.uuid4().hex)
 
     async def _unpublish(self, slug: str, expected: int | None, write_id: str) -> dict[str, Any] | None:
-        fail_fast_if_unreachable(self.client)
+        self._fail_fast_if_unreachable()
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
         if current is None:
             return None

@@ -90,3 +90,29 @@ def test_a_publish_whose_redis_step_failed_says_so_and_leaves_no_older_version(
     again = wait_until(lambda: (r := put(s.renderer, slug, article("Versão 2"))).status == 202 and r, timeout=15)
     assert json.loads(again.body)["steps"]["redis"] == "ok"
     assert b"Vers\xc3\xa3o 2" in s.redis.get(f"page:{slug}")
+
+
+@pytest.mark.parametrize("change", ["save", "save-if-match", "unpublish-if-match"])
+def test_a_write_whose_reply_was_lost_returns_what_committed_when_retried(
+    make_stack: Callable[..., StackClients], proxy: HoldingProxy, change: str
+) -> None:
+    # The renderer talks to MongoDB through the proxy; the answer to its write never arrives,
+    # though MongoDB applied it. The guard retries; the retry must find that write, not make
+    # another version or call it a conflict.
+    s = make_stack(varnish=False, MONGODB_URL=f"mongodb://127.0.0.1:{proxy.port}/")
+    proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
+    slug = unique_slug("resposta-perdida")
+    # Until the driver has seen MongoDB through the proxy, a save is refused (nothing committed).
+    wait_until(lambda: put(s.renderer, slug, article("Versão 1")).status in (201, 202), timeout=15)
+    if_match = {"If-Match": '"1"'} if change.endswith("if-match") else {}
+    proxy.lose_reply_to(b"published")  # in the write command, not in the read before it
+    if change.startswith("unpublish"):
+        resp = request(s.renderer, "DELETE", f"/api/articles/{slug}", None, {**AUTH, **if_match})
+    else:
+        resp = put(s.renderer, slug, article("Versão 2"), if_match)
+    assert proxy.reply_lost.is_set(), "the write's answer was not the one dropped"
+    assert resp.status in (200, 202), resp.text  # 202: no Varnish here, purges queued
+    assert json.loads(resp.body)["version"] == 2
+    stored = s.articles.find_one({"_id": slug})
+    assert stored is not None and stored["version"] == 2
+    assert stored["published"] is not change.startswith("unpublish")
