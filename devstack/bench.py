@@ -32,7 +32,7 @@ from typing import Any
 import aiohttp
 from pymongo import MongoClient
 
-from devstack import servers
+from devstack import breaking, servers
 from devstack.probes import concurrent_gets, metric, varnish_counters
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
@@ -465,6 +465,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "errors": sum(1 for _, _, t in tracked_samples if t == "error"),
             "varnish_share": sum(1 for _, _, t in tracked_samples if t == "varnish") / len(tracked_samples),
         }
+        zstack.stop()
+        results.update(publishing(run_dir / "publishing", args.breaking_seconds))
         return results
     finally:
         for server in started:
@@ -474,6 +476,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 PATHS = ("reader", "refresh")
+
+
+def publishing(run_dir: Path, seconds: float) -> dict[str, Any]:
+    """Phases 6 and 7 on a stack of their own (two renderer processes, the defaults otherwise)."""
+    progress(f"6. breaking news: one article saved every second for {seconds:.0f} s, read at 500 req/s")
+    stack = start_stack(run_dir, Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env={"PROCESSES": "2"})
+    try:
+        results = {"breaking_news": breaking.breaking_news(stack, BENCH_TOKEN, seconds)}
+        progress("7. concurrent edits, then 8 s of quiet: reads that disagree with MongoDB")
+        results["concurrent_edits"] = breaking.disagreements_after_concurrent_edits(stack, BENCH_TOKEN)
+        return results
+    finally:
+        stack.stop()
 
 
 def p99(samples: list[tuple[float, float, str]], start: float, end: float) -> float:
@@ -551,6 +566,8 @@ def table(results: dict[str, Any]) -> str:
         f"{100 * results['zipf_tracked']['varnish_share']:.1f} %, errors {results['zipf_tracked']['errors']}"
         "   >= 80 %",
     ]
+    if "breaking_news" in results:
+        lines += breaking.lines(results)
     return "\n".join(lines)
 
 
@@ -616,7 +633,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases (a few minutes in all)")
     parser.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
+    parser.add_argument("--only", choices=["publishing"], help="run only these phases (6 and 7), and print them")
     args = parser.parse_args(argv)
+    args.breaking_seconds = 30.0
+    if args.only == "publishing":
+        print("\n".join(breaking.lines(publishing(Path(tempfile.mkdtemp(prefix="pagecache-bench-")), 30.0))))
+        return 0
     args.seconds = 5.0 if args.quick else 15.0
     # ~2000 requests per Varnish TTL window (the seed's regime) at a rate one Python client can
     # sustain beside the stack on two cores: 400 req/s with time compressed 2x (5 s Varnish TTL).
