@@ -108,6 +108,8 @@ class Publisher:
         self._unsettled: set[str] = set()  # soft keys
         self._unsettled_hard: set[str] = set()
         self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
+        # The newest render of each listing, with when it began (before it read the generation).
+        self._listing_renders: dict[str, tuple[float, asyncio.Future[Any]]] = {}
         self._first_change = 0.0  # of the burst not settled yet
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None
@@ -192,13 +194,26 @@ class Publisher:
         try:
             await self.redis.put(deadline, slug, page)
             await self.mongo.bump_listings_generation(deadline)
-            for cache_id in listing_cache_ids(sections):
-                listing = await self.tiers.listings.loader(self.mongo, cache_id)(deadline)
-                self.tiers.last_good.put(cache_id, listing)
-                await self.redis.put(deadline, cache_id, listing)
+            changed_at = time.monotonic()
+            await asyncio.gather(
+                *(self._store_listing(deadline, cache_id, changed_at) for cache_id in listing_cache_ids(sections))
+            )
         except Exception as exc:
             return _failed(exc)
         return OK
+
+    async def _store_listing(self, deadline: Deadline, cache_id: str, changed_at: float) -> None:
+        """Store listing ``cache_id`` as rendered from the primary by a render that began after
+        ``changed_at`` (this change's generation bump), so it shows the change. Concurrent
+        publishes share such a render: a burst of them costs a few renders, not one each."""
+        running = self._listing_renders.get(cache_id)
+        if running is None or running[0] < changed_at:
+            began = time.monotonic()
+            running = (began, asyncio.ensure_future(self.tiers.listings.loader(self.mongo, cache_id)(deadline)))
+            self._listing_renders[cache_id] = running
+        listing = await asyncio.shield(running[1])
+        self.tiers.last_good.put(cache_id, listing)
+        await self.redis.put(deadline, cache_id, listing)
 
     def _settle_later(self, hard: list[str], soft: list[str], slug: str, stored: bool) -> None:
         """Purge Varnish once more when no reader that started before this change can still be running.

@@ -136,8 +136,8 @@ def test_two_hundred_concurrent_publishes_under_reads_are_all_visible(two_nodes:
             await reading
             return list(statuses)
 
-    # 202: committed and applied, a purge that missed its slice of the deadline queued (each
-    # publish now renders its listings too; on 2 cores a few of 200 at once run out of time).
+    # 202 is committed and applied with a purge queued: on two shared cores a few of 200 publishes
+    # at once can run past their purge slice (seen only with another stack busy on the same cores).
     statuses = asyncio.run(run())
     assert set(statuses) <= {201, 202}, statuses
     assert s.articles.count_documents({"slug": {"$in": slugs}, "version": 1}) == 200
