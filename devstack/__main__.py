@@ -40,7 +40,7 @@ def main() -> int:
     try:
         CURRENT_STACK.parent.mkdir(parents=True, exist_ok=True)
         CURRENT_STACK.write_text(str(stack.save_state()))
-        count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
+        count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"], stack.env["REDIS_URL"])
         print(f"Loaded {count} sample articles. Logs in {run_dir}", flush=True)
         print(f"Editors' token: {environ['EDITOR_TOKENS'].split(',')[0]}", flush=True)
         print(f"pagecache is up: {stack.site_url}/  (renderer {stack.renderer_url}, Ctrl-C stops it)", flush=True)

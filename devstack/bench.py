@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             run_dir / "main", Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env={"PROCESSES": "1"}
         )
         stacks.append(stack)
-        load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"])
+        load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"], stack.env["REDIS_URL"])
         path = f"/noticia/{HOT_SLUG}.ghtml"
         body = subprocess.run(["curl", "-s", stack.renderer_url + path], capture_output=True, check=True).stdout
         for _ in range(3):

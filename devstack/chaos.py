@@ -371,7 +371,7 @@ def stack_with_sentinel(beside: Stack) -> Iterator[Stack]:
     run_dir = Path(tempfile.mkdtemp(prefix="sentinel-stack-", dir=beside.run_dir))
     own = start_stack(run_dir, Ports.free(), environ={}, redis_sentinel=True)
     try:
-        load_samples(own.env["MONGODB_URL"], own.env["MONGODB_DB"])
+        load_samples(own.env["MONGODB_URL"], own.env["MONGODB_DB"], own.env["REDIS_URL"])
         yield own
     finally:
         own.stop()

@@ -9,6 +9,8 @@ from typing import Any
 
 from pymongo import MongoClient
 
+from renderer import contract
+
 SAMPLES = Path(__file__).with_name("sample_articles.json")
 
 
@@ -30,9 +32,14 @@ def article_document(payload: dict[str, Any], version: int = 1) -> dict[str, Any
     }
 
 
-def load_samples(mongodb_url: str, db_name: str) -> int:
+def load_samples(mongodb_url: str, db_name: str, redis_url: str | None = None) -> int:
     """Insert the sample articles that are not in MongoDB yet (an editor's change to one is never
-    overwritten by the next start); returns how many were inserted."""
+    overwritten by the next start); returns how many were inserted.
+
+    Written behind the editors' API's back, so no publish renders the listings: with ``redis_url``
+    (a plain ``redis://`` one) the listings' records are dropped, and the renderers render them
+    again on the next read (the "latest news" box within ``LATEST_BOX_REFRESH``).
+    """
     inserted = 0
     with MongoClient(mongodb_url, serverSelectionTimeoutMS=5000) as client:
         articles = client[db_name]["articles"]
@@ -42,7 +49,19 @@ def load_samples(mongodb_url: str, db_name: str) -> int:
                 {"_id": payload["slug"]}, {"$setOnInsert": article_document(payload)}, upsert=True
             )
             inserted += result.upserted_id is not None
+    if inserted and redis_url and redis_url.startswith("redis://"):
+        forget_listings(redis_url)
     return inserted
+
+
+def forget_listings(redis_url: str) -> None:
+    """Drop every listing's record (home, fronts, the box) from Redis."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(f"{contract.PAGE_KEY_PREFIX}{contract.LISTING_PREFIX}*"))
+        if keys:
+            client.delete(*keys)
 
 
 if __name__ == "__main__":

@@ -338,8 +338,6 @@ def varnish(
         "-a", f"admin=127.0.0.1:{admin_port or free_port()}",
         "-T", f"127.0.0.1:{free_port()}",
         "-s", storage,
-        # <esi:include onerror="continue"/>: a failed fragment is left out, the page still delivered.
-        "-p", "feature=+esi_include_onerror",
     ]  # fmt: skip
     if stock:
         argv += ["-b", f"127.0.0.1:{backend_port}"]

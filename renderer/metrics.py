@@ -47,7 +47,8 @@ class Metrics:
         self._answered: dict[tuple[str, int], Counter] = {}
         self.mongodb_reads = Counter(
             "pagecache_mongodb_reads",
-            "Reads sent to MongoDB, by path: a reader waiting, a background refresh, the editors' API",
+            "Reads sent to MongoDB, by path: a reader waiting, a background refresh, the editors' API, "
+            "the latest-news box's own refresh",
             ["path"],
             registry=r,
         )

@@ -18,9 +18,10 @@ from renderer import contract
 from renderer.rendered_page import RenderedPage
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
-# Where an article page shows the "latest news" box: Varnish replaces it with the fragment (and
-# leaves nothing if the fragment fails); a client reading the renderer directly sees no box.
-LATEST_BOX_INCLUDE = f'<esi:include src="{contract.LATEST_BOX_PATH}" onerror="continue"/>'
+# Where an article page takes the "latest news" box, which the renderer puts there as it answers
+# (renderer/latest_box.py). Only this template writes it: editors' HTML is sanitised (comments
+# removed) and every other value is escaped.
+LATEST_BOX_SLOT = b"<!--pagecache:latest-news-->"
 
 # What an article body may hold; everything else (scripts, handlers, javascript: URLs) goes.
 ALLOWED_TAGS = {
@@ -50,9 +51,12 @@ def _as_datetime(value: Any) -> datetime:
     return datetime.now(UTC)
 
 
-def _json_ld(data: dict[str, Any]) -> str:
-    # "</" inside a <script> block would end it early.
-    return json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
+def json_ld(data: dict[str, Any]) -> str:
+    """``data`` as JSON to put inside ``<script>``: no ``<``, ``>`` or ``&`` in it (escaped as
+    ``\\u003c``, ``\\u003e``, ``\\u0026``), so nothing an editor wrote can end the block, open a
+    comment or be read as markup by anything on the way (Varnish, a CDN, a browser); non-ASCII as
+    ``\\uXXXX`` too, so even a lone surrogate parses back exactly."""
+    return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def _etag(version: int, html: bytes) -> str:
@@ -78,7 +82,7 @@ class PageRenderer:
         updated = _as_datetime(doc.get("updated_at") or doc.get("published_at"))
         authors = list(doc.get("authors") or [])
         url = self.article_url(slug)
-        json_ld = {
+        linked_data = {
             "@context": "https://schema.org",
             "@type": "NewsArticle",
             "headline": doc["title"],
@@ -91,7 +95,7 @@ class PageRenderer:
             "publisher": {"@type": "Organization", "name": self.site_name},
         }
         if doc.get("image_url"):
-            json_ld["image"] = [doc["image_url"]]
+            linked_data["image"] = [doc["image_url"]]
         html = self._loader.load("article.html").generate(
             site_name=self.site_name,
             article=doc,
@@ -100,8 +104,8 @@ class PageRenderer:
             published=published,
             updated=updated,
             canonical_url=url,
-            json_ld=_json_ld(json_ld),
-            latest_box=LATEST_BOX_INCLUDE,
+            json_ld=json_ld(linked_data),
+            latest_box=LATEST_BOX_SLOT.decode(),
         )
         # Only what the page shows: the article (a publish purges only what changed).
         keys = contract.article_surrogate_key(slug)
@@ -146,7 +150,7 @@ class PageRenderer:
         if not articles:
             return self._not_found_with(contract.missing_section_key(section), version)
         url = self.section_url(section)
-        json_ld = {
+        linked_data = {
             "@context": "https://schema.org",
             "@type": "CollectionPage",
             "name": f"{section} | {self.site_name}",
@@ -167,11 +171,11 @@ class PageRenderer:
             section=section,
             description=f"As últimas notícias de {section} em {self.site_name}.",
             canonical_url=url,
-            json_ld=_json_ld(json_ld),
+            json_ld=json_ld(linked_data),
         )
 
     def latest_box(self, docs: Iterable[dict[str, Any]], version: int = 0) -> RenderedPage:
-        """The "latest news" box: an HTML fragment for ESI, not a page."""
+        """The "latest news" box: an HTML fragment that article pages take, not a page."""
         return self._listing("latest.html", self._teasers(docs), contract.LATEST_SURROGATE_KEY, version)
 
     @cached_property

@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Mapping
 
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import invalidation, logs, purge, tokens
+from renderer import contract, invalidation, logs, purge, tokens
 from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
+from renderer.latest_box import LatestBox
 from renderer.limiter import AdaptiveLimit
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
@@ -41,6 +43,7 @@ class Services:
     purger: VarnishPurger
     purge_queue: PurgeQueue
     publisher: Publisher
+    latest_box: LatestBox
     access_log: logs.AccessLog = field(default_factory=logs.AccessLog)
     editor_tokens: tuple[str, ...] = ()
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -177,6 +180,11 @@ class Services:
             settings.publish_deadline,
             settle_seconds=settings.request_deadline,
         )
+        latest_box = LatestBox(
+            partial(tiers.listing, cache_id=contract.LATEST_BOX_CACHE_ID),
+            settings.latest_box_refresh,
+            settings.request_deadline,
+        )
         return cls(
             settings,
             metrics,
@@ -190,6 +198,7 @@ class Services:
             purger,
             purge_queue,
             publisher,
+            latest_box,
             editor_tokens=tokens.usable_tokens(settings.editor_tokens),
         )
 
@@ -208,12 +217,14 @@ class Services:
             asyncio.create_task(self.purge_queue.run()),
             asyncio.create_task(self.access_log.run()),
             asyncio.create_task(invalidation.listen(self._pubsub, self._forget)),
+            asyncio.create_task(self.latest_box.run()),
         ]
 
     def _forget(self, slug: str) -> None:
         # Any listing may show the article: its section's front, the home, the box.
         self.tiers.last_good.drop(slug)
         self.tiers.last_good.drop_listings()
+        self.latest_box.changed()
 
     async def close(self) -> None:
         """Stop background work and close the connection pools."""

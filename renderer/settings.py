@@ -65,6 +65,9 @@ class Settings:
     home_size: int = setting(20, "articles on the home")
     section_size: int = setting(30, "articles on a section front")
     latest_box_size: int = setting(5, 'articles in the "latest news" box')
+    latest_box_refresh: float = setting(
+        5.0, 'each process reads the "latest news" box again this often, and at once on a publish (s)'
+    )
 
     # Resilience.
     request_deadline: float = setting(2.0, "everything one page request does fits in this (s)")

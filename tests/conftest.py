@@ -83,7 +83,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
         renderer_env={"PROCESSES": "1"},
     )
     try:
-        load_samples(started.env["MONGODB_URL"], started.env["MONGODB_DB"])
+        load_samples(started.env["MONGODB_URL"], started.env["MONGODB_DB"], started.env["REDIS_URL"])
         clients = StackClients(started)
         yield clients
         clients.close()

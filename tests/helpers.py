@@ -59,8 +59,10 @@ def unique_slug(prefix: str = "teste") -> str:
 
 
 def mongo_reads(*renderer_urls: str) -> float:
-    """MongoDB reads made by these renderer processes, summed."""
-    return sum(metric(url, "pagecache_mongodb_reads_total") for url in renderer_urls)
+    """MongoDB reads made by these renderer processes for pages and publishes, summed (not the
+    latest-news box's own background refreshes, which come on their own schedule)."""
+    paths = ("reader", "refresh", "editor")
+    return sum(metric(url, "pagecache_mongodb_reads_total", path=path) for url in renderer_urls for path in paths)
 
 
 # Health probes and connection set-up: not reads or writes of pages.
@@ -131,3 +133,13 @@ def html_errors(pages: dict[str, bytes]) -> list[str]:
         for m in messages
         if m.get("type") == "error"
     ]
+
+
+def mongodb_usable(renderer_url: str) -> bool:
+    """True when the renderer's healthcheck sees MongoDB and its read breaker is closed (a test
+    that starts the stack with MongoDB out of reach waits for this before it counts anything)."""
+    import json
+
+    results = json.loads(get(renderer_url, "/healthcheck").body)["results"]
+    check = next(r for r in results if r["checker"] == "mongodb connection")
+    return bool(check["passed"]) and check.get("breaker") == "closed"

@@ -15,7 +15,7 @@ def test_chaos_scenarios_hide_every_outage_from_readers_of_read_pages(
     make_stack: Callable[..., StackClients], tmp_path: Path
 ) -> None:
     s = make_stack(PROCESSES="2")  # the worker-crash scenario needs a worker to crash
-    load_samples(s.stack.env["MONGODB_URL"], s.stack.env["MONGODB_DB"])
+    load_samples(s.stack.env["MONGODB_URL"], s.stack.env["MONGODB_DB"], s.stack.env["REDIS_URL"])
     state = s.stack.save_state()
     out, report = tmp_path / "timeline.png", tmp_path / "chaos.json"
     assert chaos.main(["--state", str(state), "--quick", "--rate", "25", "--out", str(out), "--json", str(report)]) == 0

@@ -39,12 +39,17 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (synth(405, "Method Not Allowed"));
     }
-    # The editors' API, health and metrics live on the renderer's internal service, not here;
-    # fragments (/_fragment/...) are for ESI includes only.
-    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)" && !(req.esi_level > 0 && req.url ~ "^/_fragment/")) {
+    # The editors' API, health, metrics and the box alone (/_fragment/...) live on the renderer's
+    # internal service, not here.
+    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)") {
         return (synth(404, "Not Found"));
     }
     call pagecache_normalise_url;
+    if (req.url ~ "%") {
+        # A percent-encoded spelling: the renderer answers a 301 to the canonical URL (or a 404),
+        # and no object is made for it, so spellings can't multiply a page's copies.
+        return (pass);
+    }
     # Pages are the same for everyone: a cookie must not split the cache.
     unset req.http.Cookie;
     unset req.http.Authorization;
@@ -76,20 +81,17 @@ sub pagecache_clean_request {
 }
 
 sub pagecache_normalise_url {
-    if (req.url !~ "\?") {
-        return;
-    }
-    # Article pages ignore the query: drop it whole.
-    if (req.url ~ "^/noticia/") {
-        set req.url = regsub(req.url, "\?.*$", "");
-        return;
-    }
-    # Tracking parameters from social, search and mail links never change a page.
-    set req.url = regsuball(req.url,
-        "(?<=[?&])(utm_[A-Za-z0-9_]*|fbclid|gclid|gclsrc|dclid|gbraid|wbraid|msclkid|mc_cid|mc_eid|igshid|yclid|_ga|_gl|_hsenc|_hsmi|mkt_tok|ref_src|twclid|ttclid|li_fat_id|s_cid|cmpid)(=[^&]*)?(&|$)",
-        "");
-    set req.url = regsub(req.url, "[?&]+$", "");
-    set req.url = std.querysort(req.url);
+    # No page reads a query parameter (the allow-list of every route is empty): tracking
+    # parameters, cache busters (?r=<random>) and anything else go, so one page is one object.
+    # A route that comes to use a parameter keeps just that one here, sorted (std.querysort).
+    set req.url = regsub(req.url, "\?.*$", "");
+}
+
+sub vcl_hash {
+    # The URL alone: every Host the edge is reached by shares the canonical host's objects (the
+    # renderer's links come from SITE_URL, never from Host), so a made-up Host makes no new one.
+    hash_data(req.url);
+    return (lookup);
 }
 
 sub pagecache_admin {
@@ -169,12 +171,6 @@ sub vcl_backend_response {
     if (beresp.http.Set-Cookie && beresp.ttl > 0s) {
         unset beresp.http.Set-Cookie;
     }
-    if (beresp.http.Surrogate-Control ~ "ESI/1.0") {
-        # A page with parts of its own lifetime (the "latest news" box): assembled on delivery.
-        # Only pages that ask are parsed; the renderer sends this on article pages.
-        unset beresp.http.Surrogate-Control;
-        set beresp.do_esi = true;
-    }
     if (beresp.http.Content-Type ~ "^(text/|application/(json|xml|javascript)|image/svg)") {
         # Stored gzipped once; gunzipped on delivery for clients that do not accept gzip.
         set beresp.do_gzip = true;
@@ -230,12 +226,7 @@ sub vcl_deliver {
     }
     unset resp.http.X-Url;
     unset resp.http.xkey;
-    if (obj.can_esi && req.esi_level == 0) {
-        # The assembled body changes with its fragments while the page's own validators don't:
-        # a 304 would keep an old "latest news" box in the browser.
-        unset resp.http.ETag;
-        unset resp.http.Last-Modified;
-    }
+    call pagecache_hide_software;
     set resp.http.X-Request-Id = req.http.X-Request-Id;
 }
 
@@ -256,9 +247,17 @@ sub vcl_synth {
         }
     }
     set resp.http.X-Request-Id = req.http.X-Request-Id;
+    call pagecache_hide_software;
     set resp.http.Content-Type = "text/plain; charset=utf-8";
     set resp.http.Cache-Control = "no-store";
     set resp.body = resp.reason + {"
 "};
     return (deliver);
+}
+
+sub pagecache_hide_software {
+    # No software names or versions to the public; X-Varnish (this node's transaction ids) stays
+    # for operators to find a request in varnishlog.
+    unset resp.http.Server;
+    set resp.http.Via = "1.1 pagecache";
 }

@@ -10,6 +10,7 @@ from typing import Any, Awaitable
 
 from renderer import contract, logs, security
 from renderer.handlers.allow import AllowOn405
+from renderer.latest_box import with_box
 from renderer.rendered_page import RenderedPage
 from renderer.resilience import Deadline
 from renderer.services import Services
@@ -81,13 +82,10 @@ class PageHandler(AllowOn405):
         tier: str | None = None,
         cache_status: str | None = None,
         revalidating: bool = False,
-        assembled: bool = False,
     ) -> None:
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
-        if assembled and page.status == 200:
-            # Tells Varnish to assemble this page (do_esi); Varnish removes the header.
-            self.set_header("Surrogate-Control", 'content="ESI/1.0"')
+        self.clear_header("Server")  # no software versions at the edge
         self.set_security_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", self.policy.for_page(page, tier or "", revalidating))
@@ -110,21 +108,18 @@ class PageHandler(AllowOn405):
             return
         self.finish(page.html)
 
-    async def answer(self, lookup: Awaitable[Served], assembled: bool = False) -> None:
-        """Send the page ``lookup`` serves (``assembled``: it has ESI parts), or the answer for
-        when nothing can be served."""
+    async def answer(self, lookup: Awaitable[Served], box: bool = False) -> None:
+        """Send the page ``lookup`` serves (``box``: with the "latest news" box in it), or the
+        answer for when nothing can be served."""
         try:
             served = await lookup
         except Unavailable as exc:
             self.write_unavailable(exc)
             return
-        self.write_served(served, assembled)
-
-    def write_served(self, served: Served, assembled: bool = False) -> None:
-        """Send a page from the tier chain and count it (``assembled``: it has ESI parts)."""
         self.tier = served.tier
         self.services.metrics.answered(served.tier, served.page.status)
-        self.write_page(served.page, served.tier, served.cache_status, served.revalidating, assembled)
+        page = with_box(served.page, self.services.latest_box.current) if box else served.page
+        self.write_page(page, served.tier, served.cache_status, served.revalidating)
 
     def write_unavailable(self, exc: Unavailable) -> None:
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
@@ -136,6 +131,15 @@ class PageHandler(AllowOn405):
         self.set_header(contract.HEADER_CACHE_STATUS, f"redis; fwd=miss; detail={exc.reason}")
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish("Service temporarily unavailable\n")
+
+    def redirect_to_canonical(self, canonical_path: str) -> bool:
+        """A 301 to ``canonical_path`` when the request spelled it otherwise (percent-encoded
+        letters, say): one URL, so one cached object, per page. True when redirected."""
+        if self.request.path == canonical_path:
+            return False
+        self.set_header("Cache-Control", self.policy.fresh)
+        self.redirect(canonical_path, permanent=True)
+        return True
 
     def write_not_found(self) -> None:
         """The 404 page, without touching any backend."""
@@ -155,30 +159,27 @@ class ArticleHandler(PageHandler):
         if not contract.is_valid_slug(slug):
             self.write_not_found()
             return
-        # Article pages include the "latest news" box.
-        await self.answer(self.services.tiers.article(self.deadline(), slug), assembled=True)
+        if self.redirect_to_canonical(f"/noticia/{slug}{ARTICLE_SUFFIX}"):
+            return
+        # Article pages show the "latest news" box.
+        await self.answer(self.services.tiers.article(self.deadline(), slug), box=True)
 
 
 class SectionHandler(PageHandler):
     """``GET /<section>/``: the section's newest articles; ``/<section>`` redirects there."""
 
-    async def get(self, section: str, slash: str) -> None:
+    async def get(self, section: str, _slash: str) -> None:
         if not contract.is_valid_section(section):
             self.write_not_found()
             return
-        if not slash:
-            self.set_header("Cache-Control", self.policy.fresh)
-            self.redirect(f"/{section}/", permanent=True)
+        if self.redirect_to_canonical(f"/{section}/"):
             return
         await self.answer(self.services.tiers.listing(self.deadline(), contract.section_cache_id(section)))
 
 
 class LatestBoxHandler(PageHandler):
-    """``GET /_fragment/latest``: the "latest news" box, for Varnish's ESI.
-
-    When it can't be had, an empty 503: Varnish (``onerror="continue"``) leaves the box out and
-    the article page is delivered whole; the edge keeps this path from outside clients.
-    """
+    """``GET /_fragment/latest``: the "latest news" box alone, on the internal listener (the
+    edge refuses ``/_*``); when it can't be had, an empty 503."""
 
     async def get(self) -> None:
         await self.answer(self.services.tiers.listing(self.deadline(), contract.LATEST_BOX_CACHE_ID))

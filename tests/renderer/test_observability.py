@@ -30,7 +30,7 @@ def test_metrics_count_the_traffic_they_saw_across_processes(make_stack: Callabl
         assert metric(s.renderer, "pagecache_requests_total", tier="mongo", status="200") == 1
         assert metric(s.renderer, "pagecache_requests_total", tier="redis", status="200") == 29
         assert metric(s.renderer, "pagecache_requests_total", tier="none", status="404") == 5
-        assert metric(s.renderer, "pagecache_mongodb_reads_total") == 1
+        assert metric(s.renderer, "pagecache_mongodb_reads_total", path="reader") == 1
     assert metric(s.renderer, "pagecache_backend_call_seconds_count", backend="redis") >= 30
     assert metric(s.renderer, "pagecache_backend_call_seconds_count", backend="mongodb") >= 1
     assert metric(s.renderer, "pagecache_breaker_state", backend="mongodb") == 0

@@ -201,7 +201,9 @@ def test_renderer_processes_drop_in_process_copies_of_a_published_article(
         for path in [f"/noticia/{slug}.ghtml", *listings]:
             resp = get(other_url, path, timeout=10)
             assert "Versão antiga" not in resp.text, path
-            assert resp.status == 503, path
+            # Nothing, or what the process read since the publish: the box it read again on the
+            # announcement shows the new title.
+            assert resp.status == 503 or (resp.status == 200 and "Versão nova" in resp.text), path
     finally:
         other.stop()
 

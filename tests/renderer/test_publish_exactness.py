@@ -12,7 +12,7 @@ import pytest
 
 from devstack import servers
 from tests.conftest import EDITOR_TOKEN, StackClients
-from tests.helpers import get, request, stored_page, unique_slug, wait_until
+from tests.helpers import get, mongodb_usable, request, stored_page, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
 from tests.renderer.test_publish import AUTH, article, put
 
@@ -31,6 +31,8 @@ def test_a_reader_that_read_before_the_unpublish_cannot_bring_the_article_back(
     # another renderer that reads it directly, so the hold delays the reader alone.
     s = make_stack(MONGODB_URL=f"mongodb://127.0.0.1:{proxy.port}/", REQUEST_DEADLINE="6", MONGODB_TIMEOUT="4")
     proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
+    # The renderer's first reads (its box) went to the proxy before it had a target.
+    wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
     editors = servers.renderer(
         s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
     ).start()
@@ -101,6 +103,8 @@ def test_a_write_whose_reply_was_lost_returns_what_committed_when_retried(
     # another version or call it a conflict.
     s = make_stack(varnish=False, MONGODB_URL=f"mongodb://127.0.0.1:{proxy.port}/")
     proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
+    # The renderer's first reads (its box) went to the proxy before it had a target.
+    wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
     slug = unique_slug("resposta-perdida")
     # Until the driver has seen MongoDB through the proxy, a save is refused (nothing committed).
     wait_until(lambda: put(s.renderer, slug, article("Versão 1")).status in (201, 202), timeout=15)

@@ -13,7 +13,7 @@ from devstack import servers
 from devstack.probes import metric
 from renderer.rendered_page import RenderedPage
 from tests.conftest import EDITOR_TOKEN, StackClients
-from tests.helpers import expire_records, get, request, unique_slug, wait_until
+from tests.helpers import expire_records, get, mongodb_usable, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
 from tests.renderer.test_publish import AUTH, article, put
 
@@ -90,6 +90,8 @@ def test_a_publish_or_unpublish_during_a_refresh_wins(
     # editors publish through another renderer that reads MongoDB directly.
     s = make_stack(varnish=False, MONGODB_URL=f"mongodb://127.0.0.1:{proxy.port}/", **SHORT)
     proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
+    # The renderer's first reads (its box) went to the proxy before it had a target.
+    wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
     editors = servers.renderer(
         s.stack.run_dir, servers.free_port(), {**s.stack.env, **SHORT, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
     ).start()

@@ -1,0 +1,78 @@
+"""The "latest news" box, put into every article page by the renderer as it answers.
+
+Each process keeps one copy of the box, read through the tiers like any page: again when a publish
+is announced (pub/sub) and every ``refresh_seconds`` otherwise (a missed message costs at most
+that). Answering never waits for the box: without a copy the page goes out without it, never as
+an error. Varnish assembles nothing: a cached article page shows a new box once its edge TTL and
+grace have passed (docs/architecture.rst, "The latest-news box").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Awaitable, Callable
+
+from renderer.metrics import READ_PATH
+from renderer.render import LATEST_BOX_SLOT
+from renderer.rendered_page import RenderedPage
+from renderer.resilience import Deadline
+from renderer.tiers import Served
+
+log = logging.getLogger("pagecache.box")
+
+
+class LatestBox:
+    """This process's copy of the box (``current``), kept fresh in the background."""
+
+    def __init__(
+        self, fetch: Callable[[Deadline], Awaitable[Served]], refresh_seconds: float, deadline_seconds: float
+    ) -> None:
+        self._fetch = fetch
+        self.refresh_seconds = refresh_seconds
+        self.deadline_seconds = deadline_seconds
+        self.current: RenderedPage | None = None
+        self._wake = asyncio.Event()
+
+    async def refresh(self) -> None:
+        """Read the box now; keep the copy there is when that fails or answers no box."""
+        try:
+            served = await self._fetch(Deadline.after(self.deadline_seconds))
+        except Exception as exc:
+            log.info("latest-news box not refreshed: %r", exc)
+            return
+        if served.page.status == 200 and (self.current is None or served.page.version >= self.current.version):
+            self.current = served.page
+
+    def changed(self) -> None:
+        """A publish was announced: read the box again soon."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Refresh when told to, or every ``refresh_seconds``, until cancelled."""
+        READ_PATH.set("box")  # its MongoDB reads are nobody's page request
+        while True:
+            await self.refresh()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.refresh_seconds)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+
+def with_box(page: RenderedPage, box: RenderedPage | None) -> RenderedPage:
+    """``page`` with ``box`` in its slot (nothing there without a box), and validators that
+    change when either does: the ETag names the box's generation, ``Last-Modified`` is the later
+    of the page's and the box's render."""
+    head, slot, tail = page.html.partition(LATEST_BOX_SLOT)
+    if not slot:
+        return page
+    if box is None:
+        return replace(page, html=head + tail)
+    return replace(
+        page,
+        html=head + box.html + tail,
+        etag=f'{page.etag[:-1]}.{box.version}"',
+        last_modified=max(page.last_modified, box.rendered_at),
+    )
