@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import bisect
 import json
+import math
 import random
 import re
 import statistics
@@ -310,10 +311,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         progress(f"1. our VCL vs stock Varnish, nginx proxy_cache and nginx static ({d:.0f} s each)")
         # Short interleaved pairs with gzip-accepting clients (as browsers are), the median of the
-        # pairs' ratios: on two shared cores one long run of each swings by +-15 %. On the home page:
-        # the built-in VCL does no ESI, so the VCL's own cost is measured on a page without parts.
+        # pairs' ratios: on two shared cores one long run of each swings by +-15 %. On an article
+        # page, the commonest hit: both serve the same bytes (the renderer puts the box in).
         pairs = [
-            (wrk(stack.site_url + "/", 3, 2, 64, gzip=True), wrk(stock_url + "/", 3, 2, 64, gzip=True))
+            (wrk(stack.site_url + path, 3, 2, 64, gzip=True), wrk(stock_url + path, 3, 2, 64, gzip=True))
             for _ in range(args.edge_pairs)
         ]
         rps = {
@@ -321,9 +322,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "varnish-stock": statistics.median(stock for _, stock in pairs),
         }
         vcl_ratio = statistics.median(ours / stock for ours, stock in pairs)
-        rps["varnish-plain"] = wrk(stack.site_url + "/", d / 2, 2, 64)
-        # What assembling the "latest news" box costs a hit: an article page (ESI) beside the home.
-        rps["varnish-esi-article"] = wrk(stack.site_url + path, d / 2, 2, 64, gzip=True)
+        rps["varnish-plain"] = wrk(stack.site_url + path, d / 2, 2, 64)
+        # An article page beside the home: what the "latest news" box costs a hit (nothing, now
+        # that no page is assembled at the edge).
+        rps["varnish-article"] = wrk(stack.site_url + path, d / 2, 2, 64, gzip=True)
         rps["varnish-home"] = wrk(stack.site_url + "/", d / 2, 2, 64, gzip=True)
         rps["nginx-proxy-cache"] = wrk(nginx_proxy_url + path, d, 2, 64, gzip=True)
         rps["nginx"] = wrk(nginx_url + path, d, 2, 64, gzip=True)
@@ -367,7 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["ratios"] = {
             "varnish / varnish-stock": vcl_ratio,
             "varnish (plain clients) / varnish-stock": rps["varnish-plain"] / rps["varnish-stock"],
-            "article (ESI) / home, our VCL": rps["varnish-esi-article"] / rps["varnish-home"],
+            "article / home, our VCL": rps["varnish-article"] / rps["varnish-home"],
             "varnish-stock / nginx-proxy-cache": rps["varnish-stock"] / rps["nginx-proxy-cache"],
             "varnish-stock / nginx": rps["varnish-stock"] / rps["nginx"],
             "varnish / nginx": rps["varnish"] / rps["nginx"],
@@ -520,13 +522,14 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         "measurement                                   result            target",
         "--------------------------------------------  ----------------  ---------------",
-        f"1. our VCL hit / stock Varnish (home page)    {ratios['varnish / varnish-stock']:.2f}x "
-        f"({rps['varnish']:.0f} / {rps['varnish-stock']:.0f} req/s, gzip clients, median of "
-        f"{results['edge_pairs']} pairs)  >= 0.95",
+        f"1. our VCL hit / stock Varnish (article page) {ratios['varnish / varnish-stock']:.2f}x "
+        f"({rps['varnish']:.0f} / {rps['varnish-stock']:.0f} req/s, gzip clients, same bytes, median of "
+        f"{results['edge_pairs']} pairs)  >= 0.9",
         f"   same, plain clients (gunzip on delivery)   {ratios['varnish (plain clients) / varnish-stock']:.2f}x "
         f"({rps['varnish-plain']:.0f} req/s)",
-        f"   article assembled (ESI box) / home         {ratios['article (ESI) / home, our VCL']:.2f}x "
-        f"({rps['varnish-esi-article']:.0f} / {rps['varnish-home']:.0f} req/s): the box's price per hit",
+        f"   article (box put in by the renderer) / home {ratios['article / home, our VCL']:.2f}x "
+        f"({rps['varnish-article']:.0f} / {rps['varnish-home']:.0f} req/s)  >= 0.9; edge nodes per 100 k "
+        f"article req/s: {math.ceil(100_000 / rps['varnish'])}",
         f"   peers: stock Varnish / nginx proxy_cache   {ratios['varnish-stock / nginx-proxy-cache']:.2f}x "
         f"({rps['nginx-proxy-cache']:.0f} req/s)",
         f"          stock Varnish / nginx static        {ratios['varnish-stock / nginx']:.2f}x "

@@ -326,7 +326,8 @@ def varnish(
     """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer.
 
     Two listeners: ``public`` on ``port`` (readers) and ``admin`` on ``admin_port`` (purges, bans).
-    ``stock``: Varnish's built-in VCL instead (``-b``), same flags — the benchmark's yardstick.
+    ``stock``: Varnish's built-in VCL instead, same flags, storing text gzipped as ours does so
+    that both serve the same bytes to gzip clients — the benchmark's yardstick.
     """
     base = run_dir / f"varnish-{port}"
     base.mkdir(parents=True, exist_ok=True)
@@ -340,7 +341,13 @@ def varnish(
         "-s", storage,
     ]  # fmt: skip
     if stock:
-        argv += ["-b", f"127.0.0.1:{backend_port}"]
+        stock_vcl = base / "stock.vcl"
+        stock_vcl.write_text(
+            "vcl 4.1;\n"
+            f'backend default {{ .host = "127.0.0.1"; .port = "{backend_port}"; }}\n'
+            'sub vcl_backend_response { if (beresp.http.Content-Type ~ "^text/") { set beresp.do_gzip = true; } }\n'
+        )
+        argv += ["-f", str(stock_vcl)]
     else:
         vcl_dir = base / "vcl"
         vcl_dir.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable
@@ -233,11 +234,25 @@ class SmallFileHandler(PageHandler):
         self.finish(self.file.body)
 
 
+def canonical_page_path(path: str) -> str | None:
+    """``path`` if it names a page (an article, a section front, the home), else None."""
+    if path == "/":
+        return path
+    if path.startswith("/noticia/") and path.endswith(ARTICLE_SUFFIX):
+        return path if contract.is_valid_slug(path[len("/noticia/") : -len(ARTICLE_SUFFIX)]) else None
+    section = path.strip("/")
+    return f"/{section}/" if path.startswith("/") and contract.is_valid_section(section) else None
+
+
 class NotFoundHandler(PageHandler):
-    """Every other path."""
+    """Every other path; a page's path spelled with percent-encoded characters the routes don't
+    see through (``/n%6Fticia/…``) gets a 301 to the page."""
 
     def prepare(self) -> None:
-        self.write_not_found()
+        decoded = urllib.parse.unquote(self.request.path)
+        canonical = canonical_page_path(decoded) if decoded != self.request.path else None
+        if canonical is None or not self.redirect_to_canonical(canonical):
+            self.write_not_found()
 
     def get(self, *args: Any) -> None:
         pass

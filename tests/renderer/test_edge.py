@@ -4,9 +4,14 @@ security headers and the small files (docs/architecture.rst, "The edge")."""
 from __future__ import annotations
 
 import gzip
+import random
+from collections import Counter
+from typing import Callable
 
+from devstack.probes import varnish_counters
 from tests.conftest import StackClients
 from tests.helpers import get, unique_slug
+from tests.renderer.test_publish import article, put
 
 
 def test_tracking_parameters_do_not_split_the_cache(stack: StackClients) -> None:
@@ -70,3 +75,35 @@ def test_robots_and_favicon_are_served_and_cached_like_pages(stack: StackClients
         assert first.body.startswith(start)
         assert "s-maxage=10" in first.headers["Cache-Control"]
         assert get(stack.site, path).headers["X-Cache"] == "HIT"
+
+
+def test_a_flood_of_variants_adds_at_most_one_object_per_page(make_stack: Callable[..., StackClients]) -> None:
+    s = make_stack()
+    section = unique_slug("enxurrada")
+    slug = unique_slug("variantes")
+    assert put(s.renderer, slug, article("Uma página, um objeto", section=section)).status in (201, 202)
+    pages = ["/", f"/{section}/", f"/noticia/{slug}.ghtml"]
+    before = varnish_counters(s.server("varnish"))["MAIN.n_object"]
+    rng = random.Random(22)
+
+    def variant(page: str) -> tuple[str, dict[str, str]]:
+        kind = rng.randrange(4) if page != "/" else rng.choice([0, 1, 3])  # "/" has no letter to encode
+        if kind == 0:
+            return f"{page}?{rng.choice(['r', 'page', 'x', 'utm_source'])}={rng.getrandbits(48):x}", {}
+        if kind == 1:
+            return page, {"Host": f"{rng.getrandbits(32):x}.example"}
+        if kind == 2:  # a letter of the path percent-encoded
+            at = rng.choice([i for i, c in enumerate(page) if c.isalpha()])
+            return f"{page[:at]}%{ord(page[at]):02X}{page[at + 1 :]}", {}
+        return f"{page}?fbclid={rng.getrandbits(32):x}&a={rng.randrange(10)}", {"Host": "outro.example:8080"}
+
+    statuses: Counter[int] = Counter()
+    for n in range(1000):
+        path, headers = variant(pages[n % len(pages)])
+        resp = get(s.site, path, headers)
+        statuses[resp.status] += 1
+        if resp.status == 301:
+            assert resp.headers["Location"] in pages, (path, resp.headers["Location"])
+    assert set(statuses) <= {200, 301}, statuses
+    added = varnish_counters(s.server("varnish"))["MAIN.n_object"] - before
+    assert added <= len(pages), (added, statuses)
