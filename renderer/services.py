@@ -264,7 +264,7 @@ def _checks(
         return True, state
 
     def stale_copies_servable(passed: Mapping[str, bool]) -> bool:
-        return passed.get("redis", False) or len(tiers.last_good) > 0
+        return passed.get("redis", False) or tiers.last_good.holds_pages()
 
     def state_of(breaker: AsyncCircuitBreaker) -> Any:
         return lambda: (breaker.state, breaker.opened_at)

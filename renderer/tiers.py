@@ -146,6 +146,11 @@ class LastGood:
     def __len__(self) -> int:
         return len(self._pages)
 
+    def holds_pages(self) -> bool:
+        """True when a reader could be served from here: a copy of anything but the "latest
+        news" box, which every process reads for itself and no reader asks for alone."""
+        return any(cache_id != contract.LATEST_BOX_CACHE_ID for cache_id in self._pages)
+
 
 class Tiers:
     """Redis, MongoDB and the renderer wired as the read path of one process."""

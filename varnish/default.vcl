@@ -158,10 +158,13 @@ sub vcl_backend_response {
             # A grace copy exists: never replace it with an error; vcl_synth restarts for it.
             return (abandon);
         }
-        # Nothing to fall back on: the renderer's own answer (503 + Retry-After) goes through.
-        set beresp.ttl = 0s;
+        # Nothing to fall back on: the renderer's own answer (503 + Retry-After) goes through,
+        # kept 1 s. Every reader waiting on this fetch gets it at once, and the next second's
+        # readers too: not cached, the waiting list would be woken a few at a time, each one
+        # fetching again behind a slow failure, so the queue grew while it drained.
+        set beresp.ttl = 1s;
         set beresp.grace = 0s;
-        set beresp.uncacheable = true;
+        set beresp.keep = 0s;
         return (deliver);
     }
     if (!beresp.http.Cache-Control) {
