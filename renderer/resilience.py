@@ -9,9 +9,12 @@ own timeout and what is left of the request's deadline).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import statistics
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, ContextManager, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -107,6 +110,8 @@ class Guard:
         observe: Callable[[float], None] = lambda seconds: None,
         budget: RetryBudget | None = None,
         on_retry: Callable[[bool], None] = lambda allowed: None,
+        is_timeout: Callable[[BaseException], bool] = lambda exc: isinstance(exc, TimeoutError),
+        scope: Callable[[float], ContextManager[Any]] = lambda seconds: contextlib.nullcontext(),
     ) -> None:
         self.breaker = breaker
         self.timeout = timeout
@@ -115,12 +120,25 @@ class Guard:
         self._is_transient = is_transient
         self._observe = observe  # the duration of every attempt that reached the backend
         self._on_retry = on_retry  # True: a retry was spent; False: the budget refused one
+        self._is_timeout = is_timeout  # the backend's own timeouts count as timeouts too
+        # Around each attempt, given its time: MongoDB's sends that time to the server
+        # (pymongo.timeout → maxTimeMS), so an abandoned query stops there too.
+        self._scope = scope
+        self._recent: deque[float] = deque(maxlen=64)  # durations of recent successful calls
 
-    def _should_retry(self, exc: BaseException) -> bool:
+    def typical_call(self) -> float:
+        """The median duration of recent successful calls (0 before any)."""
+        return statistics.median(self._recent) if self._recent else 0.0
+
+    def _should_retry(self, exc: BaseException, deadline: Deadline) -> bool:
         if isinstance(exc, (CircuitOpen, DeadlineExceeded)):
             return False
-        if not (isinstance(exc, TimeoutError) or self._is_transient(exc)):
+        if self._is_timeout(exc):
+            # The attempt used its whole time: another one would too, and the first would still
+            # be running on the server. Hopeless retries are what turned slowness into a queue.
             return False
+        if not self._is_transient(exc) or deadline.remaining() < self.typical_call():
+            return False  # not worth another try, or no time left for a typical one
         allowed = self.budget.try_spend()
         self._on_retry(allowed)
         return allowed
@@ -133,8 +151,11 @@ class Guard:
         async def timed() -> T:
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(budget):
-                    return await func(*args)
+                with self._scope(budget):
+                    async with asyncio.timeout(budget):
+                        result = await func(*args)
+                self._recent.append(time.perf_counter() - started)
+                return result
             except TimeoutError as exc:
                 if budget < self.timeout:
                     # The request ran out of time, not the backend: not the breaker's business.
@@ -154,7 +175,7 @@ class Guard:
             wait=wait_exponential_jitter(
                 multiplier=self.policy.initial_wait, jitter=self.policy.initial_wait, max=self.policy.max_wait
             ),
-            retry=retry_if_exception(self._should_retry),
+            retry=retry_if_exception(lambda exc: self._should_retry(exc, deadline)),
             reraise=True,
         )
         async for attempt in retrying:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping
 
+import pymongo
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
@@ -88,6 +89,7 @@ class Services:
                 metrics.backend_latency.labels("redis").observe,
                 RetryBudget(settings.retry_budget_ratio),
                 metrics.retried("redis"),
+                is_timeout=redis_pages.is_timeout,
             ),
             page_ttl=settings.page_ttl,
             stale_ttl=settings.stale_ttl,
@@ -113,6 +115,8 @@ class Services:
                 metrics.backend_latency.labels("mongodb").observe,
                 RetryBudget(settings.retry_budget_ratio),
                 metrics.retried("mongodb"),
+                is_timeout=mongo_articles.is_timeout,
+                scope=pymongo.timeout,
             ),
             on_read=metrics.mongodb_read,
         )
@@ -126,6 +130,8 @@ class Services:
             metrics.backend_latency.labels("mongodb-writes").observe,
             RetryBudget(settings.retry_budget_ratio),
             metrics.retried("mongodb-writes"),
+            is_timeout=mongo_articles.is_timeout,
+            scope=pymongo.timeout,
         )
         # Writes, and the reads that decide a write (the version check, duplicate-key recovery),
         # go to the primary whatever MONGODB_URL's readPreference: a lagging secondary would give

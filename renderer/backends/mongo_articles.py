@@ -70,6 +70,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """An attempt that ran out of its time: ours, the driver's, or the server's (maxTimeMS)."""
+    return isinstance(exc, TimeoutError) or (isinstance(exc, mongo_errors.PyMongoError) and exc.timeout)
+
+
 def connect(url: str, timeout: float, longest_call: float) -> AsyncMongoClient[dict[str, Any]]:
     """A client that connects within ``timeout`` and never waits on a socket past ``longest_call``.
 

@@ -35,6 +35,11 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT_ERRORS)
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """An attempt that ran out of its time (ours, or the client's socket timeout)."""
+    return isinstance(exc, (TimeoutError, redis_errors.TimeoutError))
+
+
 def sentinel_master(url: str, **options: Any) -> aioredis.Redis:
     """A client of the master that Sentinel names: ``redis+sentinel://host:port,host:port/service[/db]``.
 

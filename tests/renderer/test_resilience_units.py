@@ -127,3 +127,40 @@ async def test_retries_refused_by_the_budget_are_reported() -> None:
         await g.run(Deadline.after(5), flaky)
     assert flaky.calls == 3  # two first attempts and the one retry the budget allowed
     assert outcomes == [True, False, False]
+
+
+async def test_an_attempt_that_timed_out_is_not_retried() -> None:
+    import asyncio
+
+    calls = 0
+
+    async def slow() -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(60)
+
+    g = guard(attempts=3)
+    g.timeout = 0.02
+    with pytest.raises(TimeoutError):
+        await g.run(Deadline.after(5), slow)
+    assert calls == 1  # another attempt would have timed out too, and the first may still run
+
+
+async def test_no_retry_when_the_time_left_cannot_fit_a_typical_call() -> None:
+    import asyncio
+
+    g = guard(attempts=3)
+
+    async def typical() -> str:
+        await asyncio.sleep(0.2)
+        return "ok"
+
+    assert await g.run(Deadline.after(5), typical) == "ok"
+    assert g.typical_call() >= 0.2
+    flaky = Flaky(ConnectionError("reset"))
+    with pytest.raises(ConnectionError):
+        await g.run(Deadline.after(0.1), flaky)  # 0.1 s left: a 0.2 s call can't fit
+    assert flaky.calls == 1
+    with pytest.raises(ConnectionError):
+        await g.run(Deadline.after(5), flaky)  # plenty of time: retried as usual
+    assert flaky.calls == 1 + 3
