@@ -18,10 +18,11 @@ DATE_TIME = re.compile(
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]+)?"
     r"([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
-# An absolute http(s) URL on a public DNS name: ASCII only (IDNs in punycode), a dotted name whose
-# last label starts with a letter (so no IP literal), no name the public can't reach.
+# An absolute https URL on a public DNS name: ASCII only (IDNs in punycode), a dotted name whose
+# last label starts with a letter (so no IP literal), no name the public can't reach. https only:
+# the pages' Content-Security-Policy allows images from https sources, so an http one never loads.
 IMAGE_URL = re.compile(
-    r"^https?://"
+    r"^https://"
     r"(?![^/:?#]*\.(?:local|localhost|internal|lan|home\.arpa)(?:[:/?#]|$))"
     r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
@@ -78,7 +79,7 @@ def _datetime(value: Any) -> datetime:
 
 
 def image_url_check(allowed_hosts: frozenset[str]) -> Callable[[Any], str]:
-    """``image_url``'s check: a public http(s) URL, on one of ``allowed_hosts`` when any are configured.
+    """``image_url``'s check: a public https URL, on one of ``allowed_hosts`` when any are configured.
 
     The URL goes into public HTML (``<img>``, ``og:image``, JSON-LD): an internal address there
     would point every reader's browser, and every crawler, into our network.
@@ -86,7 +87,10 @@ def image_url_check(allowed_hosts: frozenset[str]) -> Callable[[Any], str]:
 
     def check(value: Any) -> str:
         if not isinstance(value, str) or len(value) > 2000 or not IMAGE_URL.fullmatch(value):
-            raise ValueError("must be an absolute http(s) URL on a public host name (ASCII, at most 2000 characters)")
+            raise ValueError(
+                "must be an absolute https URL on a public host name (ASCII, at most 2000 characters); "
+                "pages load images over https only"
+            )
         host = (urlsplit(value).hostname or "").lower()
         if allowed_hosts and host not in allowed_hosts:
             raise ValueError(f"must be on one of the image hosts {', '.join(sorted(allowed_hosts))}")
@@ -99,7 +103,7 @@ def _image_schema(allowed_hosts: frozenset[str]) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string", "maxLength": 2000, "pattern": IMAGE_URL.pattern}
     if allowed_hosts:
         hosts = "|".join(re.escape(host) for host in sorted(allowed_hosts))
-        schema["allOf"] = [{"pattern": f"^https?://(?:{hosts})(?:[:/?#]|$)"}]
+        schema["allOf"] = [{"pattern": f"^https://(?:{hosts})(?:[:/?#]|$)"}]
     return schema
 
 

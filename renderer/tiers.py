@@ -100,8 +100,12 @@ class Listings:
             raise ValueError(f"not a listing: {cache_id!r}")
 
         async def load(d: Deadline) -> RenderedPage:
-            generation = await mongo.listings_generation(d)
-            return _render(render, await mongo.latest(d, size, section), version=generation)
+            generation, changed_at = await mongo.listings_generation(d)
+            page = _render(render, await mongo.latest(d, size, section), version=generation)
+            # Last-Modified is when the generation began, which every publish and takedown moves:
+            # the newest publication time stays put after a title edit or a takedown (it only
+            # stands in before the first generation).
+            return replace(page, last_modified=changed_at or page.last_modified)
 
         return load
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,20 +139,24 @@ class MongoArticles:
         """Article ``slug`` (``published`` false when taken down), or None if unknown."""
         return await self.guard.run(deadline, self._find, slug)
 
-    async def _generation(self) -> int:
+    async def _generation(self) -> tuple[int, float]:
         self._fail_fast_if_unreachable()
         doc = await self.listings.find_one(_GENERATION)
-        return int(doc["value"]) if doc else 0
+        return (int(doc["value"]), float(doc.get("changed_at", 0.0))) if doc else (0, 0.0)
 
-    async def listings_generation(self, deadline: Deadline) -> int:
-        """The listings' generation: read before a listing's articles, so that the listing is at
-        least as new as the generation it is labelled with."""
+    async def listings_generation(self, deadline: Deadline) -> tuple[int, float]:
+        """The listings' generation and when it began (epoch seconds; 0 before the first): read
+        before a listing's articles, so that the listing is at least as new as the generation it is
+        labelled with."""
         return await self.guard.run(deadline, self._generation)
 
     async def _bump_generation(self) -> int:
         self._fail_fast_if_unreachable()
         doc = await self.listings.find_one_and_update(
-            _GENERATION, {"$inc": {"value": 1}}, upsert=True, return_document=pymongo.ReturnDocument.AFTER
+            _GENERATION,
+            {"$inc": {"value": 1}, "$set": {"changed_at": time.time()}},
+            upsert=True,
+            return_document=pymongo.ReturnDocument.AFTER,
         )
         assert doc is not None  # an upsert returning the document after the update always has one
         return int(doc["value"])

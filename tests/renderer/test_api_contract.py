@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from renderer import openapi
+from renderer import openapi, security
 from renderer.articles import InvalidArticle, parse_article
 from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import get, request, unique_slug
@@ -211,3 +211,13 @@ def test_openapi_lists_every_status_each_operation_can_answer() -> None:
         assert {"400", "401", "403", "405", "413", "415", "202"} <= set(operation["responses"])
     assert {"200", "202", "404", "412", "503"} <= set(paths["/api/articles/{slug}"]["delete"]["responses"])
     assert {"401", "403", "405", "503"} <= set(paths["/api/purge/pending"]["get"]["responses"])
+
+
+def test_an_http_image_is_refused_because_pages_load_images_over_https_only() -> None:
+    body = json.dumps(
+        {"title": "T", "section": "rio", "body_html": "<p>x</p>", "image_url": "http://example.org/a.jpg"}
+    )
+    with pytest.raises(InvalidArticle) as refused:
+        parse_article("imagem-http", body.encode(), "application/json")
+    assert refused.value.status == 400 and "https" in refused.value.message
+    assert "img-src 'self' https: data:" in security.page_headers("<style></style>", 0)["Content-Security-Policy"]

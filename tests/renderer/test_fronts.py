@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Callable
 
 from tests.conftest import StackClients
-from tests.helpers import expire_records, get, html_errors, mongo_reads, unique_slug, wait_until
-from tests.renderer.test_publish import article, put
+from tests.helpers import expire_records, get, html_errors, mongo_reads, request, unique_slug, wait_until
+from tests.renderer.test_publish import AUTH, article, put
 
 
 def section_of_its_own() -> str:
@@ -158,3 +159,23 @@ def test_a_front_and_an_assembled_article_are_valid_html(stack: StackClients) ->
     }
     assert b'<aside class="latest"' in pages["article.html"]
     assert html_errors(pages) == []
+
+
+def test_a_listing_changed_by_a_title_edit_or_a_takedown_is_never_a_304(stack: StackClients) -> None:
+    section = section_of_its_own()
+    slug = unique_slug("corrigida")
+    newest = {"section": section, "published_at": "2100-01-01T00:00:00Z"}  # first on the home too
+    assert put(stack.renderer, slug, article("Título original", **newest)).status in (201, 202)
+    since = {path: get(stack.renderer, path).headers["Last-Modified"] for path in (f"/{section}/", "/")}
+    time.sleep(1.1)  # HTTP dates count whole seconds
+    # A title edit keeps the newest publication time: the listings' validators still move.
+    assert put(stack.renderer, slug, article("Título corrigido", **newest)).status in (200, 202)
+    for path, date in since.items():
+        edited = get(stack.renderer, path, {"If-Modified-Since": date})
+        assert edited.status == 200 and "Título corrigido" in edited.text, path
+    since = get(stack.renderer, "/").headers["Last-Modified"]
+    time.sleep(1.1)
+    # A takedown makes the home's newest article an older one: its Last-Modified still moves on.
+    assert request(stack.renderer, "DELETE", f"/api/articles/{slug}", None, AUTH).status in (200, 202)
+    home = get(stack.renderer, "/", {"If-Modified-Since": since})
+    assert home.status == 200 and "Título corrigido" not in home.text
