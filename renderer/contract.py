@@ -19,7 +19,7 @@ LOCK_KEY_PREFIX = "lock:page:"
 LISTING_PREFIX = "@"
 HOME_CACHE_ID = f"{LISTING_PREFIX}home"
 LATEST_BOX_CACHE_ID = f"{LISTING_PREFIX}fragment:latest"
-# The "latest news" box: an ESI fragment at this path, its own object with its own key.
+# The "latest news" box alone, on the internal listener; article pages carry it (latest_box.py).
 LATEST_BOX_PATH = "/_fragment/latest"
 LATEST_SURROGATE_KEY = "latest"
 

@@ -206,7 +206,7 @@ class Tiers:
 
     async def listing(self, deadline: Deadline, cache_id: str) -> Served:
         """The home, a section front (its section already validated; a 404 when it has no
-        articles) or the "latest news" box that article pages include through ESI."""
+        articles) or the "latest news" box that the renderer puts into article pages."""
         return await self._serve(deadline, cache_id, self.listings.loader(self.mongo, cache_id))
 
     def _redis_failed(self, exc: BaseException) -> None:
