@@ -33,6 +33,12 @@ class RenderedPage:
     fresh_until: float = 0.0
     serve_until: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Never modified later than it was rendered (RFC 9110 §8.8.2.1): an article dated ahead
+        # would date its pages ahead, and no If-Modified-Since could ever match them.
+        if self.rendered_at and self.last_modified > self.rendered_at:
+            object.__setattr__(self, "last_modified", self.rendered_at)
+
     def is_fresh(self, now: float) -> bool:
         """False once the page is past its freshness."""
         return not self.fresh_until or now < self.fresh_until

@@ -3,6 +3,7 @@ Varnish and renderer."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 import time
@@ -185,3 +186,16 @@ def test_a_listing_changed_by_a_title_edit_or_a_takedown_is_never_a_304(stack: S
     assert request(stack.renderer, "DELETE", f"/api/articles/{slug}", None, AUTH).status in (200, 202)
     home = get(stack.renderer, "/", {"If-Modified-Since": since})
     assert home.status == 200 and "Título corrigido" not in home.text
+
+
+def test_a_page_dated_in_the_future_says_it_was_modified_no_later_than_now(stack: StackClients) -> None:
+    # An article dated ahead (an embargo, a wrong clock) must not date its pages ahead: a client
+    # revalidating with that date would get 200s for ever (Varnish ignores an If-Modified-Since
+    # in the future, RFC 9110 §13.1.3), and RFC 9110 §8.8.2.1 forbids it.
+    section, slug = section_of_its_own(), unique_slug("adiantada")
+    stack.add_article(slug, section=section, published_at="2099-03-01T12:00:00Z")
+    for path in (f"/{section}/", f"/noticia/{slug}.ghtml"):
+        page = get(stack.site, path)
+        modified = email.utils.parsedate_to_datetime(page.headers["Last-Modified"])
+        assert modified <= email.utils.parsedate_to_datetime(page.headers["Date"]), path
+        assert get(stack.site, path, {"If-Modified-Since": page.headers["Last-Modified"]}).status == 304, path
