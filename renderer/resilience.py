@@ -156,9 +156,11 @@ class Guard:
                         result = await func(*args)
                 self._recent.append(time.perf_counter() - started)
                 return result
-            except TimeoutError as exc:
-                if budget < self.timeout:
-                    # The request ran out of time, not the backend: not the breaker's business.
+            except Exception as exc:
+                # Ours or the driver's (pymongo raises its own, often first), a timeout cut short by
+                # the request's deadline says the request ran out of time, not the backend: not the
+                # breaker's business.
+                if budget < self.timeout and self._is_timeout(exc):
                     raise DeadlineExceeded(f"{self.breaker.name}: deadline reached after {budget:.3f}s") from exc
                 raise
             finally:

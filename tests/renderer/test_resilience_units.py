@@ -97,6 +97,23 @@ async def test_a_timeout_cut_short_by_the_deadline_is_not_a_backend_failure() ->
     assert breaker.state == "open"
 
 
+async def test_the_drivers_own_timeout_cut_short_by_the_deadline_is_not_a_backend_failure() -> None:
+    # pymongo's timeout (sent to the server as maxTimeMS) raises its own error, not TimeoutError,
+    # and often before asyncio's timeout: cut short by the deadline, it says nothing of MongoDB.
+    class DriverTimeout(Exception):
+        timeout = True
+
+    breaker = AsyncCircuitBreaker("test", fail_max=1, reset_timeout=60, neutral=(DeadlineExceeded,))
+    policy = RetryPolicy(attempts=1, initial_wait=0.001, max_wait=0.001)
+    cut = Guard(breaker, 1.0, policy, lambda e: False, is_timeout=lambda e: getattr(e, "timeout", False))
+    with pytest.raises(DeadlineExceeded):
+        await cut.run(Deadline.after(0.5), Flaky(DriverTimeout()))
+    assert breaker.state == "closed"
+    with pytest.raises(DriverTimeout):  # given its whole time, it is the backend's
+        await cut.run(Deadline.after(5), Flaky(DriverTimeout()))
+    assert breaker.state == "open"
+
+
 def test_the_retry_budget_caps_retries_at_a_share_of_first_attempts() -> None:
     budget = RetryBudget(ratio=0.2, window=60, floor=3)
     for _ in range(10):
