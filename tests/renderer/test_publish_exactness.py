@@ -24,6 +24,7 @@ def proxy() -> Iterator[HoldingProxy]:
     held.close()
 
 
+@pytest.mark.slow
 def test_a_reader_that_read_before_the_unpublish_cannot_bring_the_article_back(
     make_stack: Callable[..., StackClients], proxy: HoldingProxy
 ) -> None:

@@ -55,6 +55,7 @@ def test_a_purge_of_a_hundred_long_keys_reaches_varnish(stack: StackClients) -> 
     assert set(json.loads(resp.body)["varnish"].values()) == {"purged"}
 
 
+@pytest.mark.slow
 def test_a_dead_node_costs_a_publish_nothing_once_its_breaker_opens(
     make_stack: Callable[..., StackClients],
 ) -> None:

@@ -14,6 +14,7 @@ def article_path(slug: str) -> str:
     return f"/noticia/{slug}.ghtml"
 
 
+@pytest.mark.slow
 def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(stack: StackClients) -> None:
     slug = unique_slug()
     stack.add_article(slug, title="Manchete que passa pelos três níveis")

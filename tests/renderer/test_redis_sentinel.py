@@ -30,6 +30,7 @@ def sentinel_stack(tmp_path: Path) -> Iterator[Stack]:
         stack.stop()
 
 
+@pytest.mark.slow
 def test_killing_the_primary_fails_over_and_pages_keep_coming_from_redis(sentinel_stack: Stack) -> None:
     stack = sentinel_stack
     primary = stack.started["redis"]

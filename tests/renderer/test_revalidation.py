@@ -30,6 +30,7 @@ def refreshes(url: str, outcome: str) -> float:
     return metric(url, "pagecache_background_refreshes_total", outcome=outcome)
 
 
+@pytest.mark.slow
 def test_a_page_read_through_its_ttl_is_refreshed_in_the_background_once_per_ttl(
     make_stack: Callable[..., StackClients],
 ) -> None:
@@ -84,6 +85,7 @@ def proxy() -> Iterator[HoldingProxy]:
     held.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["publish", "unpublish"])
 def test_a_publish_or_unpublish_during_a_refresh_wins(
     make_stack: Callable[..., StackClients], proxy: HoldingProxy, change: str

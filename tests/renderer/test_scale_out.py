@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from devstack import servers
 from tests.conftest import StackClients
 from tests.helpers import get, unique_slug, wait_until
@@ -18,6 +20,7 @@ def answered(log: Path, prefix: str) -> int:
     return sum(1 for line in lines if line.get("message") == "request" and line.get("path", "").startswith(prefix))
 
 
+@pytest.mark.slow
 def test_a_renderer_added_later_receives_a_share_of_varnish_misses(make_stack: Callable[..., StackClients]) -> None:
     s = make_stack(PROCESSES="1", CONNECTION_MAX_AGE="0.5")
     first = s.server("renderer")

@@ -32,6 +32,7 @@ def vcl_dir() -> Iterator[Path]:
     shutil.rmtree(directory, ignore_errors=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=[case.stem for case in CASES])
 def test_vcl(case: Path, vcl_dir: Path) -> None:
     result = subprocess.run(
