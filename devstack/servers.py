@@ -103,6 +103,10 @@ def require_binary(name: str) -> str:
     return path
 
 
+# Every server this process started, in order (the test suite shows the logs of a failed test's).
+STARTED: list[Server] = []
+
+
 class Server:
     """A server process in its own process group, logging to ``log_path``."""
 
@@ -184,6 +188,7 @@ class Server:
         )
         self.pid = self.proc.pid
         log.close()
+        STARTED.append(self)
         self._wait_ready(timeout)
         return self
 

@@ -89,29 +89,26 @@ class StackClients:
         self.mongo.close()
 
 
-# The servers (or stacks) each test used, for the logs shown when it fails.
-USED_SERVERS = pytest.StashKey[list[Stack | servers.Server]]()
+# Where each test's servers begin in ``servers.STARTED``, for the logs shown when it fails.
+FIRST_STARTED = pytest.StashKey[int]()
 _shared: list[Stack] = []
 
 
-def used_by(request: pytest.FixtureRequest, used: Stack | servers.Server) -> None:
-    """Show the end of ``used``'s server logs if the requesting test fails."""
-    request.node.stash.setdefault(USED_SERVERS, []).append(used)
-
-
-def _log_tails(used: list[Stack | servers.Server]) -> Iterator[tuple[str, str]]:
-    for item in used:
-        for server in item.started.values() if isinstance(item, Stack) else [item]:
-            yield f"{server.name} log {server.log_path} (last 40 lines)", server.log_tail(40)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[FIRST_STARTED] = len(servers.STARTED)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A failed test (a condition never met, an assertion) shows what its servers logged."""
+    """A failed test (a condition never met, an assertion) shows what its servers logged: those
+    it started, and the shared stack's if it used that."""
     report = yield
     if report.failed:
-        used = item.stash.get(USED_SERVERS, []) + (_shared if "stack" in getattr(item, "fixturenames", ()) else [])
-        report.sections.extend(_log_tails(used))
+        used = servers.STARTED[item.stash.get(FIRST_STARTED, len(servers.STARTED)) :]
+        if "stack" in getattr(item, "fixturenames", ()):
+            used = [*(server for shared in _shared for server in shared.started.values()), *used]
+        for server in dict.fromkeys(used):
+            report.sections.append((f"{server.name} log {server.log_path} (last 40 lines)", server.log_tail(40)))
     return report
 
 
@@ -140,7 +137,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
 
 
 @pytest.fixture
-def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[..., StackClients]]:
+def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
     """Start a private stack (fast fault settings plus ``overrides``) that the test may hurt."""
     made: list[StackClients] = []
 
@@ -160,7 +157,6 @@ def make_stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Calla
         )
         clients = StackClients(started)
         made.append(clients)
-        used_by(request, started)
         return clients
 
     yield make

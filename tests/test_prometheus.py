@@ -18,7 +18,7 @@ import pytest
 
 from devstack import servers
 from devstack.servers import REPO
-from tests.conftest import StackClients, used_by
+from tests.conftest import StackClients
 from tests.helpers import expire_records, get, unique_slug, wait_until
 
 RULES = REPO / "deploy" / "prometheus" / "pagecache-rules.yml"
@@ -56,9 +56,7 @@ def test_the_committed_dashboard_is_what_its_builder_makes() -> None:
 
 
 @pytest.fixture
-def prometheus(
-    make_stack: Callable[..., StackClients], tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[tuple[StackClients, str]]:
+def prometheus(make_stack: Callable[..., StackClients], tmp_path: Path) -> Iterator[tuple[StackClients, str]]:
     """A real Prometheus (Debian's) scraping a devstack renderer every second, with our rules."""
     s = make_stack(varnish=False, PROCESSES="2")
     port = servers.free_port()
@@ -85,7 +83,6 @@ def prometheus(
         tmp_path / "prometheus.log",
         ready_path="/-/ready",
     ).start()
-    used_by(request, server)
     try:
         yield s, f"http://127.0.0.1:{port}"
     finally:
