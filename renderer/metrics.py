@@ -95,6 +95,12 @@ class Metrics:
             "Pages answered from Redis past their freshness while a refresh runs",
             registry=r,
         )
+        self.invalidation_gaps = Counter(
+            "pagecache_invalidation_gaps",
+            "Times the process may have missed invalidations (subscribed again, or its connection went "
+            "deaf) and dropped every in-process copy",
+            registry=r,
+        )
         self.backend_errors = Counter(
             "pagecache_backend_errors",
             "Backend calls that failed, by backend and error",

@@ -152,6 +152,7 @@ class Services:
             stale_reserve=settings.stale_reserve,
             refresh_deadline=settings.request_deadline,
             memory_ttl=settings.page_ttl,
+            last_good_max_age=settings.stale_ttl,
             limit=AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue),
         )
         health = HealthCheck(
@@ -222,7 +223,7 @@ class Services:
         self.background = [
             asyncio.create_task(self.purge_queue.run()),
             asyncio.create_task(self.access_log.run()),
-            asyncio.create_task(invalidation.listen(self._pubsub, self._forget)),
+            asyncio.create_task(invalidation.listen(self._pubsub, self._forget, self._forget_all)),
             asyncio.create_task(self.latest_box.run()),
         ]
 
@@ -230,6 +231,15 @@ class Services:
         # Any listing may show the article: its section's front, the home, the box.
         self.tiers.last_good.drop(slug)
         self.tiers.last_good.drop_listings()
+        self.latest_box.changed()
+
+    def _forget_all(self, deaf: bool) -> None:
+        # Invalidations may have been missed: no in-process copy can be trusted any more. Deaf, at
+        # once; back after an outage, once Redis answers a read (until then they are what
+        # readers get, as during the outage itself: say, while a Sentinel failover completes).
+        log.warning("invalidations may have been missed: in-process copies dropped%s", "" if deaf else " soon")
+        self.metrics.invalidation_gaps.inc()
+        self.tiers.distrust_memory(at_once=deaf)
         self.latest_box.changed()
 
     async def close(self) -> None:

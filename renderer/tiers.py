@@ -111,10 +111,13 @@ class Listings:
 
 
 class LastGood:
-    """A bounded in-process copy of the last good pages, for when Redis is down too."""
+    """A bounded in-process copy of the last good pages, for when Redis is down too. No copy older
+    than ``max_age`` (a Redis record's whole life) is given out: with Redis and MongoDB both down,
+    nothing could tell this process of a takedown, so its copies must not outlive Redis's."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_age: float = float("inf")) -> None:
         self._size = size
+        self._max_age = max_age
         self._pages: OrderedDict[str, RenderedPage] = OrderedDict()
 
     def put(self, cache_id: str, page: RenderedPage) -> None:
@@ -134,9 +137,17 @@ class LastGood:
         if len(self._pages) > self._size:
             self._pages.popitem(last=False)
 
-    def get(self, cache_id: str) -> RenderedPage | None:
-        """The remembered page, or None."""
-        return self._pages.get(cache_id)
+    def get(self, cache_id: str, now: float | None = None) -> RenderedPage | None:
+        """The remembered page, or None (also once it is older than ``max_age``)."""
+        page = self._pages.get(cache_id)
+        if page is not None and (time.time() if now is None else now) - page.rendered_at > self._max_age:
+            del self._pages[cache_id]
+            return None
+        return page
+
+    def clear(self) -> None:
+        """Forget every page (this process may have missed invalidations)."""
+        self._pages.clear()
 
     def drop(self, cache_id: str) -> None:
         """Forget a page (it was republished or unpublished)."""
@@ -174,6 +185,7 @@ class Tiers:
         refresh_deadline: float,
         limit: AdaptiveLimit,
         memory_ttl: float,
+        last_good_max_age: float = float("inf"),
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -187,9 +199,17 @@ class Tiers:
         self.memory_ttl = memory_ttl  # how old an in-process copy may be to stand in for Redis
         # MongoDB reads of this process: at most what MongoDB answers in reasonable time.
         self.limit = limit
-        self.last_good = LastGood(last_good_size)
+        self.last_good = LastGood(last_good_size, last_good_max_age)
+        self._drop_memory_when_redis_answers = False
         self._inflight: dict[str, asyncio.Future[Served]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
+
+    def distrust_memory(self, at_once: bool) -> None:
+        """Drop every in-process copy (this process may have missed invalidations): ``at_once``,
+        or when Redis next answers a read, which makes them unneeded."""
+        if at_once:
+            self.last_good.clear()
+        self._drop_memory_when_redis_answers = not at_once
 
     async def article(self, deadline: Deadline, slug: str) -> Served:
         """The page of article ``slug`` (already validated)."""
@@ -246,6 +266,8 @@ class Tiers:
             if own is not None and time.time() - own.rendered_at < self.memory_ttl:
                 return Served(own, contract.TIER_MEMORY, "redis; fwd=miss; detail=redis-unavailable-memory-copy")
             return await self._render_fresh(deadline, cache_id, load, None, redis_usable=False)
+        if self._drop_memory_when_redis_answers:
+            self.distrust_memory(at_once=True)
         if record is not None:
             self.last_good.put(cache_id, record)
             now = time.time()
