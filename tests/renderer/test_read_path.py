@@ -135,14 +135,21 @@ BAD_PATHS = [
 
 @pytest.mark.parametrize("path", BAD_PATHS, ids=lambda p: p[:40])
 def test_bad_input_is_404_without_touching_a_backend(stack: StackClients, path: str) -> None:
-    redis_before = redis_calls(stack.redis)
-    mongo_before = mongo_reads(stack.renderer)
-    direct = get(stack.renderer, path)
-    assert direct.status == 404
-    assert "Página não encontrada" in direct.text
-    assert direct.headers["Cache-Control"].startswith("public, max-age=0, s-maxage=")
-    assert redis_calls(stack.redis) == redis_before
-    assert mongo_reads(stack.renderer) == mongo_before
+    def backend_calls() -> tuple[int, float]:
+        return redis_calls(stack.redis), mongo_reads(stack.renderer)
+
+    # The box's own refresh reads Redis every few seconds: a request whose window caught one is
+    # sent again (a path that touched a backend would touch it every time).
+    for _ in range(3):
+        before = backend_calls()
+        direct = get(stack.renderer, path)
+        assert direct.status == 404
+        assert "Página não encontrada" in direct.text
+        assert direct.headers["Cache-Control"].startswith("public, max-age=0, s-maxage=")
+        if backend_calls() == before:
+            break
+    else:
+        pytest.fail(f"every request for {path} touched Redis or MongoDB")
     assert get(stack.site, path).status == 404
 
 
