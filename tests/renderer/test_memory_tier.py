@@ -26,64 +26,71 @@ def proxy() -> Iterator[HoldingProxy]:
     held.close()
 
 
-def test_a_process_whose_subscription_went_deaf_does_not_serve_a_takedown_from_memory(
-    make_stack: Callable[..., StackClients], proxy: HoldingProxy
-) -> None:
-    # The reader's renderer reaches Redis through the proxy; the editors publish through another
-    # renderer that reaches it directly. Holding the invalidation makes the reader's subscription
-    # a half-open connection: no error, no message.
-    s = make_stack(varnish=False, REDIS_URL=f"redis://127.0.0.1:{proxy.port}/0")
-    proxy.connect_to("127.0.0.1", s.stack.ports.redis)
-    editors = servers.renderer(
-        s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
-    ).start()
-    try:
-        api, slug = f"http://127.0.0.1:{editors.port}", unique_slug("retirada")
-        assert put(api, slug, article("Vai sair do ar")).status == 202  # no Varnish here: purges queued
-        path = f"/noticia/{slug}.ghtml"
-        wait_until(lambda: get(s.renderer, path).headers["X-Tier"] == "redis")  # now in its memory too
+@pytest.fixture
+def published(make_stack: Callable[..., StackClients]) -> Iterator[Callable[..., tuple[StackClients, str, str]]]:
+    """``published(via)``: a stack without Varnish whose renderer holds an article in memory,
+    published through a second renderer (the editors'); gives the stack, the editors' API and
+    the article's slug. ``via``: a proxy the renderer (not the editors') reaches Redis through."""
+    editors: list[servers.Server] = []
 
-        proxy.hold(contract.INVALIDATION_CHANNEL.encode())
-        assert request(api, "DELETE", f"/api/articles/{slug}", None, AUTH).status == 202
-        assert proxy.holding.wait(10), "the invalidation never reached the reader's subscription"
-        s.server("redis").kill()
-        s.server("ferretdb").kill()
-        # Within a few heartbeats the process knows its subscription went deaf and drops its
-        # copies; from then on it has nothing to show (before the fix: the article, for ever).
-        wait_until(lambda: get(s.renderer, path).status == 503, timeout=10)
-        for _ in range(5):
-            answer = get(s.renderer, path)
-            assert answer.status == 503 and "Vai sair do ar" not in answer.text
-    finally:
-        editors.stop()
+    def make(via: HoldingProxy | None = None) -> tuple[StackClients, str, str]:
+        s = make_stack(varnish=False, **({"REDIS_URL": f"redis://127.0.0.1:{via.port}/0"} if via else {}))
+        if via:
+            via.connect_to("127.0.0.1", s.stack.ports.redis)
+        env = {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
+        editors.append(servers.renderer(s.stack.run_dir, servers.free_port(), env))
+        api, slug = f"http://127.0.0.1:{editors[-1].start().port}", unique_slug("retirada")
+        assert put(api, slug, article(TITLE)).status == 202  # no Varnish here: purges queued
+        wait_until(lambda: get(s.renderer, f"/noticia/{slug}.ghtml").headers["X-Tier"] == "redis")
+        return s, api, slug
+
+    yield make
+    for server in editors:
+        server.stop()
+
+
+TITLE = "Vai sair do ar"
+
+
+def nothing_to_show(s: StackClients, slug: str) -> None:
+    """Redis and MongoDB are dead: the renderer soon has nothing of ``slug``, and stays so."""
+    path = f"/noticia/{slug}.ghtml"
+    wait_until(lambda: get(s.renderer, path).status == 503, timeout=10)
+    for _ in range(5):
+        answer = get(s.renderer, path)
+        assert answer.status == 503 and TITLE not in answer.text
+
+
+def test_a_process_whose_subscription_went_deaf_does_not_serve_a_takedown_from_memory(
+    published: Callable[..., tuple[StackClients, str, str]], proxy: HoldingProxy
+) -> None:
+    # The reader's renderer reaches Redis through the proxy; the editors' renderer reaches it
+    # directly. Holding the invalidation makes the reader's subscription a half-open connection:
+    # no error, no message.
+    s, api, slug = published(via=proxy)
+    proxy.hold(contract.INVALIDATION_CHANNEL.encode())
+    assert request(api, "DELETE", f"/api/articles/{slug}", None, AUTH).status == 202
+    assert proxy.holding.wait(10), "the invalidation never reached the reader's subscription"
+    s.server("redis").kill()
+    s.server("ferretdb").kill()
+    # Within a few heartbeats the process knows its subscription went deaf and drops its copies
+    # (before the fix: it showed the article for ever).
+    nothing_to_show(s, slug)
 
 
 def test_a_process_that_subscribes_again_drops_what_it_held_while_it_was_away(
-    make_stack: Callable[..., StackClients],
+    published: Callable[..., tuple[StackClients, str, str]],
 ) -> None:
-    s = make_stack(varnish=False)
-    editors = servers.renderer(
-        s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
-    ).start()
-    try:
-        api, slug = f"http://127.0.0.1:{editors.port}", unique_slug("retirada")
-        assert put(api, slug, article("Vai sair do ar")).status == 202  # no Varnish here: purges queued
-        path = f"/noticia/{slug}.ghtml"
-        wait_until(lambda: get(s.renderer, path).headers["X-Tier"] == "redis")  # now in its memory too
-        # Redis restarts empty; the takedown committed meanwhile was announced to nobody.
-        s.server("redis").kill()
-        assert request(api, "DELETE", f"/api/articles/{slug}", None, AUTH).status == 503  # committed
-        s.server("redis").start()
-        wait_until(lambda: metric(s.renderer, "pagecache_invalidation_gaps_total") >= 1)  # subscribed again
-        assert get(s.renderer, "/").headers["X-Tier"] == "mongo"  # Redis answers (a miss): copies dropped
-        s.server("ferretdb").kill()
-        s.server("redis").kill()
-        wait_until(lambda: get(s.renderer, path).status == 503, timeout=10)
-        for _ in range(5):
-            answer = get(s.renderer, path)
-            assert answer.status == 503 and "Vai sair do ar" not in answer.text
-    finally:
-        editors.stop()
+    s, api, slug = published()
+    # Redis restarts empty; the takedown committed meanwhile was announced to nobody.
+    s.server("redis").kill()
+    assert request(api, "DELETE", f"/api/articles/{slug}", None, AUTH).status == 503  # committed
+    s.server("redis").start()
+    wait_until(lambda: metric(s.renderer, "pagecache_invalidation_gaps_total") >= 1)  # subscribed again
+    assert get(s.renderer, "/").headers["X-Tier"] == "mongo"  # Redis answers (a miss): copies dropped
+    s.server("ferretdb").kill()
+    s.server("redis").kill()
+    nothing_to_show(s, slug)
 
 
 def test_no_in_process_copy_is_older_than_a_redis_copy_may_be() -> None:
