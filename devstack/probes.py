@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 import urllib.request
 from collections import Counter
 from dataclasses import replace
@@ -60,11 +61,14 @@ async def concurrent_gets(urls: list[str]) -> Counter[tuple[int, str]]:
         return Counter(await asyncio.gather(*tasks))
 
 
-def expire_records(client: Any, *cache_ids: str) -> None:
+def expire_records(client: Any, *cache_ids: str, rendered_ago: float | None = None) -> None:
     """Move these pages' records in Redis past their freshness and revalidation window, as time
-    would: each stays only as the page's last good copy (served when MongoDB fails)."""
+    would: each stays only as the page's last good copy (served when MongoDB fails).
+    ``rendered_ago``: also make them that many seconds old."""
     for cache_id in cache_ids:
         value = client.get(contract.page_key(cache_id))
         if value is not None:
             past = replace(RenderedPage.from_bytes(value), fresh_until=1.0, serve_until=1.0)
+            if rendered_ago is not None:
+                past = replace(past, rendered_at=time.time() - rendered_ago)
             client.set(contract.page_key(cache_id), past.to_bytes(), keepttl=True)

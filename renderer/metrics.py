@@ -116,11 +116,13 @@ class Metrics:
         self.stale_served = Counter(
             "pagecache_stale_pages_served", "Stale pages served because MongoDB failed", ["reason"], registry=r
         )
-        self.stale_age = Gauge(
+        # A histogram, not a high-water mark: an alert on it resolves once old pages stop being
+        # served (a gauge of the oldest age ever seen paged until every process restarted).
+        self.stale_age = Histogram(
             "pagecache_stale_page_age_seconds",
-            "Age of the oldest stale page served since start",
+            "Age of each stale page served (since it was rendered)",
+            buckets=(1, 10, 60, 300, 900, 3600, 6 * 3600, 24 * 3600),
             registry=r,
-            multiprocess_mode="max",
         )
         self.breaker_state = Gauge(
             "pagecache_breaker_state",
@@ -206,11 +208,9 @@ class Metrics:
         self.breaker_transitions.labels(backend, new).inc()
 
     def stale_page_served(self, reason: str, age_seconds: float) -> None:
-        """Count a stale page and keep the oldest age seen, so hidden outages stay visible."""
+        """Count a stale page, by reason and by age."""
         self.stale_served.labels(reason).inc()
-        current = self.stale_age._value.get()
-        if age_seconds > current:
-            self.stale_age.set(age_seconds)
+        self.stale_age.observe(age_seconds)
 
     def health_checked(self, result: CheckResult) -> None:
         """Listener for healthcheck runs: one count per check that reached its dependency."""

@@ -5,6 +5,7 @@ MongoDB is back, and answers every query of the Grafana dashboard."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -61,10 +62,14 @@ def prometheus(make_stack: Callable[..., StackClients], tmp_path: Path) -> Itera
     s = make_stack(varnish=False, PROCESSES="2")
     port = servers.free_port()
     renderer = s.renderer.removeprefix("http://")
+    # Our rules as they are, but without their ``for`` waits (minutes; promtool's unit tests
+    # cover those): what this shows is that each expression fires and resolves on real scrapes.
+    rules = tmp_path / "rules.yml"
+    rules.write_text(re.sub(r"(?m)^\s+for: .*\n", "", RULES.read_text()))
     config = tmp_path / "prometheus.yml"
     config.write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        f"rule_files: [{json.dumps(str(RULES))}]\n"
+        f"rule_files: [{json.dumps(str(rules))}]\n"
         "scrape_configs:\n"
         f"  - {{job_name: pagecache-renderer, static_configs: [{{targets: [{json.dumps(renderer)}]}}]}}\n"
     )
@@ -104,8 +109,11 @@ def alert_state(base: str, name: str) -> str | None:
     return None
 
 
+STALE_ALERTS = ("PagecacheServingStalePages", "PagecacheStalePagesOld")
+
+
 @pytest.mark.slow
-def test_prometheus_fires_the_stale_alert_when_mongodb_dies_and_resolves_it(
+def test_prometheus_fires_the_stale_alerts_when_mongodb_dies_and_resolves_them(
     prometheus: tuple[StackClients, str],
 ) -> None:
     s, base = prometheus
@@ -114,13 +122,14 @@ def test_prometheus_fires_the_stale_alert_when_mongodb_dies_and_resolves_it(
         s.add_article(slug)
         assert get(s.renderer, f"/noticia/{slug}.ghtml").status == 200
     wait_until(lambda: api(base, "query", query="up")["result"], timeout=30)
-    assert alert_state(base, "PagecacheServingStalePages") is None
+    assert all(alert_state(base, name) is None for name in STALE_ALERTS)
 
     s.server("ferretdb").kill()
-    expire_records(s.redis, *slugs)  # only the last good copies are left
+    expire_records(s.redis, *slugs[1:])  # only the last good copies are left
+    expire_records(s.redis, slugs[0], rendered_ago=2 * 3600)  # one of them rendered two hours ago
     deadline = time.monotonic() + 60
-    while alert_state(base, "PagecacheServingStalePages") != "firing":
-        assert time.monotonic() < deadline, "the stale-pages alert never fired"
+    while {alert_state(base, name) for name in STALE_ALERTS} != {"firing"}:
+        assert time.monotonic() < deadline, {name: alert_state(base, name) for name in STALE_ALERTS}
         for slug in slugs:
             assert get(s.renderer, f"/noticia/{slug}.ghtml").headers["X-Tier"] == "stale"
         time.sleep(0.5)
@@ -132,4 +141,5 @@ def test_prometheus_fires_the_stale_alert_when_mongodb_dies_and_resolves_it(
 
     s.server("ferretdb").start()
     wait_until(lambda: get(s.renderer, f"/noticia/{slugs[0]}.ghtml").headers["X-Tier"] != "stale", timeout=30)
-    wait_until(lambda: alert_state(base, "PagecacheServingStalePages") is None, timeout=120, interval=1)
+    # Both resolve about a minute (their rate window) after stale pages stop.
+    wait_until(lambda: all(alert_state(base, name) is None for name in STALE_ALERTS), timeout=120, interval=1)

@@ -58,9 +58,12 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ),
     (
         "Failures",
-        "Oldest stale page served",
+        "Age of stale pages served (p50, p99)",
         "s",
-        [("max(pagecache_stale_page_age_seconds)", "age")],
+        [
+            ("histogram_quantile(0.5, sum by (le) (rate(pagecache_stale_page_age_seconds_bucket[5m])))", "p50"),
+            ("histogram_quantile(0.99, sum by (le) (rate(pagecache_stale_page_age_seconds_bucket[5m])))", "p99"),
+        ],
     ),
     (
         "Publishing",

@@ -45,7 +45,8 @@ def test_stale_pages_and_their_age_are_visible_in_metrics(make_stack: Callable[.
     s.server("ferretdb").kill()
     assert get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5).headers["X-Tier"] == "stale"
     assert metric(s.renderer, "pagecache_stale_pages_served_total") == 1
-    assert metric(s.renderer, "pagecache_stale_page_age_seconds") >= 1
+    assert metric(s.renderer, "pagecache_stale_page_age_seconds_count") == 1
+    assert metric(s.renderer, "pagecache_stale_page_age_seconds_sum") >= 1  # past its TTL
 
 
 def test_every_request_is_one_json_log_line_with_its_request_id(stack: StackClients) -> None:
