@@ -23,7 +23,9 @@ RUN useradd --system --uid 10002 --no-create-home varnishd \
 USER 10002
 # 6081: readers (pages only). 6082: renderers' purges and bans (never published to the outside).
 EXPOSE 6081 6082
-ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", "public=:6081", "-a", "admin=:6082", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish:/etc/varnish/site", "-s", "malloc,256m"]
+ENTRYPOINT ["varnishd", "-F", "-j", "none", "-n", "/var/lib/varnish", "-a", "public=:6081", "-a", "admin=:6082", "-f", "/etc/varnish/default.vcl", "-p", "vcl_path=/etc/varnish:/etc/varnish/site"]
+# The cache's size is the deployment's to set (the manifest's args), sized to its memory limit.
+CMD ["-s", "malloc,256m"]
 
 FROM python:3.11-slim-bookworm AS renderer
 RUN useradd --system --uid 10001 --no-create-home pagecache

@@ -54,13 +54,14 @@ sub vcl_recv {
     unset req.http.Cookie;
     unset req.http.Authorization;
     if (req.http.X-Pagecache-Pass == "stale") {
-        # The fetch failed and a grace copy exists: any grace copy will do (stale-if-error).
-        set req.grace = 24h;
+        # The fetch failed and a grace copy exists: any grace copy will do (stale-if-error; the
+        # object's own grace, the renderer's stale-if-error, is the limit).
+        set req.grace = 3650d;
     } elsif (req.http.X-Pagecache-Pass == "revalidate") {
         # A grace copy exists beyond the revalidation window: fetch now, keep it as the fallback.
         set req.grace = 0s;
     } elsif (!std.healthy(req.backend_hint)) {
-        set req.grace = 24h;
+        set req.grace = 3650d;
     }
     return (hash);
 }
@@ -133,8 +134,9 @@ sub vcl_hit {
         set req.http.X-Pagecache-Cache = "HIT";
         return (deliver);
     }
-    # Stale-while-revalidate window (10 s), a sick renderer, or a failed fetch: the grace copy.
-    if (obj.ttl + 10s > 0s || req.http.X-Pagecache-Pass == "stale" || !std.healthy(req.backend_hint)) {
+    # The stale-while-revalidate window, a sick renderer, or a failed fetch: the grace copy.
+    if (obj.ttl + std.duration(obj.http.X-Pagecache-Swr + "s", 0s) > 0s
+        || req.http.X-Pagecache-Pass == "stale" || !std.healthy(req.backend_hint)) {
         set req.http.X-Pagecache-Cache = "HIT-STALE";
         return (deliver);
     }
@@ -179,16 +181,24 @@ sub vcl_backend_response {
         set beresp.do_gzip = true;
     }
     if (beresp.status == 200) {
-        # Long grace, used in full only when the backend is sick or a fetch fails; keep lets an
-        # expired copy be revalidated with a cheap 304 (never served as stale).
+        # Grace is the renderer's stale-if-error (STALE_IF_ERROR), used in full only when the
+        # backend is sick or a fetch fails; keep lets an expired copy be revalidated with a cheap
+        # 304 (never served as stale). Its stale-while-revalidate (STALE_WHILE_REVALIDATE) is the
+        # part of the grace served while refetching in the background (vcl_hit).
         set beresp.grace = 24h;
+        if (beresp.http.Cache-Control ~ "(^|[ ,])stale-if-error=[0-9]+") {
+            set beresp.grace = std.duration(
+                regsub(beresp.http.Cache-Control, "^(.*[ ,])?stale-if-error=([0-9]+).*$", "\2") + "s", 24h);
+        }
+        set beresp.http.X-Pagecache-Swr = "10";
+        if (beresp.http.Cache-Control ~ "(^|[ ,])stale-while-revalidate=[0-9]+") {
+            set beresp.http.X-Pagecache-Swr =
+                regsub(beresp.http.Cache-Control, "^(.*[ ,])?stale-while-revalidate=([0-9]+).*$", "\2");
+        }
         set beresp.keep = 1h;
     } else {
-        # 404s and other junk: no longer stale than fresh, no keep, so that scanners cannot
-        # evict the copies stale-if-error needs.
-        if (beresp.ttl > 10s) {
-            set beresp.ttl = 10s;
-        }
+        # 404s and other junk: the renderer's TTL (NOT_FOUND_TTL for a 404), no longer stale than
+        # fresh, no keep, so that scanners cannot evict the copies stale-if-error needs.
         set beresp.grace = beresp.ttl;
         set beresp.keep = 0s;
     }
@@ -228,6 +238,7 @@ sub vcl_deliver {
         set resp.http.Cache-Status = req.http.X-Pagecache-Member;
     }
     unset resp.http.X-Url;
+    unset resp.http.X-Pagecache-Swr;
     unset resp.http.xkey;
     call pagecache_hide_software;
     set resp.http.X-Request-Id = req.http.X-Request-Id;
