@@ -245,3 +245,23 @@ def test_a_purge_that_could_not_be_queued_is_a_failed_step_not_pending(
     assert "not queued" in report["steps"]["varnish"][node]
     purge = request(s.renderer, "POST", "/api/purge", json.dumps({"slug": slug}).encode(), AUTH)
     assert purge.status == 503 and "could not be queued" in json.loads(purge.body)["error"], purge.text
+
+
+def test_an_article_saved_every_few_hundred_ms_still_gets_its_second_purge(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    # A live blog autosaves more often than the second purge's quiet spell (a request deadline,
+    # here 1 s): its debounce must not postpone it for as long as the saving goes on.
+    s = make_stack(REQUEST_DEADLINE="1")
+    slug = unique_slug("ao-vivo")
+
+    def purges() -> float:
+        return metric(s.renderer, "pagecache_purges_total")
+
+    before, saves, started = purges(), 0, time.monotonic()
+    while time.monotonic() - started < 7:  # past the bound, five quiet spells
+        assert put(s.renderer, slug, article(f"Ao vivo, atualização {saves}")).status in (200, 201)
+        saves += 1
+        time.sleep(0.3)
+    # One purge per save, plus at least one second purge made while the saves went on.
+    assert purges() - before >= saves + 1, (saves, purges() - before)
