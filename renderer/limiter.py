@@ -4,9 +4,11 @@ fallback instead of queueing behind a slow database.
 The limit follows Netflix concurrency-limits' Gradient2: a short-term latency (the last calls)
 against a long-term one (what this database usually does). While the short one stays near the long
 one the limit grows by a small queue allowance; when calls slow down the limit shrinks in
-proportion, down to ``min_limit``. No maintained Python library does this for asyncio (checked:
-``aiolimiter`` is a rate limiter, ``concurrency-limiter`` a fixed semaphore, ``adaptive-concurrency``
-sizes batches), so it is written here, small.
+proportion, down to ``min_limit``. A sample is the time spent in MongoDB calls alone
+(``measuring_mongodb``); waiters start only while the calls in flight are under the limit as it
+is now (docs/architecture.rst compares the shape with Gradient2's). No maintained Python library
+does this for asyncio (checked: ``aiolimiter`` is a rate limiter, ``concurrency-limiter`` a
+fixed semaphore, ``adaptive-concurrency`` sizes batches), so it is written here, small.
 
 A circuit breaker is for hard failure (refused, errors); this is for slowness: it never refuses
 everything, it lets through what the database is answering in reasonable time.
@@ -18,6 +20,32 @@ import asyncio
 import math
 import time
 from collections import deque
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
+# The durations of the MongoDB attempts of the read that holds a slot in this task (and the tasks
+# it starts): what the limit learns from, without rendering or retry backoff.
+_MONGODB_TIME: ContextVar[list[float] | None] = ContextVar("pagecache_mongodb_time", default=None)
+
+
+def spent_in_mongodb(seconds: float) -> None:
+    """Record one MongoDB attempt's duration for the read measured in this task, if any (the
+    MongoDB guard's observer calls this)."""
+    spent = _MONGODB_TIME.get()
+    if spent is not None:
+        spent.append(seconds)
+
+
+@contextmanager
+def measuring_mongodb() -> Iterator[list[float]]:
+    """Collect the durations of the MongoDB attempts made inside the block."""
+    spent: list[float] = []
+    token = _MONGODB_TIME.set(spent)
+    try:
+        yield spent
+    finally:
+        _MONGODB_TIME.reset(token)
 
 
 class Overloaded(Exception):
@@ -97,12 +125,15 @@ class AdaptiveLimit:
         error or the caller's own deadline), which adjusts the limit."""
         if rtt is not None:
             self._sample(rtt)
-        while self._waiters:
+        # Waiters are let in while there is room under the limit as it is now: after it shrank,
+        # slots given back leave until the calls in flight are under it; after it grew, more
+        # than one waiter may start.
+        self.in_flight -= 1
+        while self._waiters and self.in_flight < int(self.limit):
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the slot moves to the next waiter, in_flight unchanged
-                return
-        self.in_flight -= 1
+                waiter.set_result(None)
+                self.in_flight += 1
 
     def _sample(self, rtt: float) -> None:
         if self.long_rtt == 0.0:

@@ -16,7 +16,7 @@ from renderer import contract, invalidation, logs, purge, tokens
 from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.latest_box import LatestBox
-from renderer.limiter import AdaptiveLimit
+from renderer.limiter import AdaptiveLimit, spent_in_mongodb
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
 from renderer.purge import PurgeQueue, VarnishPurger
@@ -112,7 +112,7 @@ class Services:
                 settings.mongodb_timeout,
                 policy,
                 mongo_articles.is_transient,
-                metrics.backend_latency.labels("mongodb").observe,
+                partial(_observe_mongodb, metrics.backend_latency.labels("mongodb")),
                 RetryBudget(settings.retry_budget_ratio),
                 metrics.retried("mongodb"),
                 is_timeout=mongo_articles.is_timeout,
@@ -307,3 +307,9 @@ def _checks(
         # Not critical: shedding means degraded (pages still served), never out of the balancer.
         Check("mongodb load", "mongodb", mongo_not_overloaded, timeout),
     ]
+
+
+def _observe_mongodb(latency: Any, seconds: float) -> None:
+    """A MongoDB read attempt's duration: to the metric, and to the concurrency limit's sample."""
+    latency.observe(seconds)
+    spent_in_mongodb(seconds)

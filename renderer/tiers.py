@@ -19,11 +19,11 @@ from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
 from renderer.breaker import CircuitOpen
-from renderer.limiter import AdaptiveLimit, Overloaded
+from renderer.limiter import AdaptiveLimit, Overloaded, measuring_mongodb
 from renderer.metrics import READ_PATH, Metrics
 from renderer.render import PageRenderer
 from renderer.rendered_page import RenderedPage
-from renderer.resilience import Deadline
+from renderer.resilience import Deadline, DeadlineExceeded
 
 log = logging.getLogger("pagecache.tiers")
 
@@ -394,20 +394,23 @@ class Tiers:
         return None
 
     async def _load_in_slot(self, load: Loader, deadline: Deadline) -> RenderedPage:
-        """Run ``load`` in the MongoDB slot the caller holds, then give the slot back with how
-        long the read took (a timeout too: slowness is what the limit adapts to)."""
-        started = time.perf_counter()
+        """Run ``load`` in the MongoDB slot the caller holds, then give the slot back with how long
+        its MongoDB calls took (a timeout of theirs too: slowness is what the limit adapts to;
+        a read cut short by the request's own deadline says nothing of the database)."""
         rtt: float | None = None
-        try:
-            page = await load(deadline)
-            rtt = time.perf_counter() - started
-            return page
-        except TimeoutError:
-            rtt = time.perf_counter() - started
-            raise
-        finally:
-            self.limit.release(rtt)
-            self.metrics.mongodb_limit_changed(self.limit)
+        with measuring_mongodb() as spent:
+            try:
+                page = await load(deadline)
+                rtt = sum(spent) if spent else None
+                return page
+            except DeadlineExceeded:
+                raise
+            except TimeoutError:
+                rtt = sum(spent) if spent else None
+                raise
+            finally:
+                self.limit.release(rtt)
+                self.metrics.mongodb_limit_changed(self.limit)
 
     async def _render_fresh(
         self, deadline: Deadline, cache_id: str, load: Loader, last_good: RenderedPage | None, redis_usable: bool
