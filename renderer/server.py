@@ -11,6 +11,7 @@ import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from prometheus_client import multiprocess
 from tornado.httpserver import HTTPServer
@@ -63,24 +64,29 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
         log.warning("connection pools not closed after %.0f s; exiting anyway", close_timeout)
 
 
+def _serve_then_exit(settings: Settings, sockets: list[socket.socket]) -> NoReturn:
+    """Serve until SIGTERM, drain, and end the process with ``os._exit``: asyncio.run's own
+    teardown (cancel every task, join the default executor's threads) could wait on a stuck
+    thread after the drain is done."""
+    code = 0
+    try:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(serve(settings, sockets))
+    except BaseException:
+        log.exception("renderer %d failed", os.getpid())
+        code = 1
+    finally:
+        os._exit(code)
+
+
 def _fork_worker(settings: Settings, sockets: list[socket.socket]) -> int:
     pid = os.fork()
     if pid == 0:
-        code = 0
-        try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
-            # A forked worker ends with os._exit: asyncio.run's own teardown (cancel every task, join
-            # the default executor's threads) could wait on a stuck thread after the drain is done.
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(serve(settings, sockets))
-        except BaseException:
-            log.exception("renderer worker %d failed", os.getpid())
-            code = 1
-        finally:
-            os._exit(code)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
+        _serve_then_exit(settings, sockets)
     return pid
 
 
@@ -119,9 +125,12 @@ def supervise(count: int, settings: Settings, sockets: list[socket.socket]) -> N
         recent = [t for t in recent if t > now - 10] + [now]
         if len(recent) > 2 * count:
             time.sleep(1)  # a crash loop: don't spin, but keep trying
-        # Held off while forking: a SIGTERM between the fork and the add would miss the new worker.
+        # Held off while forking: a SIGTERM between the fork and the add would miss the new worker;
+        # one that came since the check above (or in the pause) was forwarded already: no fork.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
+            if stopping:
+                continue
             replacement = _fork_worker(settings, sockets)
             workers.add(replacement)
         finally:
@@ -155,8 +164,7 @@ def main() -> None:
     sockets = bind_sockets(settings.port, address=settings.address, reuse_port=True)
     count = settings.processes or available_cpus()
     if count == 1:
-        asyncio.run(serve(settings, sockets))
-        return
+        _serve_then_exit(settings, sockets)  # the Kubernetes default at one CPU
     given = metrics.multiprocess_dir()
     directory = given or tempfile.mkdtemp(prefix="pagecache-metrics-")
     for stale in os.listdir(directory):  # counters of a previous run must not add up

@@ -11,9 +11,10 @@ from typing import Callable
 
 import aiohttp
 
+from devstack import servers
 from devstack.servers import port_open
 from tests.conftest import StackClients
-from tests.helpers import unique_slug
+from tests.helpers import unique_slug, wait_until
 
 
 def test_sigterm_lets_every_in_flight_request_complete(make_stack: Callable[..., StackClients]) -> None:
@@ -60,3 +61,24 @@ def test_sigterm_lets_every_in_flight_request_complete(make_stack: Callable[...,
     while port_open(renderer.port) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not port_open(renderer.port)
+
+
+def test_a_sigterm_during_a_crash_loop_stops_every_worker(make_stack: Callable[..., StackClients]) -> None:
+    # Workers dying faster than the supervisor should replace them: it pauses a second before the
+    # next fork. A SIGTERM in that pause must reach the replacement too (before: it was forked
+    # after the signal was forwarded, never got it, and the supervisor waited on it for ever).
+    s = make_stack(varnish=False, PROCESSES="2")
+    renderer = s.server("renderer")
+    for _ in range(5):  # more than twice the workers within ten seconds: a crash loop
+        workers = servers.child_pids(renderer.pid)
+        assert workers, renderer.log_tail(30)
+        os.kill(min(workers), signal.SIGKILL)
+        wait_until(lambda workers=workers: servers.child_pids(renderer.pid) != workers, timeout=10)
+    os.kill(min(servers.child_pids(renderer.pid)), signal.SIGKILL)  # the pause begins
+    time.sleep(0.3)
+    os.kill(renderer.pid, signal.SIGTERM)
+    try:
+        code = renderer.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        code = None
+    assert code == 0, renderer.log_tail(30)
