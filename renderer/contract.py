@@ -95,3 +95,8 @@ def missing_section_key(section: str) -> str:
     it, so the first article of a new section shows at once (a soft purge would serve the 404 once
     more), while the fronts that exist keep their soft purge."""
     return f"missing-section-{section}"
+
+
+# The CDN's own lifetime of a page, one value in both: RFC 9213's (Cloudflare reads it) and
+# Fastly's. Varnish ignores both and hands them on; it shortens them for a copy it serves stale.
+CDN_CACHE_HEADERS = ("CDN-Cache-Control", "Surrogate-Control")

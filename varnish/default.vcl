@@ -239,7 +239,19 @@ sub vcl_deliver {
     }
     unset resp.http.X-Url;
     unset resp.http.X-Pagecache-Swr;
+    # The CDN in front gets the page's surrogate keys under its own names, for its purges:
+    # Fastly's Surrogate-Key (space-separated, as xkey) and Cloudflare's Cache-Tag (commas).
+    if (resp.http.xkey) {
+        set resp.http.Surrogate-Key = resp.http.xkey;
+        set resp.http.Cache-Tag = regsuball(resp.http.xkey, " +", ",");
+    }
     unset resp.http.xkey;
+    if (req.http.X-Pagecache-Cache == "HIT-STALE") {
+        # A copy past its TTL (a purge being refetched, a sick renderer): the CDN must not keep
+        # it for its own long TTL, or it would serve the old page after we have the new one.
+        set resp.http.CDN-Cache-Control = "max-age=1";
+        set resp.http.Surrogate-Control = "max-age=1";
+    }
     call pagecache_hide_software;
     set resp.http.X-Request-Id = req.http.X-Request-Id;
 }

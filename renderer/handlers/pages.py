@@ -22,24 +22,37 @@ STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 class CachePolicy:
-    """The ``Cache-Control`` values of the HTTP contract (docs/architecture.rst), built once from settings."""
+    """The caching headers of the HTTP contract (docs/architecture.rst), built once from settings:
+    ``Cache-Control`` for browsers and Varnish, and the CDN's own (RFC 9213 ``CDN-Cache-Control``,
+    read by Cloudflare; ``Surrogate-Control``, read by Fastly), which Varnish ignores."""
 
     def __init__(self, services: Services) -> None:
         s = services.settings
-        self.fresh = (
-            f"public, max-age=0, s-maxage={s.shared_max_age}, "
-            f"stale-while-revalidate={s.stale_while_revalidate}, stale-if-error={s.stale_if_error}"
-        )
-        self.stale = f"public, max-age=0, s-maxage={s.stale_shared_max_age}, stale-if-error={s.stale_if_error}"
-        self.not_found = f"public, max-age=0, s-maxage={s.not_found_ttl}"
+        self.cache_control = {
+            "fresh": (
+                f"public, max-age=0, s-maxage={s.shared_max_age}, "
+                f"stale-while-revalidate={s.stale_while_revalidate}, stale-if-error={s.stale_if_error}"
+            ),
+            "stale": f"public, max-age=0, s-maxage={s.stale_shared_max_age}, stale-if-error={s.stale_if_error}",
+            "not found": f"public, max-age=0, s-maxage={s.not_found_ttl}",
+        }
+        self.cdn = {
+            "fresh": (
+                f"max-age={s.cdn_ttl}, stale-while-revalidate={s.cdn_stale_while_revalidate}, "
+                f"stale-if-error={s.cdn_stale_if_error}"
+            ),
+            "stale": f"max-age={s.stale_shared_max_age}, stale-if-error={s.cdn_stale_if_error}",
+            "not found": f"max-age={s.not_found_ttl}",
+        }
         sample = services.renderer.generic_not_found.html.decode()
         self.security_headers = security.page_headers(sample, s.hsts_max_age)
 
-    def for_page(self, page: RenderedPage, tier: str, revalidating: bool = False) -> str:
-        """The header for ``page`` served from ``tier`` (past its freshness when ``revalidating``)."""
+    @staticmethod
+    def kind(page: RenderedPage, tier: str, revalidating: bool = False) -> str:
+        """Which lifetime ``page`` served from ``tier`` gets (past its freshness when ``revalidating``)."""
         if page.status == 404:
-            return self.not_found
-        return self.stale if tier == contract.TIER_STALE or revalidating else self.fresh
+            return "not found"
+        return "stale" if tier == contract.TIER_STALE or revalidating else "fresh"
 
 
 class PageHandler(AllowOn405):
@@ -89,7 +102,7 @@ class PageHandler(AllowOn405):
         self.clear_header("Server")  # no software versions at the edge
         self.set_security_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.set_header("Cache-Control", self.policy.for_page(page, tier or "", revalidating))
+        self.set_cache_headers(self.policy.kind(page, tier or "", revalidating))
         if page.surrogate_keys:
             self.set_header(contract.HEADER_SURROGATE_KEYS, page.surrogate_keys)
         self.set_header(contract.HEADER_VERSION, str(page.version))
@@ -133,12 +146,18 @@ class PageHandler(AllowOn405):
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
         self.finish("Service temporarily unavailable\n")
 
+    def set_cache_headers(self, kind: str) -> None:
+        """``Cache-Control`` and the CDN's headers for a page of this ``kind`` (``CachePolicy.kind``)."""
+        self.set_header("Cache-Control", self.policy.cache_control[kind])
+        for header in contract.CDN_CACHE_HEADERS:
+            self.set_header(header, self.policy.cdn[kind])
+
     def redirect_to_canonical(self, canonical_path: str) -> bool:
         """A 301 to ``canonical_path`` when the request spelled it otherwise (percent-encoded
         letters, say): one URL, so one cached object, per page. True when redirected."""
         if self.request.path == canonical_path:
             return False
-        self.set_header("Cache-Control", self.policy.fresh)
+        self.set_cache_headers("fresh")
         self.redirect(canonical_path, permanent=True)
         return True
 
@@ -224,7 +243,7 @@ class SmallFileHandler(PageHandler):
     def get(self) -> None:
         self.services.metrics.answered("none", 200)
         self.set_header("Content-Type", self.file.content_type)
-        self.set_header("Cache-Control", self.policy.fresh)
+        self.set_cache_headers("fresh")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Etag", self.file.etag)
         if self.check_etag_header():

@@ -43,7 +43,9 @@ def test_stale_pages_and_their_age_are_visible_in_metrics(make_stack: Callable[.
     get(s.renderer, f"/noticia/{slug}.ghtml")
     wait_until(lambda: not stored_page(s.redis, slug).is_servable(time.time()), timeout=5)
     s.server("ferretdb").kill()
-    assert get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5).headers["X-Tier"] == "stale"
+    stale = get(s.renderer, f"/noticia/{slug}.ghtml", timeout=5)
+    assert stale.headers["X-Tier"] == "stale"
+    assert stale.headers["CDN-Cache-Control"] == "max-age=2, stale-if-error=86400"  # asked for again soon
     assert metric(s.renderer, "pagecache_stale_pages_served_total") == 1
     assert metric(s.renderer, "pagecache_stale_page_age_seconds_count") == 1
     assert metric(s.renderer, "pagecache_stale_page_age_seconds_sum") >= 1  # past its TTL

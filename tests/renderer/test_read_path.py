@@ -66,6 +66,10 @@ def test_page_headers_follow_the_http_contract(stack: StackClients) -> None:
     cache_control = resp.headers["Cache-Control"]
     assert "public" in cache_control and "s-maxage=10" in cache_control and "max-age=0" in cache_control
     assert "stale-while-revalidate=" in cache_control and "stale-if-error=" in cache_control
+    # The CDN's own lifetime (CDN_TTL…), and the page's keys under the CDNs' names.
+    for header in ("CDN-Cache-Control", "Surrogate-Control"):
+        assert resp.headers[header] == "max-age=10, stale-while-revalidate=10, stale-if-error=86400", header
+    assert resp.headers["Surrogate-Key"] == f"article-{slug}" and resp.headers["Cache-Tag"] == f"article-{slug}"
     # With its "latest news" box, the page's validators name its version and the box's generation.
     assert resp.headers["ETag"].removeprefix("W/").startswith('"1-') and "." in resp.headers["ETag"]
     assert resp.headers["Last-Modified"].endswith("GMT")
@@ -157,6 +161,7 @@ def test_unknown_article_is_a_briefly_cached_404(stack: StackClients) -> None:
     first = get(stack.renderer, article_path(slug))
     assert first.status == 404
     assert "s-maxage=10" in first.headers["Cache-Control"]
+    assert first.headers["CDN-Cache-Control"] == first.headers["Surrogate-Control"] == "max-age=10"
     assert first.headers["xkey"] == f"article-{slug}"
     stored = stored_page(stack.redis, slug)
     assert stored is not None and stored.status == 404 and 0 < stored.fresh_until - time.time() <= 10
