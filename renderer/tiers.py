@@ -397,19 +397,17 @@ class Tiers:
         """Run ``load`` in the MongoDB slot the caller holds, then give the slot back with how long
         its MongoDB calls took (a timeout of theirs too: slowness is what the limit adapts to;
         a read cut short by the request's own deadline says nothing of the database)."""
-        rtt: float | None = None
+        learnt = False  # errors are the breaker's business, not the limit's
         with measuring_mongodb() as spent:
             try:
                 page = await load(deadline)
-                rtt = sum(spent) if spent else None
+                learnt = True
                 return page
-            except DeadlineExceeded:
-                raise
-            except TimeoutError:
-                rtt = sum(spent) if spent else None
+            except TimeoutError as exc:
+                learnt = not isinstance(exc, DeadlineExceeded)
                 raise
             finally:
-                self.limit.release(rtt)
+                self.limit.release(sum(spent) if learnt and spent else None)
                 self.metrics.mongodb_limit_changed(self.limit)
 
     async def _render_fresh(
