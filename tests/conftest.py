@@ -20,6 +20,7 @@ from pymongo import MongoClient
 from devstack import servers
 from devstack.samples import article_document, load_samples
 from devstack.stack import Ports, Stack, start_stack
+from tests.holding_proxy import HoldingProxy
 
 
 def _worker_ports() -> None:
@@ -83,6 +84,12 @@ class StackClients:
         doc = article_document(payload)
         self.articles.replace_one({"_id": slug}, doc, upsert=True)
         return doc
+
+    def editors_renderer(self, **settings: str) -> servers.Server:
+        """Another renderer (one process, the editors' token, ``settings``) that reaches this
+        stack's servers directly, not through any proxy the stack's renderer is given; not started."""
+        env = {**self.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1", **settings}
+        return servers.renderer(self.stack.run_dir, servers.free_port(), env)
 
     def close(self) -> None:
         self.redis.close()
@@ -164,3 +171,11 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
         clients.close()
         clients.stack.refresh_from_state()  # servers that scripts/chaos restarted have new pids
         clients.stack.stop()
+
+
+@pytest.fixture
+def proxy() -> Iterator[HoldingProxy]:
+    """A TCP proxy on loopback that can hold back, drop or cut a server's answers."""
+    held = HoldingProxy()
+    yield held
+    held.close()

@@ -13,17 +13,10 @@ from devstack.probes import metric
 from renderer import contract
 from renderer.rendered_page import RenderedPage
 from renderer.tiers import LastGood
-from tests.conftest import EDITOR_TOKEN, StackClients
+from tests.conftest import StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
 from tests.renderer.test_publish import AUTH, article, put
-
-
-@pytest.fixture
-def proxy() -> Iterator[HoldingProxy]:
-    held = HoldingProxy()
-    yield held
-    held.close()
 
 
 @pytest.fixture
@@ -37,8 +30,7 @@ def published(make_stack: Callable[..., StackClients]) -> Iterator[Callable[...,
         s = make_stack(varnish=False, **({"REDIS_URL": f"redis://127.0.0.1:{via.port}/0"} if via else {}))
         if via:
             via.connect_to("127.0.0.1", s.stack.ports.redis)
-        env = {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
-        editors.append(servers.renderer(s.stack.run_dir, servers.free_port(), env))
+        editors.append(s.editors_renderer())
         api, slug = f"http://127.0.0.1:{editors[-1].start().port}", unique_slug("retirada")
         assert put(api, slug, article(TITLE)).status == 202  # no Varnish here: purges queued
         wait_until(lambda: get(s.renderer, f"/noticia/{slug}.ghtml").headers["X-Tier"] == "redis")

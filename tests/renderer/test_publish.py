@@ -184,13 +184,9 @@ def test_unpublish_removes_the_article_from_every_tier(two_nodes: StackClients) 
 def test_renderer_processes_drop_in_process_copies_of_a_published_article(
     make_stack: Callable[..., StackClients],
 ) -> None:
-    from devstack import servers
 
     s = make_stack(varnish=False)
-    other = servers.renderer(
-        s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
-    )
-    other.start()
+    other = s.editors_renderer().start()
     try:
         other_url = f"http://127.0.0.1:{other.port}"
         slug = unique_slug()

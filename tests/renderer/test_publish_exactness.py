@@ -6,22 +6,14 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
-from devstack import servers
-from tests.conftest import EDITOR_TOKEN, StackClients
+from tests.conftest import StackClients
 from tests.helpers import get, mongodb_usable, request, stored_page, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
 from tests.renderer.test_publish import AUTH, article, put
-
-
-@pytest.fixture
-def proxy() -> Iterator[HoldingProxy]:
-    held = HoldingProxy()
-    yield held
-    held.close()
 
 
 @pytest.mark.slow
@@ -34,9 +26,7 @@ def test_a_reader_that_read_before_the_unpublish_cannot_bring_the_article_back(
     proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
     # The renderer's first reads (its box) went to the proxy before it had a target.
     wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
-    editors = servers.renderer(
-        s.stack.run_dir, servers.free_port(), {**s.stack.env, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
-    ).start()
+    editors = s.editors_renderer().start()
     try:
         api = f"http://127.0.0.1:{editors.port}"
         slug = unique_slug("retirada")

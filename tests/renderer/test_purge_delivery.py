@@ -9,29 +9,21 @@ import os
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import pytest
 from pymongo import AsyncMongoClient
 
-from devstack import servers
 from devstack.probes import metric
 from renderer.backends.mongo_purges import PurgeStore
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.purge import MAX_HEADER_BYTES, Purge
 from renderer.resilience import Deadline, Guard, RetryPolicy
-from tests.conftest import EDITOR_TOKEN, StackClients
+from tests.conftest import StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
 from tests.renderer.test_publish import AUTH, admin_nodes, article, nodes, put, title_on
-
-
-@pytest.fixture
-def proxy() -> Iterator[HoldingProxy]:
-    made = HoldingProxy()
-    yield made
-    made.close()
 
 
 def queue(s: StackClients) -> Any:
@@ -124,17 +116,8 @@ def test_queued_purges_survive_redis_eviction_and_restart(
     admin_first, admin_second = admin_nodes(s)
     proxy.connect_to("127.0.0.1", urlsplit(admin_second).port or 0)
     through_proxy = f"http://127.0.0.1:{proxy.port}"
-    editors = servers.renderer(
-        s.stack.run_dir,
-        servers.free_port(),
-        {
-            **s.stack.env,
-            **hour,
-            "EDITOR_TOKENS": EDITOR_TOKEN,
-            "PROCESSES": "1",
-            "VARNISH_URLS": f"{admin_first},{through_proxy}",
-            "PURGE_RETRY_INTERVAL": "0.5",
-        },
+    editors = s.editors_renderer(
+        **{**hour, "VARNISH_URLS": f"{admin_first},{through_proxy}", "PURGE_RETRY_INTERVAL": "0.5"}
     ).start()
     try:
         api = f"http://127.0.0.1:{editors.port}"

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
-from devstack import servers
 from devstack.probes import metric
 from renderer.rendered_page import RenderedPage
-from tests.conftest import EDITOR_TOKEN, StackClients
+from tests.conftest import StackClients
 from tests.helpers import expire_records, get, mongodb_usable, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
 from tests.renderer.test_publish import AUTH, article, put
@@ -78,13 +77,6 @@ def test_a_refresh_that_fails_leaves_the_page_in_place(make_stack: Callable[...,
     assert resp.status == 200 and resp.headers["X-Tier"] == "stale"
 
 
-@pytest.fixture
-def proxy() -> Iterator[HoldingProxy]:
-    held = HoldingProxy()
-    yield held
-    held.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("change", ["publish", "unpublish"])
 def test_a_publish_or_unpublish_during_a_refresh_wins(
@@ -96,9 +88,7 @@ def test_a_publish_or_unpublish_during_a_refresh_wins(
     proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
     # The renderer's first reads (its box) went to the proxy before it had a target.
     wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
-    editors = servers.renderer(
-        s.stack.run_dir, servers.free_port(), {**s.stack.env, **SHORT, "EDITOR_TOKENS": EDITOR_TOKEN, "PROCESSES": "1"}
-    ).start()
+    editors = s.editors_renderer(**SHORT).start()
     try:
         api = f"http://127.0.0.1:{editors.port}"
         slug = unique_slug("corrida")
