@@ -35,7 +35,7 @@ from pymongo import MongoClient
 
 from devstack import breaking, servers
 from devstack.probes import concurrent_gets, metric, varnish_counters
-from devstack.samples import article_document, load_samples
+from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
 
 HOT_SLUG = "tiroteio-deixa-um-morto-e-feridos"
@@ -131,6 +131,7 @@ def insert_articles(stack: Stack, prefix: str, count: int) -> list[str]:
     ]
     with MongoClient(stack.env["MONGODB_URL"]) as client:
         client[stack.env["MONGODB_DB"]]["articles"].insert_many(docs)
+        outdate_listings(client[stack.env["MONGODB_DB"]])
     return slugs
 
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
+from pymongo.database import Database
 
 from renderer import contract
+from renderer.backends.mongo_articles import LISTINGS_COLLECTION
 
 SAMPLES = Path(__file__).with_name("sample_articles.json")
 
@@ -36,9 +39,10 @@ def load_samples(mongodb_url: str, db_name: str, redis_url: str | None = None) -
     """Insert the sample articles that are not in MongoDB yet (an editor's change to one is never
     overwritten by the next start); returns how many were inserted.
 
-    Written behind the editors' API's back, so no publish renders the listings: with ``redis_url``
-    (a plain ``redis://`` one) the listings' records are dropped, and the renderers render them
-    again on the next read (the "latest news" box within ``LATEST_BOX_REFRESH``).
+    Written behind the editors' API's back, so no publish renders the listings: their generation
+    is moved on (the stored listings are outdated), and with ``redis_url`` (a plain ``redis://``
+    one) the listings' records are dropped, so that the renderers render them again on the next
+    read (the "latest news" box within ``LATEST_BOX_REFRESH``).
     """
     inserted = 0
     with MongoClient(mongodb_url, serverSelectionTimeoutMS=5000) as client:
@@ -49,9 +53,19 @@ def load_samples(mongodb_url: str, db_name: str, redis_url: str | None = None) -
                 {"_id": payload["slug"]}, {"$setOnInsert": article_document(payload)}, upsert=True
             )
             inserted += result.upserted_id is not None
+        if inserted:
+            outdate_listings(client[db_name])
     if inserted and redis_url and redis_url.startswith("redis://"):
         forget_listings(redis_url)
     return inserted
+
+
+def outdate_listings(database: Database[Any]) -> None:
+    """Move the listings' generation on, as a publish does: for articles written straight into
+    MongoDB, so that no stored listing still counts as current without them."""
+    database[LISTINGS_COLLECTION].update_one(
+        {"_id": "generation"}, {"$inc": {"value": 1}, "$set": {"changed_at": time.time()}}, upsert=True
+    )
 
 
 def forget_listings(redis_url: str) -> None:

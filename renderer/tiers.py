@@ -84,10 +84,15 @@ class Listings:
     section_size: int
     box_size: int
 
+    @property
+    def depth(self) -> int:
+        """How many articles a stored listing keeps: enough for any listing of its section."""
+        return max(self.home_size, self.section_size, self.box_size)
+
     def loader(self, mongo: MongoArticles, cache_id: str) -> Loader:
-        """How listing ``cache_id`` is rendered from ``mongo``'s newest articles, as of the listings'
-        generation read first: its content is at least as new as the generation it is labelled with,
-        so a copy labelled with an older generation never replaces one the publisher stored."""
+        """How listing ``cache_id`` is rendered from ``mongo``'s newest articles, labelled with the
+        listings' generation they are at least as new as: a copy labelled with an older generation
+        never replaces one the publisher stored."""
         section = contract.section_of(cache_id)
         render: Callable[[Any], RenderedPage]
         if cache_id == contract.HOME_CACHE_ID:
@@ -100,12 +105,12 @@ class Listings:
             raise ValueError(f"not a listing: {cache_id!r}")
 
         async def load(d: Deadline) -> RenderedPage:
-            generation, changed_at = await mongo.listings_generation(d)
-            page = _render(render, await mongo.latest(d, size, section), version=generation)
+            listing = await mongo.listing(d, size, section, depth=self.depth)
+            page = _render(render, listing.articles, version=listing.generation)
             # Last-Modified is when the generation began, which every publish and takedown moves:
             # the newest publication time stays put after a title edit or a takedown (it only
             # stands in before the first generation).
-            return replace(page, last_modified=changed_at or page.last_modified)
+            return replace(page, last_modified=listing.changed_at or page.last_modified)
 
         return load
 

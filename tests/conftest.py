@@ -18,7 +18,7 @@ import redis
 from pymongo import MongoClient
 
 from devstack import servers
-from devstack.samples import article_document, load_samples
+from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
 from tests.holding_proxy import HoldingProxy
 
@@ -83,6 +83,7 @@ class StackClients:
         }
         doc = article_document(payload)
         self.articles.replace_one({"_id": slug}, doc, upsert=True)
+        outdate_listings(self.articles.database)
         return doc
 
     def editors_renderer(self, **settings: str) -> servers.Server:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,10 +20,30 @@ from renderer.resilience import Deadline, Guard
 TRANSIENT_ERRORS = (mongo_errors.ConnectionFailure, mongo_errors.ExecutionTimeout)
 COLLECTION = "articles"
 # One document, {_id: "generation", value: n}: bumped by every publish and takedown, it versions
-# the listings (home, section fronts, the box) as an article's ``version`` versions its page.
+# the listings (home, section fronts, the box) as an article's ``version`` versions its page. Beside
+# it, each listing's newest articles as of a generation ({_id: "latest:<section>|*"}), so that a
+# reader who misses Redis makes two lookups by _id, not a sorted query over the catalogue.
 LISTINGS_COLLECTION = "listings"
 _GENERATION = {"_id": "generation"}
 _PROJECTION = {"_id": False}
+# What a listing shows of an article: all but its body (and the write's own bookkeeping).
+_LISTED_PROJECTION = {"_id": False, "body_html": False, "write_id": False}
+
+log = logging.getLogger("pagecache.mongodb")
+
+
+def listing_id(section: str | None) -> str:
+    """The ``_id`` of a stored listing: the newest articles of ``section``, or of all sections."""
+    return f"latest:{section or '*'}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The newest articles, as of listings generation ``generation`` (begun at ``changed_at``)."""
+
+    generation: int
+    changed_at: float
+    articles: list[dict[str, Any]]
 
 
 class VersionConflict(Exception):
@@ -144,12 +165,6 @@ class MongoArticles:
         doc = await self.listings.find_one(_GENERATION)
         return (int(doc["value"]), float(doc.get("changed_at", 0.0))) if doc else (0, 0.0)
 
-    async def listings_generation(self, deadline: Deadline) -> tuple[int, float]:
-        """The listings' generation and when it began (epoch seconds; 0 before the first): read
-        before a listing's articles, so that the listing is at least as new as the generation it is
-        labelled with."""
-        return await self.guard.run(deadline, self._generation)
-
     async def _bump_generation(self) -> int:
         self._fail_fast_if_unreachable()
         doc = await self.listings.find_one_and_update(
@@ -166,18 +181,49 @@ class MongoArticles:
         are rendered): every listing rendered since names a newer version than any before."""
         return await self.guard.run(deadline, self._bump_generation)
 
-    async def _latest(self, limit: int, section: str | None) -> list[dict[str, Any]]:
-        self._fail_fast_if_unreachable()
-        self._on_read()
+    async def _query_latest(self, limit: int, section: str | None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"published": True}
         if section is not None:
             query["section"] = section
-        cursor = self.collection.find(query, _PROJECTION)
+        cursor = self.collection.find(query, _LISTED_PROJECTION)
         return await cursor.sort("published_at", pymongo.DESCENDING).limit(limit).to_list(limit)
 
-    async def latest(self, deadline: Deadline, limit: int, section: str | None = None) -> list[dict[str, Any]]:
-        """The ``limit`` newest published articles (of ``section``, when given)."""
-        return await self.guard.run(deadline, self._latest, limit, section)
+    async def _listing(self, limit: int, section: str | None, depth: int) -> Listing:
+        self._fail_fast_if_unreachable()
+        self._on_read()
+        generation, changed_at = await self._generation()
+        stored = await self.listings.find_one({"_id": listing_id(section)})
+        if stored is not None and stored["generation"] >= generation and stored["depth"] >= limit:
+            return Listing(int(stored["generation"]), float(stored["changed_at"]), stored["articles"][:limit])
+        # Outdated (a change since, or articles written behind the publisher's back) or missing:
+        # the query, whose result is kept for the next reader that misses Redis.
+        articles = await self._query_latest(max(limit, depth), section)
+        await self._keep_listing(section, generation, changed_at, depth, articles)
+        return Listing(generation, changed_at, articles[:limit])
+
+    async def _keep_listing(
+        self, section: str | None, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]
+    ) -> None:
+        """Store a listing unless one of its generation or newer is stored: fenced like Redis's
+        records, so a slow reader never replaces a newer listing. A section without articles gets no
+        document (a scanner's made-up section must not create one); an existing one is emptied."""
+        fenced = {"_id": listing_id(section), "generation": {"$lt": generation}}
+        update = {"$set": {"generation": generation, "changed_at": changed_at, "depth": depth, "articles": articles}}
+        try:
+            await self.listings.update_one(fenced, update, upsert=bool(articles))
+        except mongo_errors.DuplicateKeyError:
+            pass  # one of this generation or newer is there: the upsert lost to it
+        except mongo_errors.PyMongoError as exc:
+            log.info("listing %s not kept: %r", listing_id(section), exc)  # the next miss queries again
+
+    async def listing(self, deadline: Deadline, limit: int, section: str | None = None, depth: int = 0) -> Listing:
+        """The ``limit`` newest published articles (of ``section``, when given), without their
+        bodies, labelled with the listings' generation they are at least as new as.
+
+        One lookup by ``_id`` while the stored listing is current: the sorted query runs only after
+        a change, and its result (``depth`` articles) is stored for every later reader.
+        """
+        return await self.guard.run(deadline, self._listing, limit, section, max(depth, limit))
 
     async def ping(self) -> bool:
         """One ``ping`` command, without the breaker: the healthcheck's direct look."""

@@ -13,9 +13,10 @@ from typing import Any, Iterator
 
 import pymongo
 import pytest
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from devstack import servers
+from devstack.samples import article_document, outdate_listings
 from renderer.backends import mongo_articles
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.resilience import Deadline, Guard, RetryPolicy
@@ -57,7 +58,7 @@ def idle_cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> floa
         await client.admin.command("ping")  # connected first: what times out is the reads
         try:
             outcomes = await asyncio.gather(
-                *(mongo.latest(Deadline.after(1.0), 20) for _ in range(20)), return_exceptions=True
+                *(mongo.listing(Deadline.after(1.0), 20) for _ in range(20)), return_exceptions=True
             )
             # Each read takes ~0.4 s of the server's time: all but a few (a client starved of CPU
             # can see the answer and its own timeout at once) gave up.
@@ -86,3 +87,83 @@ def test_without_the_time_limit_the_server_works_on_for_abandoned_reads(
     server, url = slow_mongodb
     time.sleep(2)  # whatever the other test left running
     assert idle_cpu_after_a_burst(server, url, scope=lambda seconds: contextlib.nullcontext()) > 0.5
+
+
+class CommandLog(monitoring.CommandListener):
+    """The commands a client sent, as (command, collection), as MongoDB saw them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, str(event.command.get(event.command_name))))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_a_reader_reads_a_stored_listing_by_id_until_the_listings_change(
+    slow_mongodb: tuple[servers.Server, str],
+) -> None:
+    """A cold front costs two lookups by _id, not a sorted query over the catalogue (which the
+    stand-in answers by scanning every article): the first reader after a change runs the query
+    and stores its result, fenced by the listings' generation, for every reader after it."""
+    _, url = slow_mongodb
+    with MongoClient(url) as client:
+        database = client["listing_test"]
+        database["articles"].insert_many(
+            article_document(
+                {
+                    "slug": f"n{n}",
+                    "title": f"Nota {n}",
+                    "section": ("rio", "sp")[n % 2],
+                    "body_html": "<p>x</p>",
+                    "published_at": f"2026-11-{1 + n // 100:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
+                }  # fmt: skip
+            )
+            for n in range(2000)
+        )
+        expected = [d["slug"] for d in database["articles"].find({"section": "rio"}).sort("published_at", -1).limit(5)]
+
+        async def read(section: str | None) -> tuple[list[str], list[tuple[str, str]]]:
+            log = CommandLog()
+            async_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[log], tz_aware=True)
+            breaker = AsyncCircuitBreaker("listing-test", fail_max=1000, reset_timeout=1)
+            guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
+            mongo = mongo_articles.MongoArticles(async_client, "listing_test", guard)
+            try:
+                listing = await mongo.listing(Deadline.after(10.0), 5, section, depth=20)
+                return [article["slug"] for article in listing.articles], [c for c in log.sent if c[0] != "endSessions"]
+            finally:
+                await async_client.close()
+
+        slugs, first = asyncio.run(read("rio"))
+        assert slugs == expected
+        assert ("find", "articles") in first and ("update", "listings") in first
+        stored = database["listings"].find_one({"_id": "latest:rio"})
+        assert stored is not None and len(stored["articles"]) == 20 and "body_html" not in stored["articles"][0]
+        for _ in range(2):
+            slugs, later = asyncio.run(read("rio"))
+            assert slugs == expected and later == [("find", "listings"), ("find", "listings")]
+        # A change behind the publisher's back moves the generation on: the stored listing is
+        # outdated, and the next reader queries again.
+        database["articles"].insert_one(
+            article_document(
+                {
+                    "slug": "nova",
+                    "title": "Nova",
+                    "section": "rio",
+                    "body_html": "<p>x</p>",
+                    "published_at": "2026-12-31T00:00:00Z",
+                }
+            )  # fmt: skip
+        )
+        outdate_listings(database)
+        slugs, after_change = asyncio.run(read("rio"))
+        assert slugs == ["nova", *expected[:4]] and ("find", "articles") in after_change
+        # A section nobody published in gets no stored listing (scanners must not create documents).
+        assert asyncio.run(read("nenhuma"))[0] == []
+        assert database["listings"].find_one({"_id": "latest:nenhuma"}) is None
