@@ -152,21 +152,24 @@ class Zipf:
         return min(bisect.bisect_left(self.cdf, self.random.random()), len(self.cdf) - 1)
 
 
-async def warm(site: str, slugs: list[str], concurrency: int) -> tuple[float, Counter[int]]:
-    """Read every article once, a few at a time: a site in steady state, not a cold start.
+async def warm(site: str, slugs: list[str], concurrency: int, listings: bool = False) -> tuple[float, Counter[int]]:
+    """Read every article once, a few at a time: a site in steady state, not a cold start. With
+    ``listings``, the home and every section front too (readers ask for those as well).
 
     An empty cache asking a slow database for every article at once is a different test (the
     renderer sheds it with 503s once MongoDB's breaker opens); the seed's table is steady state.
     """
     statuses: Counter[int] = Counter()
-    queue = list(slugs)
+    queue = [f"/noticia/{slug}.ghtml" for slug in slugs]
+    if listings:
+        queue += ["/", *(f"/{section}/" for section in SECTIONS)]
     started = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
 
         async def worker() -> None:
             while queue:
-                slug = queue.pop()
-                async with session.get(f"{site}/noticia/{slug}.ghtml") as resp:
+                path = queue.pop()
+                async with session.get(site + path) as resp:
                     await resp.read()
                     statuses[resp.status] += 1
 
@@ -187,6 +190,22 @@ SECTIONS = ("rio", "economia", "politica", "esporte")
 FRONT_SHARE = 0.1  # of the Zipf mix's requests go to section fronts
 
 
+def pool_wait_tracing() -> aiohttp.TraceConfig:
+    """Adds to each request's ``trace_request_ctx["pool_wait"]`` the seconds it queued for one of
+    the client's connections: the client's own wait, which is not the server's latency."""
+    tracing = aiohttp.TraceConfig()
+
+    async def queued(session: Any, ctx: Any, params: Any) -> None:
+        ctx.trace_request_ctx["queued_at"] = time.monotonic()
+
+    async def dequeued(session: Any, ctx: Any, params: Any) -> None:
+        ctx.trace_request_ctx["pool_wait"] += time.monotonic() - ctx.trace_request_ctx["queued_at"]
+
+    tracing.on_connection_queued_start.append(queued)
+    tracing.on_connection_queued_end.append(dequeued)
+    return tracing
+
+
 async def zipf_load(
     site: str,
     slugs: list[str],
@@ -195,21 +214,26 @@ async def zipf_load(
     s: float,
     tracked_share: float = 0.0,
     fronts: Counter[str] | None = None,
+    pool_waits: list[float] | None = None,
 ) -> list[tuple[float, float, str]]:
     """Open-loop Zipf traffic: (second, latency in s, what answered) per request; ``tracked_share``
     of the URLs carry random tracking parameters. With ``fronts``, ``FRONT_SHARE`` of the requests
-    go to section fronts, counted there by what answered them."""
+    go to section fronts, counted there by what answered them. ``pool_waits`` gets each request's
+    wait for a client connection (part of its latency, and the client's doing)."""
     zipf = Zipf(len(slugs), s)
     rng = random.Random(11)
     samples: list[tuple[float, float, str]] = []
     connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+    timeout = aiohttp.ClientTimeout(total=10)
+    tracing = [pool_wait_tracing()]
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, trace_configs=tracing) as session:
         start = time.monotonic()
 
         async def one(path: str, front: bool) -> None:
             sent = time.monotonic()
+            traced = {"pool_wait": 0.0}
             try:
-                async with session.get(site + path) as resp:
+                async with session.get(site + path, trace_request_ctx=traced) as resp:
                     await resp.read()
                     cache = resp.headers.get("X-Cache", "")
                     tier = "varnish" if cache.startswith("HIT") else resp.headers.get("X-Tier", "?")
@@ -218,6 +242,8 @@ async def zipf_load(
             except Exception:
                 tier = "error"
             samples.append((sent - start, time.monotonic() - sent, tier))
+            if pool_waits is not None:
+                pool_waits.append(traced["pool_wait"])
             if front and fronts is not None:
                 fronts[tier] += 1
 
@@ -403,18 +429,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         stacks.append(zstack)
         slugs = insert_articles(zstack, "zipf", args.articles)
-        progress(f"   warming the catalog: every article read once, {args.warm_concurrency} at a time")
+        progress(f"   warming: every article, the home and each front read once, {args.warm_concurrency} at a time")
         warm_started = time.monotonic()
-        warm_seconds, warm_statuses = asyncio.run(warm(zstack.site_url, slugs, args.warm_concurrency))
+        warm_seconds, warm_statuses = asyncio.run(warm(zstack.site_url, slugs, args.warm_concurrency, listings=True))
         results["zipf_warmup"] = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
         log_start = time.time()
         counters_before = varnish_counters(zstack.started["varnish"])
         reads_before = {p: metric(zstack.renderer_url, "pagecache_mongodb_reads_total", path=p) for p in PATHS}
         fronts: Counter[str] = Counter()
+        pool_waits: list[float] = []
         # Pages were written during the warm-up: they leave their freshness from here on.
         boundary = warm_started + page_ttl * (1 - 0.05) - time.monotonic()
         samples = asyncio.run(
-            zipf_load(zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s, fronts=fronts)
+            zipf_load(
+                zstack.site_url, slugs, args.rate, args.zipf_seconds, args.zipf_s, fronts=fronts, pool_waits=pool_waits
+            )
         )
         time.sleep(1)
         counters = varnish_counters(zstack.started["varnish"])
@@ -437,6 +466,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "errors": sum(1 for _, _, t in samples if t == "error"),
             "fronts": {
                 "requests": sum(fronts.values()),
+                "share_of_mix": sum(fronts.values()) / max(1, len(samples)),
                 "shares": {tier: n / max(1, sum(fronts.values())) for tier, n in fronts.items()},
             },
             "shares": {
@@ -448,6 +478,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "renderer_answers": sum(by_tier.values()),
             "p50_ms": 1000 * latencies[len(latencies) // 2],
             "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+            # The client's own queueing for a connection, and what is left: the server's part.
+            "client_pool_wait_p99_ms": 1000 * percentile(pool_waits, 0.99),
+            "client_pool_waited": sum(1 for wait in pool_waits if wait > 0),
+            "server_p99_ms": 1000 * percentile(server_parts(samples, pool_waits), 0.99),
             "max_mongodb_reads_per_article_per_redis_ttl": mongo_reads_per_article_per_ttl(answered, page_ttl),
             "timeline": timeline(samples),
             "redis_ttl": page_ttl,
@@ -492,6 +526,17 @@ def publishing(run_dir: Path, seconds: float) -> dict[str, Any]:
         return results
     finally:
         stack.stop()
+
+
+def server_parts(samples: list[tuple[float, float, str]], pool_waits: list[float]) -> list[float]:
+    """Each request's latency less its wait for a client connection."""
+    return [latency - wait for (_, latency, _), wait in zip(samples, pool_waits, strict=True)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (0 for none)."""
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)] if ordered else 0.0
 
 
 def p99(samples: list[tuple[float, float, str]], start: float, end: float) -> float:
@@ -557,14 +602,18 @@ def table(results: dict[str, Any]) -> str:
         f"{z['varnish_backend_fetches']} for {z['renderer_answers']} renderer answers)",
         f"   Redis   {100 * z['shares']['redis']:.1f} %   (seed: ~ 15 %)",
         f"   MongoDB {100 * z['shares']['mongo']:.1f} %   (seed: < 5 %)",
-        f"   latency p50 {z['p50_ms']:.1f} ms, p99 {z['p99_ms']:.1f} ms; errors {z['errors']}; "
+        f"   latency p50 {z['p50_ms']:.1f} ms, p99 {z['p99_ms']:.1f} ms (the server's part: p99 "
+        f"{z['server_p99_ms']:.1f} ms; "
+        f"client waiting for a connection: p99 {z['client_pool_wait_p99_ms']:.1f} ms, {z['client_pool_waited']} "
+        f"requests waited); errors {z['errors']}; "
         f"most MongoDB reads of one article per Redis TTL: {z['max_mongodb_reads_per_article_per_redis_ttl']} (<= 1)",
         f"   Redis TTL {z['redis_ttl']} s, first crossed {z['ttl_boundary_s']:.0f} s in: p99 before "
         f"{z['p99_before_boundary_ms']:.1f} ms, after {z['p99_after_boundary_ms']:.1f} ms "
         f"({z['p99_after_boundary_ms'] / z['p99_before_boundary_ms']:.2f}x, <= 1.5x); MongoDB reads/s on "
         f"readers' path {z['reader_mongodb_reads_per_s']:.2f}, in background refreshes "
         f"{z['refresh_mongodb_reads_per_s']:.2f}",
-        f"   section fronts ({100 * FRONT_SHARE:.0f} % of the mix, {z['fronts']['requests']} requests): "
+        f"   section fronts ({100 * z['fronts']['share_of_mix']:.1f} % of the mix, {z['fronts']['requests']} requests; "
+        "warmed with the articles): "
         + ", ".join(f"{tier} {100 * share:.1f} %" for tier, share in sorted(z["fronts"]["shares"].items())),
         f"   with 30 % tracked URLs ({results['zipf_tracked']['requests']} requests): Varnish "
         f"{100 * results['zipf_tracked']['varnish_share']:.1f} %, errors {results['zipf_tracked']['errors']}"

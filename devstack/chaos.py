@@ -29,7 +29,7 @@ import aiohttp
 
 from devstack import probes, servers
 from devstack.probes import metric
-from devstack.samples import load_samples, sample_articles
+from devstack.samples import forget_listings, load_samples, outdate_listings, sample_articles
 from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
 from renderer import contract
 
@@ -50,11 +50,14 @@ class Scenario:
 
     name: str
     server: str
-    hurt: str  # kill | freeze | kill-stale-only | kill-worker | kill-redis-slow-mongodb | kill-primary
+    hurt: str  # kill | freeze | kill-stale-only | kill-worker | kill-redis-slow-mongodb | kill-primary | cold-fronts
     before: float
     during: float
     after: float
     sentinel: bool = False  # runs on a stack of its own whose Redis is behind Sentinel
+    # Articles added for this scenario alone (written behind the publisher's back, then each front
+    # read once, as a publish would leave them); half of its readers ask for a section front.
+    fronts_of: int = 0
 
 
 SCENARIOS = [
@@ -66,6 +69,9 @@ SCENARIOS = [
     # Losing Redis sends every renderer miss to MongoDB; at production scale that is ~10x its load,
     # emulated by a database that runs 15 ms of every 100 ms.
     Scenario("Redis killed, MongoDB at ~15 % capacity", "redis", "kill-redis-slow-mongodb", 3, 30, 8),
+    # Issue 26: every cached copy of the fronts dropped (Redis and Varnish) while MongoDB runs at
+    # ~15 %, with 2,000 articles, whose listing query the stand-in answers by a full scan (0.4 s).
+    Scenario("cold fronts behind a slow database", "ferretdb", "cold-fronts", 3, 12, 6, fronts_of=2000),
     Scenario("Redis primary killed, Sentinel fails over", "redis", "kill-primary", 6, 12, 8, sentinel=True),
 ]
 
@@ -108,6 +114,11 @@ def drop_fresh_copies(stack: Stack) -> None:
     with client:
         ids = [key.decode().removeprefix(contract.PAGE_KEY_PREFIX) for key in client.scan_iter("page:*", count=1000)]
         probes.expire_records(client, *ids)
+    ban_everything(stack)
+
+
+def ban_everything(stack: Stack) -> None:
+    """Every object in every Varnish node gone."""
     for admin in stack.env["VARNISH_URLS"].split(","):
         ban = urllib.request.Request(admin + "/", method="BAN", headers={"X-Ban-Url": "."})
         urllib.request.urlopen(ban, timeout=5).close()
@@ -138,6 +149,10 @@ def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> No
     elif scenario.hurt == "kill-redis-slow-mongodb":
         server.kill()
         slow_down(stack.started["ferretdb"], mongodb_capacity)
+    elif scenario.hurt == "cold-fronts":
+        slow_down(server, mongodb_capacity)
+        forget_listings(stack.env["REDIS_URL"])  # no copy of any listing, fresh or stale, in Redis
+        ban_everything(stack)
     elif scenario.hurt == "kill-worker":
         workers = servers.child_pids(server.pid or 0)
         if not workers:
@@ -161,6 +176,8 @@ def heal(stack: Stack, scenario: Scenario) -> None:
     elif scenario.hurt == "kill-redis-slow-mongodb":
         speed_up(stack.started["ferretdb"])
         server.start()
+    elif scenario.hurt == "cold-fronts":
+        speed_up(server)
     elif scenario.hurt in ("kill", "kill-stale-only"):
         server.start()
 
@@ -237,12 +254,17 @@ def reader_paths() -> list[str]:
 
 @dataclass
 class Workload:
-    """What readers ask for: ``paths`` uniformly, or ranked with a Zipf law (``zipf``)."""
+    """What readers ask for: ``paths`` uniformly, or ranked with a Zipf law (``zipf``); a
+    ``fronts_share`` of them one of ``fronts``."""
 
     paths: list[str]
     zipf: Any = None
+    fronts: list[str] = field(default_factory=list)
+    fronts_share: float = 0.0
 
     def draw(self) -> str:
+        if self.fronts and random.random() < self.fronts_share:
+            return random.choice(self.fronts)
         if self.zipf is not None:
             return self.paths[self.zipf.draw()]
         return random.choice(self.paths)
@@ -266,12 +288,29 @@ def remove_catalogue(stack: Stack, slugs: list[str]) -> None:
 
     with MongoClient(stack.env["MONGODB_URL"]) as client:
         client[stack.env["MONGODB_DB"]]["articles"].delete_many({"_id": {"$in": slugs}})
+        outdate_listings(client[stack.env["MONGODB_DB"]])
 
 
-def read_once(site: str) -> set[str]:
+@contextmanager
+def fronts_of_a_catalogue(stack: Stack, articles: int, workload: Workload, read: set[str]) -> Iterator[Workload]:
+    """``articles`` more articles across the bench's sections, each front read once (which leaves
+    its listing stored, as the publisher would), and ``workload`` with half its readers on the
+    fronts; the articles are removed afterwards."""
+    from devstack.bench import SECTIONS, insert_articles
+
+    slugs = insert_articles(stack, f"caos-frente-{random.randrange(10**6)}", articles)
+    try:
+        fronts = [f"/{section}/" for section in SECTIONS]
+        read |= read_once(stack.site_url, fronts)
+        yield Workload(workload.paths, workload.zipf, fronts, fronts_share=0.5)
+    finally:
+        remove_catalogue(stack, slugs)
+
+
+def read_once(site: str, paths: list[str]) -> set[str]:
     """Read every page once before any outage, as readers would have; the pages that answered 200."""
     read = set()
-    for path in reader_paths():
+    for path in paths:
         try:
             with urllib.request.urlopen(site + path, timeout=5) as resp:
                 if resp.status == 200:
@@ -351,13 +390,18 @@ def run_scenarios(
     if articles:
         workload, read, added = catalogue(stack, articles)
     else:
-        workload, read = Workload(reader_paths()), read_once(stack.site_url)
+        workload, read = Workload(reader_paths()), read_once(stack.site_url, reader_paths())
     outcomes = []
     try:
         for scenario in scenarios:
             print(f"… {scenario.name}", file=sys.stderr, flush=True)
-            run = run_scenario(stack, scenario, rate, scale, read, workload, mongodb_capacity)
-            outcomes.append(asyncio.run(run))
+            if scenario.fronts_of:
+                with fronts_of_a_catalogue(stack, scenario.fronts_of, workload, read) as with_fronts:
+                    run = run_scenario(stack, scenario, rate, scale, read, with_fronts, mongodb_capacity)
+                    outcomes.append(asyncio.run(run))
+            else:
+                run = run_scenario(stack, scenario, rate, scale, read, workload, mongodb_capacity)
+                outcomes.append(asyncio.run(run))
     finally:
         if added:
             remove_catalogue(stack, added)
