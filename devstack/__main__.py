@@ -28,7 +28,22 @@ def main() -> int:
     # Editors need a token; a fresh one per run unless EDITOR_TOKENS names some.
     environ.setdefault("EDITOR_TOKENS", "dev-" + secrets.token_urlsafe(32))
     # REDIS_SENTINEL=1: Redis as a primary, a replica and three sentinels, as in production.
-    stack = start_stack(run_dir, ports, environ, redis_sentinel=environ.get("REDIS_SENTINEL") == "1")
+    # CDN=emulated: a second Varnish as the CDN in front (on CDN_PORT, 6080), purged through a stub
+    # of the API CDN_PURGER names (fastly, the default, or cloudflare).
+    cdn = None
+    if environ.get("CDN") == "emulated":
+        cdn = environ.get("CDN_PURGER", "none")
+        cdn = "fastly" if cdn == "none" else cdn
+    elif environ.get("CDN"):
+        raise SystemExit(f"CDN={environ['CDN']}: the only local CDN is CDN=emulated")
+    stack = start_stack(
+        run_dir,
+        ports,
+        environ,
+        redis_sentinel=environ.get("REDIS_SENTINEL") == "1",
+        cdn=cdn,
+        cdn_port=int(environ.get("CDN_PORT", 6080)),
+    )
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -43,6 +58,8 @@ def main() -> int:
         count = load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"], stack.env["REDIS_URL"])
         print(f"Loaded {count} sample articles. Logs in {run_dir}", flush=True)
         print(f"Editors' token: {environ['EDITOR_TOKENS'].split(',')[0]}", flush=True)
+        if stack.cdn_url:
+            print(f"Emulated CDN ({cdn} API at {stack.cdn_api_url}) in front of {stack.public_urls[0]}", flush=True)
         print(f"pagecache is up: {stack.site_url}/  (renderer {stack.renderer_url}, Ctrl-C stops it)", flush=True)
         while not stopping:
             signal.pause()

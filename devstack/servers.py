@@ -388,6 +388,40 @@ def varnish(
     return server
 
 
+def cdn_varnish(run_dir: Path, port: int, admin_port: int, edge_port: int, storage: str = "malloc,64m") -> Server:
+    """The emulated CDN: Debian's varnishd with ``devstack/cdn/cdn.vcl`` in front of our edge's
+    public listener (``edge_port``); purges arrive on ``admin_port`` from the purge API stub."""
+    base = run_dir / f"cdn-{port}"
+    vcl_dir = base / "vcl"
+    vcl_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "devstack" / "cdn" / "cdn.vcl", vcl_dir / "cdn.vcl")
+    (vcl_dir / "cdn_backend.vcl").write_text(
+        f'backend edge {{ .host = "127.0.0.1"; .port = "{edge_port}"; }}\nacl purgers {{ "127.0.0.1"; }}\n'
+    )
+    argv = [
+        require_binary("varnishd"),
+        "-F",
+        "-n", str(base / "work"),
+        "-a", f"public=127.0.0.1:{port}",
+        "-a", f"admin=127.0.0.1:{admin_port}",
+        "-T", f"127.0.0.1:{free_port()}",
+        "-s", storage,
+        "-p", f"vcl_path={vcl_dir}",
+        "-f", str(vcl_dir / "cdn.vcl"),
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        argv += ["-j", "none"]
+    return Server("cdn", argv, port, run_dir / f"cdn-{port}.log")
+
+
+def cdn_api(run_dir: Path, port: int, cdn_admin_port: int, *options: str) -> Server:
+    """The purge API stub (``devstack.cdn_api``: Fastly's and Cloudflare's endpoints) in front of
+    the emulated CDN's admin listener."""
+    argv = [sys.executable, "-m", "devstack.cdn_api", "--port", str(port)]
+    argv += ["--cdn-admin", f"http://127.0.0.1:{cdn_admin_port}", *options]
+    return Server("cdn-api", argv, port, run_dir / f"cdn-api-{port}.log", ready_path="/healthcheck/live", cwd=REPO)
+
+
 def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
     """The Tornado renderer (``python -m renderer``) with ``env`` on top of this environment."""
     full_env = {**os.environ, "PORT": str(port), **env}

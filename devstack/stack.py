@@ -14,6 +14,32 @@ from renderer.backends.mongo_articles import COLLECTION as ARTICLES
 from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
 from renderer.backends.mongo_purges import COLLECTION as PURGE_QUEUE
 
+# The purge API stub's credentials, and the renderer settings that name them.
+STUB_CREDENTIALS = (
+    "--fastly-service", "devstack-service", "--fastly-token", "devstack-fastly-token",
+    "--cloudflare-zone", "devstack-zone", "--cloudflare-token", "devstack-cloudflare-token",
+)  # fmt: skip
+
+
+def emulated_cdn_settings(vendor: str, api_url: str) -> dict[str, str]:
+    """The renderer's settings for purging the emulated CDN through the stub's ``vendor`` API."""
+    if vendor == "fastly":
+        return {
+            "CDN_PURGER": "fastly",
+            "FASTLY_API_URL": api_url,
+            "FASTLY_SERVICE_ID": "devstack-service",
+            "FASTLY_API_TOKEN": "devstack-fastly-token",
+        }
+    if vendor == "cloudflare":
+        return {
+            "CDN_PURGER": "cloudflare",
+            "CLOUDFLARE_API_URL": api_url,
+            "CLOUDFLARE_ZONE_ID": "devstack-zone",
+            "CLOUDFLARE_API_TOKEN": "devstack-cloudflare-token",
+        }
+    raise ValueError(f"no emulated CDN speaks {vendor!r}: fastly or cloudflare")
+
+
 # Where scripts/run records the state file of the stack it runs; scripts/chaos reads it.
 CURRENT_STACK = Path.home() / ".cache" / "pagecache" / "current-stack"
 
@@ -49,10 +75,15 @@ class Stack:
     # Each Varnish node's public listener, where readers go (VARNISH_URLS names the admin ones).
     public_urls: list[str] = field(default_factory=list)
     started: dict[str, Server] = field(default_factory=dict)
+    cdn_url: str | None = None  # the emulated CDN in front of the Varnish nodes, when there is one
+    cdn_api_url: str | None = None  # its purge API stub
 
     @property
     def site_url(self) -> str:
-        """The first Varnish node's public listener: where readers go."""
+        """Where readers go: the emulated CDN if there is one, else the first Varnish node's public
+        listener."""
+        if self.cdn_url:
+            return self.cdn_url
         return self.public_urls[0] if self.public_urls else self.env["SITE_URL"]
 
     @property
@@ -72,6 +103,8 @@ class Stack:
             "ports": self.ports.__dict__,
             "env": self.env,
             "public_urls": self.public_urls,
+            "cdn_url": self.cdn_url,
+            "cdn_api_url": self.cdn_api_url,
             "servers": {name: server.to_state() for name, server in self.started.items()},
         }
         tmp = self.state_path.with_suffix(".tmp")
@@ -84,6 +117,7 @@ class Stack:
         """A stack described by ``save_state``, its servers adopted by pid."""
         state = json.loads(path.read_text())
         stack = cls(Path(state["run_dir"]), Ports(**state["ports"]), dict(state["env"]), list(state["public_urls"]))
+        stack.cdn_url, stack.cdn_api_url = state.get("cdn_url"), state.get("cdn_api_url")
         stack.started = {name: Server.from_state(s) for name, s in state["servers"].items()}
         return stack
 
@@ -100,7 +134,8 @@ class Stack:
     def stop(self) -> None:
         """Stop every server this run started, the front first."""
         front_first = sorted(
-            self.started, key=lambda n: ("varnish", "renderer", "ferretdb", "sentinel", "redis").index(n.split("-")[0])
+            self.started,
+            key=lambda n: ("cdn", "varnish", "renderer", "ferretdb", "sentinel", "redis").index(n.split("-")[0]),
         )
         for name in front_first:
             self.started[name].stop()
@@ -113,12 +148,17 @@ def start_stack(
     renderer_env: Mapping[str, str] | None = None,
     varnish_nodes: int = 1,
     redis_sentinel: bool = False,
+    cdn: str | None = None,
+    cdn_port: int | None = None,
+    cdn_api_options: tuple[str, ...] = (),
 ) -> Stack:
     """Start what ``environ`` does not already point at: a server named by REDIS_URL, MONGODB_URL
     or VARNISH_URLS is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the
     first on ``ports.varnish`` and ``ports.varnish_admin``, named ``varnish``, ``varnish-2``, …).
     Renderers purge through the admin listeners (VARNISH_URLS); readers use the public ones.
     ``redis_sentinel``: Redis is ``servers.redis_sentinel_group``, named by a ``redis+sentinel://`` URL.
+    ``cdn`` (``fastly`` or ``cloudflare``): an emulated CDN in front of the first Varnish node (on
+    ``cdn_port``), purged by the renderer through the purge API stub speaking that vendor's API.
     Stops whatever started if a later step fails."""
     environ = dict(os.environ if environ is None else environ)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -136,9 +176,18 @@ def start_stack(
         env["EDITOR_TOKENS"] = environ["EDITOR_TOKENS"]
     if "VARNISH_URLS" in environ:
         public_urls = [environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])]
-    env["SITE_URL"] = environ.get("SITE_URL", public_urls[0])
+    cdn_env, cdn_ports = {}, (0, 0, 0)
+    if cdn:
+        cdn_ports = (cdn_port or servers.free_port(), servers.free_port(), servers.free_port())
+        cdn_env = emulated_cdn_settings(cdn, f"http://127.0.0.1:{cdn_ports[2]}")
+    env["SITE_URL"] = environ.get("SITE_URL", f"http://127.0.0.1:{cdn_ports[0]}" if cdn else public_urls[0])
     stack = Stack(run_dir, ports, env, public_urls)
     try:
+        if cdn:
+            public, admin, api = cdn_ports
+            stack.started["cdn-api"] = servers.cdn_api(run_dir, api, admin, *STUB_CREDENTIALS, *cdn_api_options)
+            stack.started["cdn-api"].start()
+            stack.cdn_url, stack.cdn_api_url = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{api}"
         if "REDIS_URL" not in environ and redis_sentinel:
             group, env["REDIS_URL"] = servers.redis_sentinel_group(run_dir)
             stack.started.update(group)
@@ -147,11 +196,15 @@ def start_stack(
         if "MONGODB_URL" not in environ:
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
             servers.index_ferretdb_ids(run_dir, ports.mongodb, env["MONGODB_DB"], (ARTICLES, PURGE_QUEUE, LISTINGS))
-        stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, {**env, **(renderer_env or {})}).start()
+        renderer_env = {**env, **cdn_env, **(renderer_env or {})}
+        stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, renderer_env).start()
         if "VARNISH_URLS" not in environ:
             for index, (public, admin) in enumerate(varnish_ports):
                 name = "varnish" if index == 0 else f"varnish-{index + 1}"
                 stack.started[name] = servers.varnish(run_dir, public, ports.renderer, admin).start()
+        if cdn:
+            edge = int(public_urls[0].rsplit(":", 1)[1])
+            stack.started["cdn"] = servers.cdn_varnish(run_dir, cdn_ports[0], cdn_ports[1], edge).start()
     except BaseException:
         stack.stop()
         raise

@@ -97,6 +97,17 @@ def missing_section_key(section: str) -> str:
     return f"missing-section-{section}"
 
 
+def public_path_of_key(key: str) -> str | None:
+    """The one public URL path a listing's surrogate key names (``home`` → ``/``, ``section-rio``
+    → ``/rio/``), or None: what Varnish refreshes after soft-purging it, before the CDN is purged."""
+    if key == HOME_SURROGATE_KEY:
+        return "/"
+    section = key.removeprefix("section-")
+    if section != key and is_valid_section(section):
+        return f"/{section}/"
+    return None
+
+
 # The CDN's own lifetime of a page, one value in both: RFC 9213's (Cloudflare reads it) and
 # Fastly's. Varnish ignores both and hands them on; it shortens them for a copy it serves stale.
 CDN_CACHE_HEADERS = ("CDN-Cache-Control", "Surrogate-Control")

@@ -1,4 +1,5 @@
-"""Invalidation on every Varnish node at once, and a durable queue (MongoDB) for nodes that miss it."""
+"""Invalidation on every Varnish node at once, then on the CDN in front of them, and a durable
+queue (MongoDB) for the targets that miss it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import aiohttp
 
 from healthcheck import describe_error
+from renderer import contract
 from renderer.backends.mongo_purges import PurgeStore
 from renderer.breaker import CircuitOpen
+from renderer.cdn import CdnPurger
 from renderer.metrics import Metrics
 from renderer.resilience import Deadline, DeadlineExceeded, Guard
 
@@ -84,13 +87,24 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class VarnishPurger:
-    """Sends xkey purges to every node in ``VARNISH_URLS`` concurrently. Each node has its own
-    ``Guard`` (timeout, retries, circuit breaker): a dead node costs a publish nothing once its
-    breaker is open, and every call ends within the deadline it is given."""
+    """Sends xkey purges to every node in ``VARNISH_URLS`` concurrently, then to the CDN (``cdn``)
+    if there is one. Each node has its own ``Guard`` (timeout, retries, circuit breaker): a dead
+    node costs a publish nothing once its breaker is open, and every call ends within the deadline
+    it is given.
 
-    def __init__(self, guards: dict[str, Guard], timeout: float, metrics: Metrics) -> None:
+    The CDN comes last, and only once every node that took the purge holds the new copy of each
+    soft-purged page it can name (``refresh``): a CDN purged earlier would refetch the old copy
+    from Varnish and keep it for ``CDN_TTL``.
+    """
+
+    def __init__(
+        self, guards: dict[str, Guard], timeout: float, metrics: Metrics, cdn: CdnPurger | None = None
+    ) -> None:
         self.guards = {node.rstrip("/"): guard for node, guard in guards.items()}
-        self.nodes = tuple(self.guards)
+        self.varnish_nodes = tuple(self.guards)
+        self.cdn = cdn
+        # Every purge target, as the queue and the reports name them.
+        self.nodes = self.varnish_nodes + ((cdn.target,) if cdn else ())
         self.timeout = timeout
         self.metrics = metrics
         self._session: aiohttp.ClientSession | None = None
@@ -101,9 +115,11 @@ class VarnishPurger:
         return self._session
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pools."""
         if self._session is not None:
             await self._session.close()
+        if self.cdn is not None:
+            await self.cdn.close()
 
     async def _send(self, node: str, purge: Purge, request_id: str | None) -> None:
         headers = purge.headers()
@@ -115,10 +131,14 @@ class VarnishPurger:
                 raise NodeRefused(f"HTTP {resp.status}")
 
     async def purge_node(self, deadline: Deadline, node: str, purge: Purge, request_id: str | None = None) -> str:
-        """``"purged"``, or what went wrong after every attempt the deadline allowed."""
+        """``"purged"``, or what went wrong after every attempt the deadline allowed (``node``: a
+        Varnish node, or the CDN's target name)."""
         try:
-            for part in purge.split():
-                await self.guards[node].run(deadline, self._send, node, part, request_id)
+            if self.cdn is not None and node == self.cdn.target:
+                await self.cdn.purge(deadline, purge)
+            else:
+                for part in purge.split():
+                    await self.guards[node].run(deadline, self._send, node, part, request_id)
         except Exception as exc:
             result = describe_purge_error(exc)
             self.metrics.purges.labels(node, "failed").inc()
@@ -128,9 +148,32 @@ class VarnishPurger:
         return PURGED
 
     async def purge(self, deadline: Deadline, purge: Purge, request_id: str | None = None) -> dict[str, str]:
-        """Purge on every node at once; node -> ``"purged"`` or its error."""
-        results = await asyncio.gather(*(self.purge_node(deadline, n, purge, request_id) for n in self.nodes))
-        return dict(zip(self.nodes, results, strict=True))
+        """Purge on every Varnish node at once, then on the CDN; target -> ``"purged"`` or its error."""
+        nodes = self.varnish_nodes
+        outcomes = await asyncio.gather(*(self.purge_node(deadline, n, purge, request_id) for n in nodes))
+        results = dict(zip(nodes, outcomes, strict=True))
+        if self.cdn is not None:
+            took = [node for node in nodes if results[node] == PURGED]
+            await self.refresh(deadline, took, purge.soft)
+            results[self.cdn.target] = await self.purge_node(deadline, self.cdn.target, purge, request_id)
+        return results
+
+    async def refresh(self, deadline: Deadline, nodes: list[str], soft_keys: tuple[str, ...]) -> None:
+        """Have each of ``nodes`` fetch the new copy of every page a soft-purged key names (the
+        VCL's REFRESH: a fetch that replaces the object), so that none hands the CDN the old one
+        once the CDN is purged. A page it can't refresh is still safe, only slower: Varnish gives
+        the CDN its stale copy with a one-second CDN lifetime."""
+        paths = [path for key in soft_keys if (path := contract.public_path_of_key(key)) is not None]
+
+        async def one(node: str, path: str) -> None:
+            try:
+                async with asyncio.timeout(max(0.0, min(self.timeout, deadline.remaining()))):
+                    async with self._client().request("REFRESH", node + path) as resp:
+                        await resp.read()
+            except Exception as exc:
+                log.info("refresh of %s on %s failed: %s", path, node, describe_error(exc))
+
+        await asyncio.gather(*(one(node, path) for node in nodes for path in paths))
 
 
 class PurgeQueue:
@@ -207,6 +250,10 @@ class PurgeQueue:
             purge = Purge(tuple(entry.get("hard", ())), tuple(entry.get("soft", ())))
             result = await self.purger.purge_node(deadline, entry["node"], purge)
             if result == PURGED:
+                if entry["node"] in self.purger.varnish_nodes and self.purger.cdn is not None:
+                    # The CDN may have refetched this node's old copy meanwhile: it is purged
+                    # again after the node, durably.
+                    await self.store.add(deadline, [(self.purger.cdn.target, purge.hard, purge.soft)])
                 await self.store.done(deadline, entry)
                 delivered += 1
             else:

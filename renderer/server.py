@@ -10,7 +10,6 @@ import signal
 import socket
 import tempfile
 import time
-from pathlib import Path
 from typing import NoReturn
 
 from prometheus_client import multiprocess
@@ -144,25 +143,12 @@ def supervise(count: int, settings: Settings, sockets: list[socket.socket]) -> N
         )
 
 
-def available_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
-    """The CPUs this process may use: the container's CPU limit (cgroup v2 ``cpu.max``, rounded
-    up) when it has one, else the CPUs it is scheduled on. ``os.cpu_count()`` counts the host's."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path(cgroup).read_text().split()[:2]
-    except (OSError, ValueError):
-        return cpus
-    if quota == "max":
-        return cpus
-    return max(1, min(cpus, -(-int(quota) // int(period))))
-
-
 def main() -> None:
     """Entry point of ``python -m renderer`` and the ``pagecache-renderer`` script."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     sockets = bind_sockets(settings.port, address=settings.address, reuse_port=True)
-    count = settings.processes or available_cpus()
+    count = settings.process_count()
     if count == 1:
         _serve_then_exit(settings, sockets)  # the Kubernetes default at one CPU
     given = metrics.multiprocess_dir()

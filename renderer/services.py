@@ -12,7 +12,7 @@ import pymongo
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import contract, invalidation, logs, purge, tokens
+from renderer import cdn, contract, invalidation, logs, purge, tokens
 from renderer.backends import mongo_articles, mongo_purges, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.latest_box import LatestBox
@@ -21,7 +21,7 @@ from renderer.metrics import Metrics
 from renderer.publish import Publisher
 from renderer.purge import PurgeQueue, VarnishPurger
 from renderer.render import PageRenderer
-from renderer.resilience import DeadlineExceeded, Guard, RetryBudget, RetryPolicy
+from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
 from renderer.settings import Settings
 from renderer.tiers import Listings, Tiers
 
@@ -155,9 +155,6 @@ class Services:
             last_good_max_age=settings.stale_ttl,
             limit=AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue),
         )
-        health = HealthCheck(
-            _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker), settings.health_cache_seconds
-        )
         purge_policy = RetryPolicy(settings.purge_attempts, 0.05, 0.5)
         purger = VarnishPurger(
             {
@@ -174,9 +171,14 @@ class Services:
             },
             settings.purge_timeout,
             metrics,
+            cdn=_cdn_purger(settings, breaker, metrics),
         )
         purge_store = mongo_purges.PurgeStore(mongo_client, settings.mongodb_db, editors_guard)  # primary
         purge_queue = PurgeQueue(purge_store, purger, settings.purge_retry_interval, settings.purge_max_age, metrics)
+        health = HealthCheck(
+            _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker, purge_store),
+            settings.health_cache_seconds,
+        )
         publisher = Publisher(
             mongo_for_editors,
             redis,
@@ -263,6 +265,7 @@ def _checks(
     tiers: Tiers,
     redis_breaker: AsyncCircuitBreaker,
     mongo_breaker: AsyncCircuitBreaker,
+    purge_store: mongo_purges.PurgeStore,
 ) -> list[Check]:
     async def redis_ok() -> tuple[bool, str]:
         await redis.ping()
@@ -278,6 +281,12 @@ def _checks(
         if limit.shedding:
             return False, f"shedding MongoDB reads to stale copies: {state}"
         return True, state
+
+    async def no_purge_backlog() -> tuple[bool, str]:
+        waiting = await purge_store.length(Deadline.after(timeout))
+        if waiting:
+            return False, f"{waiting} purges queued for Varnish nodes or the CDN that missed them"
+        return True, "no purge waiting"
 
     def stale_copies_servable(passed: Mapping[str, bool]) -> bool:
         return passed.get("redis", False) or tiers.last_good.holds_pages()
@@ -306,7 +315,37 @@ def _checks(
         ),
         # Not critical: shedding means degraded (pages still served), never out of the balancer.
         Check("mongodb load", "mongodb", mongo_not_overloaded, timeout),
+        # Not critical either: pages are served; copies at an edge or the CDN may be out of date.
+        Check("purge backlog", "purge-queue", no_purge_backlog, timeout),
     ]
+
+
+def _cdn_purger(settings: Settings, breaker: Any, metrics: Metrics) -> cdn.CdnPurger | None:
+    """The CDN's purger ``CDN_PURGER`` names (None for ``none``): its own breaker, retries and the
+    plan's rate limit. Being held back by the rate limit is not a failure of the CDN: its breaker
+    does not count it."""
+    api = cdn.make_api(settings.cdn_purger, settings)
+    if api is None:
+        return None
+    guard = Guard(
+        breaker(f"cdn {api.name}", neutral=(DeadlineExceeded, cdn.Throttled)),
+        settings.cdn_purge_timeout,
+        RetryPolicy(settings.purge_attempts, 0.05, 0.5),
+        cdn.is_transient,
+        metrics.backend_latency.labels("cdn").observe,
+        RetryBudget(settings.retry_budget_ratio),
+        metrics.retried("cdn"),
+    )
+    # Only Cloudflare publishes a purge rate limit per plan; Fastly's purges are not rate limited
+    # (a 429 would still hold them back for its Retry-After).
+    bucket = cdn.TokenBucket(1000.0, 1000)
+    if api.name == "cloudflare":
+        # The plan's limit is per account: each process keeps to its share (with several
+        # instances, CLOUDFLARE_PURGE_RATE is the share of the plan this instance may use).
+        share = settings.process_count()
+        burst = max(1, settings.cloudflare_purge_burst // share)
+        bucket = cdn.TokenBucket(settings.cloudflare_purge_rate / share, burst)
+    return cdn.CdnPurger(api, guard, bucket, settings.cdn_purge_timeout)
 
 
 def _observe_mongodb(latency: Any, seconds: float) -> None:

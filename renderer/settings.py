@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 
@@ -62,7 +63,12 @@ class Settings:
     stale_if_error: int = setting(86400, "``stale-if-error`` of every page (s)")
     stale_shared_max_age: int = setting(2, "``s-maxage`` of a stale or revalidating page: asked for again soon (s)")
     not_found_ttl: int = setting(10, "negative caching of unknown articles and sections, in Redis and Varnish (s)")
-    cdn_ttl: int = setting(10, "the CDN's TTL of a fresh page (``CDN-Cache-Control``, ``Surrogate-Control``, s)")
+    cdn_ttl: int = setting(
+        3600,
+        "the CDN's TTL of a fresh page (``CDN-Cache-Control``, ``Surrogate-Control``, s); every publish purges "
+        "the CDN, so this only bounds a purge lost for good. With ``CDN_PURGER=none`` it is held to "
+        "``SHARED_MAX_AGE``: nothing would purge the CDN",
+    )
     cdn_stale_while_revalidate: int = setting(10, "the CDN's ``stale-while-revalidate`` of a fresh page (s)")
     cdn_stale_if_error: int = setting(86400, "the CDN's ``stale-if-error`` of every page (s)")
     home_size: int = setting(20, "articles on the home")
@@ -101,6 +107,18 @@ class Settings:
     purge_timeout: float = setting(1.0, "one PURGE to one Varnish node (s)")
     purge_attempts: int = setting(3, "attempts of one PURGE, within the publish deadline")
     purge_retry_interval: float = setting(1.0, "how often queued purges are retried (s)")
+    cdn_purger: str = setting("none", "who purges the CDN on a publish: ``none``, ``fastly`` or ``cloudflare``")
+    fastly_api_url: str = setting("https://api.fastly.com", "Fastly's API base URL")
+    fastly_service_id: str = setting("", "the Fastly service whose cache a publish purges", "(none)")
+    fastly_api_token: str = setting("", "a Fastly API token with purge rights (``Fastly-Key``)", "(none)")
+    cloudflare_api_url: str = setting("https://api.cloudflare.com", "Cloudflare's API base URL")
+    cloudflare_zone_id: str = setting("", "the Cloudflare zone whose cache a publish purges", "(none)")
+    cloudflare_api_token: str = setting("", "a Cloudflare API token with Cache Purge rights (Bearer)", "(none)")
+    cloudflare_purge_rate: float = setting(
+        5.0, "purge requests per second the Cloudflare plan allows (Free 0.083, Pro 5, Business 10, Enterprise 50)"
+    )
+    cloudflare_purge_burst: int = setting(25, "the plan's purge bucket size (Free/Pro 25, Business 50, Enterprise 500)")
+    cdn_purge_timeout: float = setting(2.0, "one call to the CDN's purge API (s)")
     purge_max_age: float = setting(
         90000.0, "queued purges older than this are dropped: past TTL + grace nothing is left to purge (s)"
     )
@@ -109,6 +127,10 @@ class Settings:
     health_cache_seconds: float = setting(2.0, "healthcheck results reused for (s)")
     health_check_timeout: float = setting(0.5, "one healthcheck call to a dependency (s)")
     health_critical: tuple[str, ...] = setting(("mongodb",), "checks whose failure means ``failure`` (503)")
+
+    def process_count(self) -> int:
+        """How many renderer processes run: ``PROCESSES``, or one per CPU this process may use."""
+        return self.processes or available_cpus()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -126,6 +148,19 @@ class Settings:
             else:
                 values[name] = type(default)(raw)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def available_cpus(cgroup: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """The CPUs this process may use: the container's CPU limit (cgroup v2 ``cpu.max``, rounded
+    up) when it has one, else the CPUs it is scheduled on. ``os.cpu_count()`` counts the host's."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path(cgroup).read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, -(-int(quota) // int(period))))
 
 
 def _shown(default: Any, shown: str | None) -> str:

@@ -150,9 +150,15 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
     made: list[StackClients] = []
 
     def make(
-        varnish: bool = True, varnish_nodes: int = 1, production_defaults: bool = False, **overrides: str
+        varnish: bool = True,
+        varnish_nodes: int = 1,
+        production_defaults: bool = False,
+        cdn: str | None = None,
+        cdn_api_options: tuple[str, ...] = (),
+        **overrides: str,
     ) -> StackClients:
-        """``production_defaults``: the settings users get (breakers, timeouts), not the fast ones."""
+        """``production_defaults``: the settings users get (breakers, timeouts), not the fast ones.
+        ``cdn``: an emulated CDN in front, purged through that vendor's API stub."""
         environ: dict[str, str] = {"EDITOR_TOKENS": EDITOR_TOKEN}
         if not varnish:
             environ["VARNISH_URLS"] = "http://127.0.0.1:9"
@@ -162,6 +168,8 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
             environ=environ,
             renderer_env={**({} if production_defaults else FAULT_SETTINGS), **overrides},
             varnish_nodes=varnish_nodes,
+            cdn=cdn,
+            cdn_api_options=cdn_api_options,
         )
         clients = StackClients(started)
         made.append(clients)

@@ -13,9 +13,8 @@ from pymongo import ReadPreference
 
 from devstack import servers
 from devstack.samples import load_samples, sample_articles
-from renderer.server import available_cpus
 from renderer.services import Services
-from renderer.settings import Settings
+from renderer.settings import Settings, available_cpus
 from renderer.tokens import usable_tokens
 from tests.conftest import StackClients
 from tests.helpers import request, unique_slug, wait_until

@@ -3,7 +3,8 @@ vcl 4.1;
 #
 # Two listeners, named on the command line:
 #   -a public=:6081   readers: GET/HEAD of pages, nothing else
-#   -a admin=:6082    renderers: PURGE (xkey soft/hard) and BAN, from the "purgers" ACL only
+#   -a admin=:6082    renderers: PURGE (xkey soft/hard), REFRESH (fetch a page anew) and BAN,
+#                     from the "purgers" ACL only
 #
 # Internal state between passes travels in X-Pagecache-* request headers; a client's copies of
 # them are removed on the first pass.
@@ -108,6 +109,13 @@ sub pagecache_admin {
             return (synth(200, "Ban added"));
         }
         return (synth(400, std.ban_error()));
+    }
+    if (req.method == "REFRESH") {
+        # After a soft purge, the publisher has the node fetch the new copy now (it replaces the
+        # old object) before it purges the CDN: the CDN's refetch then finds only the new one.
+        set req.method = "GET";
+        set req.hash_always_miss = true;
+        return;
     }
     if (req.method != "PURGE") {
         return (synth(405, "Method Not Allowed"));

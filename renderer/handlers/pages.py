@@ -36,9 +36,11 @@ class CachePolicy:
             "stale": f"public, max-age=0, s-maxage={s.stale_shared_max_age}, stale-if-error={s.stale_if_error}",
             "not found": f"public, max-age=0, s-maxage={s.not_found_ttl}",
         }
+        # Without a purger nothing would purge the CDN: it may keep a page no longer than Varnish.
+        cdn_ttl = s.cdn_ttl if s.cdn_purger != "none" else min(s.cdn_ttl, s.shared_max_age)
         self.cdn = {
             "fresh": (
-                f"max-age={s.cdn_ttl}, stale-while-revalidate={s.cdn_stale_while_revalidate}, "
+                f"max-age={cdn_ttl}, stale-while-revalidate={s.cdn_stale_while_revalidate}, "
                 f"stale-if-error={s.cdn_stale_if_error}"
             ),
             "stale": f"max-age={s.stale_shared_max_age}, stale-if-error={s.cdn_stale_if_error}",

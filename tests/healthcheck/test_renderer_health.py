@@ -66,12 +66,18 @@ def test_all_up_is_success_with_one_passing_result_per_dependency(stack: StackCl
     assert status == 200
     assert content_type.startswith("application/json")
     assert body["status"] == "success"
-    assert [r["checker"] for r in body["results"]] == ["redis connection", "mongodb connection", "mongodb load"]
+    assert [r["checker"] for r in body["results"]] == [
+        "redis connection",
+        "mongodb connection",
+        "mongodb load",
+        "purge backlog",
+    ]
     assert all(r["passed"] for r in body["results"])
     assert result(body, "redis connection")["output"] == "redis ok"
     assert result(body, "mongodb connection")["critical"] is True
     assert all(r["breaker"] == "closed" for r in body["results"] if r["checker"].endswith("connection"))
     assert result(body, "mongodb load")["critical"] is False  # shedding is degraded, never failure
+    assert result(body, "purge backlog")["critical"] is False  # stale edges are degraded, never failure
     assert get(stack.renderer, "/healthcheck/live").status == 200
 
 
@@ -81,7 +87,7 @@ def test_ietf_format_validates_against_the_draft(stack: StackClients) -> None:
     assert content_type == "application/health+json"
     jsonschema.validate(body, IETF_SCHEMA)
     assert body["status"] == "pass"
-    assert set(body["checks"]) == {"redis:responseTime", "mongodb:responseTime"}
+    assert set(body["checks"]) == {"redis:responseTime", "mongodb:responseTime", "purge-queue:responseTime"}
 
 
 def test_outages_move_status_between_success_degraded_and_failure(make_stack: Callable[..., StackClients]) -> None:

@@ -1,0 +1,214 @@
+"""The CDN tier, against the emulated CDN (a second Varnish in front of ours) and the stubs of
+Fastly's and Cloudflare's purge APIs: every publish purges the CDN after our Varnish nodes hold
+the new version, so no reader through the CDN sees an older version once the publish answered."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.request
+from typing import Any, Callable
+
+import pytest
+
+from tests.conftest import StackClients
+from tests.helpers import get, request, unique_slug, wait_until
+from tests.renderer.test_publish import AUTH, article, put
+
+
+def calls(s: StackClients) -> list[dict[str, Any]]:
+    """What the purge API stub received."""
+    assert s.stack.cdn_api_url is not None
+    with urllib.request.urlopen(s.stack.cdn_api_url + "/_stub/calls", timeout=5) as resp:
+        return list(json.loads(resp.read()))
+
+
+def inject(s: StackClients, *faults: dict[str, Any]) -> None:
+    """Answers for the stub's next calls, in order."""
+    assert s.stack.cdn_api_url is not None
+    body = json.dumps(list(faults)).encode()
+    req = urllib.request.Request(s.stack.cdn_api_url + "/_stub/faults", body, {"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=5).close()
+
+
+def stub_status(s: StackClients, path: str, headers: dict[str, str], body: bytes = b"") -> int:
+    """The status the purge API stub answers a hand-made call with."""
+    assert s.stack.cdn_api_url is not None
+    return request(s.stack.cdn_api_url, "POST", path, body, headers).status
+
+
+def version_at_cdn(s: StackClients, path: str) -> tuple[int, int]:
+    """(status, X-Page-Version) of ``path`` as a reader gets it through the CDN."""
+    resp = get(s.site, path)
+    return resp.status, int(resp.headers.get("X-Page-Version", "0"))
+
+
+def test_a_publish_is_at_the_cdn_when_it_answers_and_a_takedown_is_gone(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    s = make_stack(production_defaults=True, cdn="fastly", PROCESSES="1")
+    slug = unique_slug("cdn")
+    path = f"/noticia/{slug}.ghtml"
+    assert get(s.site, path).status == 404  # cached at the CDN as the article that doesn't exist yet
+    assert put(s.renderer, slug, article("Primeira versão")).status == 201
+    assert version_at_cdn(s, path) == (200, 1)
+    # The CDN keeps it now (Surrogate-Control: max-age=CDN_TTL, far longer than Varnish's 10 s).
+    hit = get(s.site, path)
+    assert hit.headers["X-CDN-Cache"] == "HIT" and "Surrogate-Control" not in hit.headers
+    front = get(s.site, "/rio/")
+    assert front.status == 200 and "Primeira versão" in front.text
+
+    started = time.monotonic()
+    assert put(s.renderer, slug, article("Segunda versão")).status == 200
+    answered = time.monotonic() - started
+    # The very first read after the answer: the new version (its key was purged hard).
+    assert version_at_cdn(s, path) == (200, 2)
+    assert answered < 5.0  # the publish deadline, purges of both tiers included
+    # The front was soft-purged (no herd): the CDN may serve its old copy once, while it
+    # refetches, and what it refetches from our edge is the new one, which it then keeps.
+    get(s.site, "/rio/")
+    time.sleep(0.5)
+    for _ in range(3):
+        front = get(s.site, "/rio/")
+        assert "Segunda versão" in front.text and "Primeira versão" not in front.text
+
+    fastly = [c for c in calls(s) if c["vendor"] == "fastly"]
+    assert all(c["headers"]["Fastly-Key"] == "devstack-fastly-token" and c["status"] == 200 for c in fastly)
+    keys = {
+        (k, c["headers"].get("Fastly-Soft-Purge") == "1") for c in fastly for k in c["headers"]["Surrogate-Key"].split()
+    }
+    # The article's own key is hard (no older version once acknowledged); the listings soft.
+    assert (f"article-{slug}", False) in keys and ("section-rio", True) in keys and ("home", True) in keys
+
+    assert request(s.renderer, "DELETE", f"/api/articles/{slug}", None, AUTH).status == 200
+    assert get(s.site, path).status == 404
+    assert slug not in get(s.site, "/rio/").text
+
+    # The stub refuses what Fastly refuses: a wrong token, another service, no keys.
+    good = {"Fastly-Key": "devstack-fastly-token", "Surrogate-Key": "home"}
+    assert stub_status(s, "/service/devstack-service/purge", {**good, "Fastly-Key": "x"}) == 401
+    assert stub_status(s, "/service/other/purge", good) == 404
+    assert stub_status(s, "/service/devstack-service/purge", {**good, "Surrogate-Key": ""}) == 400
+
+
+def test_no_reader_through_the_cdn_sees_an_older_version_after_a_publish_answered(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    """A history: readers hammer the article and the front through the CDN while an editor
+    publishes ten versions; every read that began after version v was acknowledged names v or
+    newer (the front: shows its title). Before the ordering (CDN purged before Varnish held the
+    new copy) the CDN refetched the old front from Varnish's soft-purged copy and kept it."""
+    s = make_stack(production_defaults=True, cdn="fastly", PROCESSES="2")
+    slug = unique_slug("historia")
+    path = f"/noticia/{slug}.ghtml"
+    assert put(s.renderer, slug, article("Versão 1")).status == 201
+    acknowledged: list[tuple[float, int]] = []
+    reads: list[tuple[float, str, int]] = []
+    stop = threading.Event()
+
+    def reader(page: str) -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            resp = get(s.site, page)
+            if page == path:
+                reads.append((began, page, int(resp.headers.get("X-Page-Version", "0"))))
+            else:
+                shown = [n for n in range(1, 12) if f"Versão {n}<" in resp.text]
+                reads.append((began, page, max(shown, default=0)))
+
+    threads = [threading.Thread(target=reader, args=(page,)) for page in (path, path, "/rio/", "/rio/")]
+    for thread in threads:
+        thread.start()
+    try:
+        for version in range(2, 12):
+            resp = put(s.renderer, slug, article(f"Versão {version}"))
+            assert resp.status == 200, resp.text
+            acknowledged.append((time.monotonic(), version))
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    # The article's key is purged hard: every read after the answer. The front is soft-purged at
+    # the CDN (it serves its old copy while it refetches, which takes a few ms under these
+    # readers): every read from half a second after the answer, when the CDN holds what it
+    # refetched. A CDN that refetched the old front from our edge would keep it for a second.
+    older = [
+        (page, got, version, round(began - at, 3))
+        for began, page, got in reads
+        for at, version in acknowledged
+        if began > at + (0 if page == path else 0.5) and got < version
+    ]
+    assert len(reads) > 100 and not older, older[:5]
+
+
+def test_a_cdn_api_outage_queues_the_purges_and_delivers_them_later(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    s = make_stack(production_defaults=True, cdn="fastly", PURGE_RETRY_INTERVAL="0.5")
+    slug = unique_slug("fora-do-ar")
+    path = f"/noticia/{slug}.ghtml"
+    assert put(s.renderer, slug, article("Antes da pane")).status == 201
+    assert version_at_cdn(s, path) == (200, 1)
+    # The publish's attempts, then the queue's until the CDN's breaker opens (5 failures) and one
+    # trial after it: a backlog for about ten seconds.
+    inject(s, *[{"status": 503}] * 6)
+    resp = put(s.renderer, slug, article("Durante a pane"))
+    report = json.loads(resp.body)
+    assert resp.status == 202, report
+    assert report["pending"] == ["cdn:fastly"] and "queued" in report["steps"]["varnish"]["cdn:fastly"]
+    assert get(s.stack.public_urls[0], path).headers["X-Page-Version"] == "2"  # our edge has it
+    assert version_at_cdn(s, path) == (200, 1)  # the CDN does not, yet
+
+    def health() -> dict[str, Any]:
+        return dict(json.loads(get(s.renderer, "/healthcheck").body))
+
+    # The backlog is visible to the load balancer as degraded (still serving), never failure.
+    degraded = wait_until(lambda: (h := health())["status"] == "degraded" and h)
+    backlog = next(r for r in degraded["results"] if r["checker"] == "purge backlog")
+    assert backlog["passed"] is False and "purges queued" in backlog["output"]
+    # The queue delivers it once the API answers again: the CDN shows the new version.
+    wait_until(lambda: version_at_cdn(s, path) == (200, 2), timeout=30)
+    wait_until(lambda: health()["status"] == "success")
+
+
+@pytest.mark.parametrize("vendor", ["cloudflare"])
+def test_cloudflare_purges_keep_to_the_plans_rate_and_honour_retry_after(
+    make_stack: Callable[..., StackClients], vendor: str
+) -> None:
+    s = make_stack(
+        production_defaults=True,
+        cdn=vendor,
+        cdn_api_options=("--cloudflare-rate", "1", "--cloudflare-burst", "2"),
+        CLOUDFLARE_PURGE_RATE="1",
+        CLOUDFLARE_PURGE_BURST="2",
+        PROCESSES="1",  # a 429's Retry-After holds back the process that got it
+        PURGE_RETRY_INTERVAL="0.5",
+    )
+    # The stub refuses what Cloudflare refuses: a wrong token, more than 100 tags, no tags.
+    route, auth = "/client/v4/zones/devstack-zone/purge_cache", {"Authorization": "Bearer devstack-cloudflare-token"}
+    assert stub_status(s, route, {"Authorization": "Bearer x"}, b'{"tags": ["home"]}') == 403
+    assert stub_status(s, route, auth, json.dumps({"tags": [f"t{n}" for n in range(101)]}).encode()) == 400
+    assert stub_status(s, route, auth, b'{"files": []}') == 400
+    slugs = [unique_slug("taxa") for _ in range(5)]
+    for slug in slugs:
+        assert put(s.renderer, slug, article(f"Taxa {slug}")).status in (201, 202)
+    # Every purge reaches the CDN, none refused for its rate: the renderer kept to the plan's.
+    for slug in slugs:
+        wait_until(lambda slug=slug: version_at_cdn(s, f"/noticia/{slug}.ghtml") == (200, 1), timeout=20)
+    cloudflare = [c for c in calls(s) if c["headers"].get("Authorization") == auth["Authorization"]]
+    cloudflare = [c for c in cloudflare if c["status"] != 400]  # the hand-made ones above
+    assert cloudflare and all(c["status"] == 200 for c in cloudflare), [c["status"] for c in cloudflare]
+    assert all(json.loads(c["body"])["tags"] for c in cloudflare)
+    # A 429 with Retry-After holds every call back for that long.
+    inject(s, {"status": 429, "retry_after": 3})
+    before = len(calls(s))
+    refused_at = time.time()
+    # Within the publish's deadline the renderer waits the 3 s out and purges (200); a longer
+    # Retry-After would leave it to the queue (202).
+    assert put(s.renderer, slugs[0], article("Depois do 429")).status in (200, 202)
+    wait_until(lambda: version_at_cdn(s, f"/noticia/{slugs[0]}.ghtml") == (200, 2), timeout=20)
+    after = calls(s)[before:]
+    assert after[0]["status"] == 429
+    assert all(c["at"] >= refused_at + 3 - 0.1 for c in after[1:]), [c["at"] - refused_at for c in after]
