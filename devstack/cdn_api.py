@@ -23,10 +23,10 @@ import time
 import uuid
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from renderer.cdn import TokenBucket
+from renderer.http_session import LazySession
 
 FASTLY_MAX_KEYS = 256
 CLOUDFLARE_MAX_TAGS = 100
@@ -45,13 +45,11 @@ class PurgeApiStub:
         self.bucket = TokenBucket(args.cloudflare_rate, args.cloudflare_burst)
         self.calls: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
-        self.session: aiohttp.ClientSession | None = None
+        self.session = LazySession(timeout=5)
 
     async def _purge_cdn(self, keys: list[str], soft: bool) -> None:
-        if self.session is None:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         header = "xkey-softpurge" if soft else "xkey-purge"
-        async with self.session.request("PURGE", self.args.cdn_admin + "/", headers={header: " ".join(keys)}) as resp:
+        async with self.session().request("PURGE", self.args.cdn_admin + "/", headers={header: " ".join(keys)}) as resp:
             await resp.read()
             if resp.status != 200:
                 raise web.HTTPBadGateway(text=f"the CDN refused the purge: {resp.status}")

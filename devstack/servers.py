@@ -339,6 +339,23 @@ def index_ferretdb_ids(run_dir: Path, port: int, database: str, collections: Seq
                     db.execute(f"CREATE INDEX IF NOT EXISTS {index}")
 
 
+def _varnishd(base: Path, port: int, admin_port: int, storage: str) -> list[str]:
+    """varnishd in the foreground, working in ``base``, with a ``public`` and an ``admin`` listener."""
+    argv = [
+        require_binary("varnishd"),
+        "-F",
+        "-n", str(base / "work"),
+        "-a", f"public=127.0.0.1:{port}",
+        "-a", f"admin=127.0.0.1:{admin_port}",
+        "-T", f"127.0.0.1:{free_port()}",
+        "-s", storage,
+    ]  # fmt: skip
+    if os.geteuid() == 0:
+        # The run dir is private (0700); the default jail would switch to a user that cannot read it.
+        argv += ["-j", "none"]
+    return argv
+
+
 def varnish(
     run_dir: Path,
     port: int,
@@ -355,15 +372,7 @@ def varnish(
     """
     base = run_dir / f"varnish-{port}"
     base.mkdir(parents=True, exist_ok=True)
-    argv = [
-        require_binary("varnishd"),
-        "-F",
-        "-n", str(base / "work"),
-        "-a", f"public=127.0.0.1:{port}",
-        "-a", f"admin=127.0.0.1:{admin_port or free_port()}",
-        "-T", f"127.0.0.1:{free_port()}",
-        "-s", storage,
-    ]  # fmt: skip
+    argv = _varnishd(base, port, admin_port or free_port(), storage)
     if stock:
         stock_vcl = base / "stock.vcl"
         stock_vcl.write_text(
@@ -380,9 +389,6 @@ def varnish(
         template = (REPO / "varnish" / "backends.vcl").read_text()
         (vcl_dir / "backends.vcl").write_text(template.replace('"8888"', f'"{backend_port}"'))
         argv += ["-p", f"vcl_path={vcl_dir}", "-f", str(vcl_dir / "default.vcl")]
-    if os.geteuid() == 0:
-        # The run dir is private (0700); the default jail would switch to a user that cannot read it.
-        argv += ["-j", "none"]
     server = Server("stock-varnish" if stock else "varnish", argv, port, run_dir / f"varnish-{port}.log")
     server.workdir = base / "work"  # type: ignore[attr-defined]
     return server
@@ -398,19 +404,7 @@ def cdn_varnish(run_dir: Path, port: int, admin_port: int, edge_port: int, stora
     (vcl_dir / "cdn_backend.vcl").write_text(
         f'backend edge {{ .host = "127.0.0.1"; .port = "{edge_port}"; }}\nacl purgers {{ "127.0.0.1"; }}\n'
     )
-    argv = [
-        require_binary("varnishd"),
-        "-F",
-        "-n", str(base / "work"),
-        "-a", f"public=127.0.0.1:{port}",
-        "-a", f"admin=127.0.0.1:{admin_port}",
-        "-T", f"127.0.0.1:{free_port()}",
-        "-s", storage,
-        "-p", f"vcl_path={vcl_dir}",
-        "-f", str(vcl_dir / "cdn.vcl"),
-    ]  # fmt: skip
-    if os.geteuid() == 0:
-        argv += ["-j", "none"]
+    argv = [*_varnishd(base, port, admin_port, storage), "-p", f"vcl_path={vcl_dir}", "-f", str(vcl_dir / "cdn.vcl")]
     return Server("cdn", argv, port, run_dir / f"cdn-{port}.log")
 
 

@@ -14,30 +14,29 @@ from renderer.backends.mongo_articles import COLLECTION as ARTICLES
 from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
 from renderer.backends.mongo_purges import COLLECTION as PURGE_QUEUE
 
-# The purge API stub's credentials, and the renderer settings that name them.
+# The purge API stub's account for each vendor: (the setting naming it, its id, its token).
+STUB_ACCOUNTS = {
+    "fastly": ("FASTLY_SERVICE_ID", "devstack-service", "devstack-fastly-token"),
+    "cloudflare": ("CLOUDFLARE_ZONE_ID", "devstack-zone", "devstack-cloudflare-token"),
+}
 STUB_CREDENTIALS = (
-    "--fastly-service", "devstack-service", "--fastly-token", "devstack-fastly-token",
-    "--cloudflare-zone", "devstack-zone", "--cloudflare-token", "devstack-cloudflare-token",
+    "--fastly-service", STUB_ACCOUNTS["fastly"][1], "--fastly-token", STUB_ACCOUNTS["fastly"][2],
+    "--cloudflare-zone", STUB_ACCOUNTS["cloudflare"][1], "--cloudflare-token", STUB_ACCOUNTS["cloudflare"][2],
 )  # fmt: skip
 
 
 def emulated_cdn_settings(vendor: str, api_url: str) -> dict[str, str]:
     """The renderer's settings for purging the emulated CDN through the stub's ``vendor`` API."""
-    if vendor == "fastly":
-        return {
-            "CDN_PURGER": "fastly",
-            "FASTLY_API_URL": api_url,
-            "FASTLY_SERVICE_ID": "devstack-service",
-            "FASTLY_API_TOKEN": "devstack-fastly-token",
-        }
-    if vendor == "cloudflare":
-        return {
-            "CDN_PURGER": "cloudflare",
-            "CLOUDFLARE_API_URL": api_url,
-            "CLOUDFLARE_ZONE_ID": "devstack-zone",
-            "CLOUDFLARE_API_TOKEN": "devstack-cloudflare-token",
-        }
-    raise ValueError(f"no emulated CDN speaks {vendor!r}: fastly or cloudflare")
+    if vendor not in STUB_ACCOUNTS:
+        raise ValueError(f"no emulated CDN speaks {vendor!r}: fastly or cloudflare")
+    account_setting, account, token = STUB_ACCOUNTS[vendor]
+    prefix = vendor.upper()
+    return {
+        "CDN_PURGER": vendor,
+        f"{prefix}_API_URL": api_url,
+        account_setting: account,
+        f"{prefix}_API_TOKEN": token,
+    }
 
 
 # Where scripts/run records the state file of the stack it runs; scripts/chaos reads it.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from renderer.http_session import LazySession
 from renderer.resilience import Deadline, Guard
 
 if TYPE_CHECKING:  # renderer.purge imports this module
@@ -184,18 +185,11 @@ class CdnPurger:
         self.target = f"cdn:{api.name}"  # its name among the purge targets (queue, metrics, reports)
         self.guard = guard
         self.bucket = bucket
-        self.timeout = timeout
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
+        self._client = LazySession(timeout)
 
     async def close(self) -> None:
         """Close the connection pool."""
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
 
     async def _send(self, call: Call) -> None:
         if (wait := self.bucket.try_take()) > 0:

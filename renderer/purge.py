@@ -16,6 +16,7 @@ from renderer import contract
 from renderer.backends.mongo_purges import PurgeStore
 from renderer.breaker import CircuitOpen
 from renderer.cdn import CdnPurger
+from renderer.http_session import LazySession
 from renderer.metrics import Metrics
 from renderer.resilience import Deadline, DeadlineExceeded, Guard
 
@@ -107,17 +108,11 @@ class VarnishPurger:
         self.nodes = self.varnish_nodes + ((cdn.target,) if cdn else ())
         self.timeout = timeout
         self.metrics = metrics
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
-        return self._session
+        self._client = LazySession(timeout)
 
     async def close(self) -> None:
         """Close the connection pools."""
-        if self._session is not None:
-            await self._session.close()
+        await self._client.close()
         if self.cdn is not None:
             await self.cdn.close()
 
