@@ -293,15 +293,15 @@ def remove_catalogue(stack: Stack, slugs: list[str]) -> None:
 
 @contextmanager
 def fronts_of_a_catalogue(stack: Stack, articles: int, workload: Workload, read: set[str]) -> Iterator[Workload]:
-    """``articles`` more articles across the bench's sections, each front read once (which leaves
-    its listing stored, as the publisher would), and ``workload`` with half its readers on the
+    """``articles`` more articles across the bench's sections, the home and each front read once
+    (which leaves their listings stored, as the publisher would), and ``workload`` with half its readers on the
     fronts; the articles are removed afterwards."""
     from devstack.bench import SECTIONS, insert_articles
 
     slugs = insert_articles(stack, f"caos-frente-{random.randrange(10**6)}", articles)
     try:
         fronts = [f"/{section}/" for section in SECTIONS]
-        read |= read_once(stack.site_url, fronts)
+        read |= read_once(stack.site_url, ["/", *fronts])  # the home lists them too
         yield Workload(workload.paths, workload.zipf, fronts, fronts_share=0.5)
     finally:
         remove_catalogue(stack, slugs)

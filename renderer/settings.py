@@ -115,9 +115,13 @@ class Settings:
     cloudflare_zone_id: str = setting("", "the Cloudflare zone whose cache a publish purges", "(none)")
     cloudflare_api_token: str = setting("", "a Cloudflare API token with Cache Purge rights (Bearer)", "(none)")
     cloudflare_purge_rate: float = setting(
-        5.0, "purge requests per second the Cloudflare plan allows (Free 0.083, Pro 5, Business 10, Enterprise 50)"
+        4.5,
+        "purge requests per second this instance sends: a little under the plan's share "
+        "(plans: Free 0.083, Pro 5, Business 10, Enterprise 50)",
     )
-    cloudflare_purge_burst: int = setting(25, "the plan's purge bucket size (Free/Pro 25, Business 50, Enterprise 500)")
+    cloudflare_purge_burst: int = setting(
+        20, "purge requests sent at once at most: a little under the plan's bucket (Free/Pro 25, Business 50)"
+    )
     cdn_purge_timeout: float = setting(2.0, "one call to the CDN's purge API (s)")
     purge_max_age: float = setting(
         90000.0, "queued purges older than this are dropped: past TTL + grace nothing is left to purge (s)"
