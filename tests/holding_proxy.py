@@ -10,13 +10,18 @@ import asyncio
 import socket
 import threading
 
+# A BSON string element named "find": the command of a MongoDB find (a lookup or a listing).
+_FIND = b"\x02find\x00"
+
 
 class HoldingProxy:
     """Forwards 127.0.0.1:``port`` to the target set with ``connect_to``; ``hold(marker)`` keeps any
     server-to-client chunk containing ``marker`` until ``release()``; ``cut()`` is a partition
     (every connection closed, new ones refused at once) until ``mend()``; ``lose_reply_to(marker)``
     lets the next request containing ``marker`` reach the server and drops the connection when the
-    answer comes back: the write happened, the client never hears of it."""
+    answer comes back: the write happened, the client never hears of it. ``finds_in_flight`` is
+    how many MongoDB ``find`` commands are at the server now (sent, not answered): the concurrency
+    the server sees, counted where a client can't misreport it."""
 
     def __init__(self) -> None:
         self._sock = socket.socket()
@@ -32,6 +37,7 @@ class HoldingProxy:
         self._lose_marker: bytes | None = None
         self.reply_lost = threading.Event()
         self._writers: set[asyncio.StreamWriter] = set()
+        self.finds_in_flight = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -103,12 +109,14 @@ class HoldingProxy:
             client_writer.close()
             return
         self._writers.update((client_writer, server_writer))
-        losing: dict[str, bool] = {"next reply": False}
+        losing: dict[str, bool] = {"next reply": False, "find sent": False}
         await asyncio.gather(
             self._pipe(client_reader, server_writer, held=False, losing=losing),
             self._pipe(server_reader, client_writer, held=True, losing=losing),
             return_exceptions=True,
         )
+        if losing["find sent"]:
+            self.finds_in_flight -= 1  # the connection closed before the answer
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: bool, losing: dict[str, bool]
@@ -118,6 +126,12 @@ class HoldingProxy:
                 if not held and self._lose_marker is not None and self._lose_marker in chunk:
                     self._lose_marker = None
                     losing["next reply"] = True
+                if not held and _FIND in chunk and not losing["find sent"]:
+                    losing["find sent"] = True  # one request at a time per connection (no pipelining)
+                    self.finds_in_flight += 1
+                elif held and losing["find sent"]:
+                    losing["find sent"] = False
+                    self.finds_in_flight -= 1
                 if held and losing["next reply"]:
                     self.reply_lost.set()
                     return  # the answer is dropped with the connection (closed below)
