@@ -10,7 +10,8 @@
 and turns each accepted purge into an xkey purge of the emulated CDN (a Varnish, ``--cdn-admin``).
 Malformed or unauthorised calls are refused as the vendors document. For tests:
 ``POST /_stub/faults`` queues answers for the next calls (``{"status": 503}``, ``{"status": 429,
-"retry_after": 2}``, ``{"delay": 5}``), ``GET /_stub/calls`` lists the calls received, with when.
+"retry_after": 2}``, ``{"delay": 5}``; ``"sticky": true`` answers every call so until ``DELETE
+/_stub/faults``), ``GET /_stub/calls`` lists the calls received, with when.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class PurgeApiStub:
         """The next queued fault, if any: a delay (then the call goes on) or an answer."""
         if not self.faults:
             return None
-        fault = self.faults.pop(0)
+        fault = self.faults[0] if self.faults[0].get("sticky") else self.faults.pop(0)
         if fault.get("delay"):
             await asyncio.sleep(float(fault["delay"]))
         if not fault.get("status"):
@@ -126,6 +127,10 @@ class PurgeApiStub:
         self.faults.extend(faults if isinstance(faults, list) else [faults])
         return web.json_response({"queued": len(self.faults)})
 
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        self.faults.clear()
+        return web.json_response({"queued": 0})
+
     async def list_calls(self, request: web.Request) -> web.Response:
         return web.json_response(self.calls)
 
@@ -137,6 +142,7 @@ class PurgeApiStub:
         app.router.add_post("/service/{service}/purge", self.fastly)
         app.router.add_post("/client/v4/zones/{zone}/purge_cache", self.cloudflare)
         app.router.add_post("/_stub/faults", self.add_faults)
+        app.router.add_delete("/_stub/faults", self.clear_faults)
         app.router.add_get("/_stub/calls", self.list_calls)
         app.router.add_get("/healthcheck/live", self.health)
         return app
