@@ -301,7 +301,10 @@ def fronts_of_a_catalogue(stack: Stack, articles: int, workload: Workload, read:
     slugs = insert_articles(stack, f"caos-frente-{random.randrange(10**6)}", articles)
     try:
         fronts = [f"/{section}/" for section in SECTIONS]
-        read |= read_once(stack.site_url, ["/", *fronts])  # the home lists them too
+        # Rendered anew, as a publish would: no cached copy (Redis, Varnish) may answer for them,
+        # so each read stores its listing. The home lists the new articles too.
+        forget_listings(stack.env["REDIS_URL"])
+        read |= read_once(stack.renderer_url, ["/", *fronts])
         yield Workload(workload.paths, workload.zipf, fronts, fronts_share=0.5)
     finally:
         remove_catalogue(stack, slugs)
