@@ -246,8 +246,9 @@ class PurgeQueue:
             result = await self.purger.purge_node(deadline, entry["node"], purge)
             if result == PURGED:
                 if entry["node"] in self.purger.varnish_nodes and self.purger.cdn is not None:
-                    # The CDN may have refetched this node's old copy meanwhile: it is purged
-                    # again after the node, durably.
+                    # The CDN may have refetched this node's old copy meanwhile: once the node
+                    # holds the new one, the CDN is purged again, durably.
+                    await self.purger.refresh(deadline, [entry["node"]], purge.soft)
                     await self.store.add(deadline, [(self.purger.cdn.target, purge.hard, purge.soft)])
                 await self.store.done(deadline, entry)
                 delivered += 1
