@@ -22,15 +22,20 @@ import json
 import math
 import time
 import uuid
-from typing import Any
+from functools import partial
+from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
 from renderer.cdn import TokenBucket
 from renderer.http_session import LazySession
 
+# The vendors' documented caps, written here apart from the renderer's own on purpose: a client
+# that batched wrongly must meet a stub that refuses it.
 FASTLY_MAX_KEYS = 256
 CLOUDFLARE_MAX_TAGS = 100
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def _cloudflare_error(status: int, code: int, message: str, **headers: str) -> web.Response:
@@ -79,9 +84,10 @@ class PurgeApiStub:
         headers = {"Retry-After": str(fault["retry_after"])} if fault.get("retry_after") is not None else {}
         return web.json_response({"msg": "injected fault"}, status=int(fault["status"]), headers=headers)
 
-    async def fastly(self, request: web.Request) -> web.Response:
-        call = self._record(request, "fastly", await request.read())
-        answer = await self._fault() or await self._fastly(request)
+    async def _answer(self, request: web.Request, vendor: str, handler: Handler) -> web.Response:
+        """Record the call, answer it (a queued fault, else the vendor's ``handler``), note the status."""
+        call = self._record(request, vendor, await request.read())
+        answer = await self._fault() or await handler(request)
         call["status"] = answer.status
         return answer
 
@@ -96,12 +102,6 @@ class PurgeApiStub:
         soft = request.headers.get("Fastly-Soft-Purge") == "1"
         await self._purge_cdn(keys, soft)
         return web.json_response({key: uuid.uuid4().hex for key in keys})
-
-    async def cloudflare(self, request: web.Request) -> web.Response:
-        call = self._record(request, "cloudflare", await request.read())
-        answer = await self._fault() or await self._cloudflare(request)
-        call["status"] = answer.status
-        return answer
 
     async def _cloudflare(self, request: web.Request) -> web.Response:
         if request.headers.get("Authorization") != f"Bearer {self.args.cloudflare_token}":
@@ -139,8 +139,9 @@ class PurgeApiStub:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_post("/service/{service}/purge", self.fastly)
-        app.router.add_post("/client/v4/zones/{zone}/purge_cache", self.cloudflare)
+        app.router.add_post("/service/{service}/purge", partial(self._answer, vendor="fastly", handler=self._fastly))
+        cloudflare = partial(self._answer, vendor="cloudflare", handler=self._cloudflare)
+        app.router.add_post("/client/v4/zones/{zone}/purge_cache", cloudflare)
         app.router.add_post("/_stub/faults", self.add_faults)
         app.router.add_delete("/_stub/faults", self.clear_faults)
         app.router.add_get("/_stub/calls", self.list_calls)

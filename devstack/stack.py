@@ -175,18 +175,17 @@ def start_stack(
         env["EDITOR_TOKENS"] = environ["EDITOR_TOKENS"]
     if "VARNISH_URLS" in environ:
         public_urls = [environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])]
-    cdn_env, cdn_ports = {}, (0, 0, 0)
-    if cdn:
-        cdn_ports = (cdn_port or servers.free_port(), servers.free_port(), servers.free_port())
-        cdn_env = emulated_cdn_settings(cdn, f"http://127.0.0.1:{cdn_ports[2]}")
-    env["SITE_URL"] = environ.get("SITE_URL", f"http://127.0.0.1:{cdn_ports[0]}" if cdn else public_urls[0])
     stack = Stack(run_dir, ports, env, public_urls)
+    cdn_env: dict[str, str] = {}
+    if cdn:
+        cdn_public, cdn_admin, cdn_api = cdn_port or servers.free_port(), servers.free_port(), servers.free_port()
+        stack.cdn_url, stack.cdn_api_url = f"http://127.0.0.1:{cdn_public}", f"http://127.0.0.1:{cdn_api}"
+        cdn_env = emulated_cdn_settings(cdn, stack.cdn_api_url)
+    env["SITE_URL"] = environ.get("SITE_URL", stack.site_url)  # the CDN's, when there is one
     try:
         if cdn:
-            public, admin, api = cdn_ports
-            stack.started["cdn-api"] = servers.cdn_api(run_dir, api, admin, *STUB_CREDENTIALS, *cdn_api_options)
-            stack.started["cdn-api"].start()
-            stack.cdn_url, stack.cdn_api_url = f"http://127.0.0.1:{public}", f"http://127.0.0.1:{api}"
+            stub = servers.cdn_api(run_dir, cdn_api, cdn_admin, *STUB_CREDENTIALS, *cdn_api_options)
+            stack.started["cdn-api"] = stub.start()
         if "REDIS_URL" not in environ and redis_sentinel:
             group, env["REDIS_URL"] = servers.redis_sentinel_group(run_dir)
             stack.started.update(group)
@@ -203,7 +202,7 @@ def start_stack(
                 stack.started[name] = servers.varnish(run_dir, public, ports.renderer, admin).start()
         if cdn:
             edge = int(public_urls[0].rsplit(":", 1)[1])
-            stack.started["cdn"] = servers.cdn_varnish(run_dir, cdn_ports[0], cdn_ports[1], edge).start()
+            stack.started["cdn"] = servers.cdn_varnish(run_dir, cdn_public, cdn_admin, edge).start()
     except BaseException:
         stack.stop()
         raise

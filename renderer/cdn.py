@@ -2,7 +2,7 @@
 (docs/architecture.rst, "The CDN tier").
 
 The CDN is one more purge target beside the Varnish nodes, purged after them: see
-``renderer.purge.VarnishPurger``. Each vendor's API is a small class that turns a ``Purge`` into
+``renderer.purge.Purger``. Each vendor's API is a small class that turns a ``Purge`` into
 the calls it takes (batched to the vendor's cap); ``CdnPurger`` sends them within the publish's
 deadline behind its own guard (timeout, retries, breaker) and the plan's rate limit.
 """
@@ -124,7 +124,7 @@ def _retry_after(headers: Any) -> float | None:
 class FastlyApi:
     """``POST {api}/service/{id}/purge`` with the keys in ``Surrogate-Key`` (space-separated, up to
     256 a request); soft keys carry ``Fastly-Soft-Purge: 1`` (marked stale, refetched on the next
-    request), hard keys don't (gone at once: a page that came into existence or was taken down)."""
+    request), hard keys don't (gone at once: pages no reader may see in their older version)."""
 
     name = "fastly"
     MAX_KEYS = 256

@@ -19,7 +19,7 @@ from renderer.articles import ArticleInput
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
 from renderer.metrics import READ_PATH
-from renderer.purge import PURGED, QUEUED, Purge, PurgeQueue, VarnishPurger
+from renderer.purge import PURGED, QUEUED, Purge, PurgeQueue, Purger
 from renderer.render import PageRenderer, sanitise_html
 from renderer.resilience import Deadline
 from renderer.tiers import Tiers
@@ -92,7 +92,7 @@ class Publisher:
         redis: RedisPages,
         renderer: PageRenderer,
         tiers: Tiers,
-        purger: VarnishPurger,
+        purger: Purger,
         queue: PurgeQueue,
         deadline_seconds: float,
         settle_seconds: float,

@@ -87,7 +87,7 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientError, OSError))
 
 
-class VarnishPurger:
+class Purger:
     """Sends xkey purges to every node in ``VARNISH_URLS`` concurrently, then to the CDN (``cdn``)
     if there is one. Each node has its own ``Guard`` (timeout, retries, circuit breaker): a dead
     node costs a publish nothing once its breaker is open, and every call ends within the deadline
@@ -180,7 +180,7 @@ class PurgeQueue:
     def __init__(
         self,
         store: PurgeStore,
-        purger: VarnishPurger,
+        purger: Purger,
         interval: float,
         max_age: float,
         metrics: Metrics,

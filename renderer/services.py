@@ -19,7 +19,7 @@ from renderer.latest_box import LatestBox
 from renderer.limiter import AdaptiveLimit, spent_in_mongodb
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
-from renderer.purge import PurgeQueue, VarnishPurger
+from renderer.purge import PurgeQueue, Purger
 from renderer.render import PageRenderer
 from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
 from renderer.settings import Settings
@@ -41,7 +41,7 @@ class Services:
     renderer: PageRenderer
     tiers: Tiers
     health: HealthCheck
-    purger: VarnishPurger
+    purger: Purger
     purge_queue: PurgeQueue
     publisher: Publisher
     latest_box: LatestBox
@@ -156,7 +156,7 @@ class Services:
             limit=AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue),
         )
         purge_policy = RetryPolicy(settings.purge_attempts, 0.05, 0.5)
-        purger = VarnishPurger(
+        purger = Purger(
             {
                 node: Guard(
                     breaker(f"varnish {node}"),
