@@ -6,14 +6,18 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import aiohttp
 
 from devstack import servers
-from devstack.servers import port_open
-from tests.conftest import StackClients
+from devstack.servers import REPO, port_open
+from renderer.server import CLOSE_TIMEOUT
+from renderer.settings import Settings
+from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import unique_slug, wait_until
 
 
@@ -82,3 +86,49 @@ def test_a_sigterm_during_a_crash_loop_stops_every_worker(make_stack: Callable[.
     except subprocess.TimeoutExpired:
         code = None
     assert code == 0, renderer.log_tail(30)
+
+
+def test_one_process_exits_after_its_drain_while_a_name_lookup_hangs(tmp_path: Path) -> None:
+    # Kubernetes' default at one CPU: one process, no supervisor, backends named by DNS. With the
+    # cluster's DNS silent, Redis's reconnects wait in the default executor's threads for an answer
+    # (glibc tries for minutes). Once its drain is done the process must end, not wait for them
+    # (before: asyncio.run's teardown joined those threads, and the pod was killed instead).
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:5\n")
+    asked = tmp_path / "names-asked"
+    asked.touch()
+    log_path = tmp_path / "renderer.log"
+    # In namespaces of its own: its loopback, port 53 and resolv.conf are nobody else's.
+    env = {
+        **os.environ,
+        "PORT": str(servers.free_port()),
+        "PROCESSES": "1",
+        "REDIS_URL": "redis://redis.pagecache.test:6379/0",
+        "MONGODB_URL": "mongodb://127.0.0.1:9/",  # refused: only Redis's name is looked up
+        "VARNISH_URLS": "http://127.0.0.1:9",
+        "EDITOR_TOKENS": EDITOR_TOKEN,
+    }
+    argv = ["unshare", "--mount", "--net", "--", sys.executable, "-m", "tests.silent_dns", str(resolv_conf), str(asked)]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [*argv, "--", sys.executable, "-m", "renderer"], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO
+        )
+    try:
+        wait_until(lambda: "redis.pagecache.test" in asked.read_text(), timeout=30)
+        os.kill(proc.pid, signal.SIGTERM)
+        # The drain's own bound (renderer.server.serve): nothing is in flight, so only the pools'
+        # goodbye may take time.
+        settings = Settings.from_env({})
+        longest = max(settings.request_deadline, settings.publish_deadline)
+        bound = longest + 1 + 1 + settings.publish_deadline + CLOSE_TIMEOUT
+        try:
+            code = proc.wait(timeout=bound)
+        except subprocess.TimeoutExpired:
+            code = None
+        log_text = log_path.read_text(errors="replace")
+        assert code == 0, log_text[-4000:]
+        assert "Traceback" not in log_text, log_text[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
