@@ -170,6 +170,11 @@ class Metrics:
             registry=r,
         )
         self.render_errors = Counter("pagecache_render_errors", "Pages whose template failed to render", registry=r)
+        self.articles_left_out = Counter(
+            "pagecache_articles_left_out",
+            "Articles left out of a listing: a document no teaser can show (no title, not a date)",
+            registry=r,
+        )
         self.undecodable = Counter(
             "pagecache_undecodable_cache_values",
             "Cached values that could not be decoded (treated as misses and repaired)",

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import nh3
 from tornado.template import Loader
 
 from renderer import contract
 from renderer.rendered_page import RenderedPage
+
+log = logging.getLogger("pagecache.render")
 
 TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
 # Where an article page takes the "latest news" box, which the renderer puts there as it answers
@@ -66,9 +69,11 @@ def _etag(version: int, html: bytes) -> str:
 class PageRenderer:
     """Turns article documents into ``RenderedPage`` values."""
 
-    def __init__(self, site_name: str, site_url: str) -> None:
+    def __init__(self, site_name: str, site_url: str, on_left_out: Callable[[], None] = lambda: None) -> None:
+        """``on_left_out``: called for each article a listing leaves out (see ``_teasers``)."""
         self.site_name = site_name
         self.site_url = site_url.rstrip("/")
+        self.on_left_out = on_left_out
         self._loader = Loader(TEMPLATE_DIR)
 
     def article_url(self, slug: str) -> str:
@@ -113,10 +118,30 @@ class PageRenderer:
         return RenderedPage(200, html, _etag(version, html), updated.timestamp(), keys, time.time(), version)
 
     def _teasers(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [
-            dict(doc, published=_as_datetime(doc.get("published_at")), url=self.article_url(doc["slug"]))
-            for doc in docs
-        ]
+        """What listings show of ``docs``: a document a teaser can't show (written behind the
+        editors' API: no title, a date that is not one) is left out, not the whole listing."""
+        teasers = []
+        for doc in docs:
+            try:
+                teasers.append(self._teaser(doc))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("article %r left out of a listing: %r", doc.get("slug", doc.get("_id")), exc)
+                self.on_left_out()
+        return teasers
+
+    def _teaser(self, doc: dict[str, Any]) -> dict[str, Any]:
+        slug, title, section = doc["slug"], doc["title"], doc["section"]
+        if not all(isinstance(value, str) and value for value in (slug, title, section)):
+            raise TypeError("slug, title and section must be text")
+        subtitle = doc.get("subtitle")
+        return {
+            "slug": slug,
+            "title": title,
+            "section": section,
+            "subtitle": subtitle if isinstance(subtitle, str) else "",
+            "published": _as_datetime(doc["published_at"]),
+            "url": self.article_url(slug),
+        }
 
     def _listing(
         self, template: str, articles: list[dict[str, Any]], keys: str, version: int, **values: Any

@@ -139,7 +139,7 @@ class Services:
         mongo_for_editors = mongo_articles.MongoArticles(
             mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_read, primary=True
         )
-        renderer = PageRenderer(settings.site_name, settings.site_url)
+        renderer = PageRenderer(settings.site_name, settings.site_url, on_left_out=metrics.articles_left_out.inc)
         tiers = Tiers(
             redis,
             mongo,

@@ -9,8 +9,18 @@ import re
 import time
 from typing import Callable
 
+from devstack.samples import article_document, outdate_listings
 from tests.conftest import StackClients
-from tests.helpers import expire_records, get, html_errors, mongo_reads, request, unique_slug, wait_until
+from tests.helpers import (
+    expire_records,
+    get,
+    html_errors,
+    metric,
+    mongo_reads,
+    request,
+    unique_slug,
+    wait_until,
+)
 from tests.renderer.test_publish import AUTH, article, put
 
 
@@ -199,3 +209,33 @@ def test_a_page_dated_in_the_future_says_it_was_modified_no_later_than_now(stack
         modified = email.utils.parsedate_to_datetime(page.headers["Last-Modified"])
         assert modified <= email.utils.parsedate_to_datetime(page.headers["Date"]), path
         assert get(stack.site, path, {"If-Modified-Since": page.headers["Last-Modified"]}).status == 304, path
+
+
+def test_an_article_no_teaser_can_show_is_left_out_not_the_listings(make_stack: Callable[..., StackClients]) -> None:
+    # Written behind the API's back (a bulk import, a hand edit in the database): documents that a
+    # teaser cannot show. Each listing that holds one must still answer, with its validators, and
+    # without it (before: the home, the front and the box all failed, 503 with no validators).
+    s = make_stack(LATEST_BOX_REFRESH="1")
+    section = section_of_its_own()
+    readable = unique_slug("legivel")
+    s.add_article(readable, section=section, title="Legível", published_at="2099-03-01T09:00:00Z")
+    newer = "2099-03-01T10:00"
+    untitled = article_document({"slug": unique_slug("sem-titulo"), "section": section, "published_at": newer})
+    undated = {**untitled, "_id": unique_slug("sem-data"), "title": "Sem data", "published_at": "ontem"}
+    undated["slug"] = undated["_id"]
+    s.articles.insert_many([untitled, undated])
+    outdate_listings(s.articles.database)
+    left_out = metric(s.renderer, "pagecache_articles_left_out_total")
+    for path in ("/", f"/{section}/"):
+        page = get(s.site, path)
+        assert page.status == 200, (path, page.status, page.headers["Cache-Status"])
+        assert page.headers["ETag"] and page.headers["Last-Modified"], dict(page.headers)
+        assert titles(page.text)[0] == "Legível" and "Sem data" not in titles(page.text), path
+
+    def box_shows_it() -> bool:
+        # The box is read again every LATEST_BOX_REFRESH (no publish announced these articles).
+        s.redis.delete("page:@fragment:latest")
+        return box(get(s.renderer, f"/noticia/{readable}.ghtml").text)[:1] == ["Legível"]
+
+    wait_until(box_shows_it, timeout=10, interval=0.5)
+    assert metric(s.renderer, "pagecache_articles_left_out_total") - left_out >= 2

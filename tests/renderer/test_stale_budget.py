@@ -99,8 +99,8 @@ def test_a_corrupt_page_value_is_a_miss_that_gets_repaired(stack: StackClients) 
 def test_a_render_error_is_its_own_failure_not_mongodbs(stack: StackClients) -> None:
     slug = unique_slug("quebrada")
     # Stored behind the API's back: a date the template cannot format.
-    # (In a section of its own, and removed afterwards: the listings that show it could not be
-    # rendered either, and the stack is shared.)
+    # (In a section of its own, and removed afterwards: the stack is shared, and its listings
+    # leave the article out.)
     stack.articles.replace_one(
         {"_id": slug},
         {"_id": slug, "slug": slug, "title": "x", "section": unique_slug("quebrada"), "body_html": "<p>x</p>",
