@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -139,6 +140,7 @@ class MongoArticles:
         self.listings = listings.with_options(read_preference=ReadPreference.PRIMARY) if primary else listings
         self.guard = guard
         self._on_read = on_read  # counts every read sent to MongoDB
+        self._queries: dict[tuple[str, int, int], asyncio.Future[list[dict[str, Any]]]] = {}
 
     def _fail_fast_if_unreachable(self) -> None:
         if self.fail_fast:
@@ -197,9 +199,31 @@ class MongoArticles:
             return Listing(int(stored["generation"]), float(stored["changed_at"]), stored["articles"][:limit])
         # Outdated (a change since, or articles written behind the publisher's back) or missing:
         # the query, whose result is kept for the next reader that misses Redis.
-        articles = await self._query_latest(max(limit, depth), section)
-        await self._keep_listing(section, generation, changed_at, depth, articles)
+        articles = await self._query_once(section, generation, changed_at, max(limit, depth))
         return Listing(generation, changed_at, articles[:limit])
+
+    async def _query_once(self, section: str | None, generation: int, changed_at: float, depth: int) -> list[Any]:
+        """Query and keep the newest ``depth`` articles of ``section`` as of ``generation``, once
+        for every caller that wants them meanwhile: the home and the box list the same articles,
+        and a publish renders both at once. A caller that gives up leaves the query to the rest; it
+        runs in the first caller's context, so within that caller's time limit."""
+        key = (listing_id(section), generation, depth)
+        running = self._queries.get(key)
+        if running is None:
+
+            async def query_and_keep() -> list[dict[str, Any]]:
+                articles = await self._query_latest(depth, section)
+                await self._keep_listing(section, generation, changed_at, depth, articles)
+                return articles
+
+            def forget(done: asyncio.Future[list[dict[str, Any]]]) -> None:
+                del self._queries[key]
+                if not done.cancelled():
+                    done.exception()  # seen, even when every caller had given up
+
+            running = self._queries[key] = asyncio.ensure_future(query_and_keep())
+            running.add_done_callback(forget)
+        return await asyncio.shield(running)
 
     async def _keep_listing(
         self, section: str | None, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]

@@ -60,8 +60,9 @@ def idle_cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> floa
         # the concurrent reads below runs the sorted query.
         await client["pagecache"]["listings"].delete_many({})
         try:
+            # Twenty sizes: concurrent reads of one listing would share one query.
             outcomes = await asyncio.gather(
-                *(mongo.listing(Deadline.after(1.0), 20) for _ in range(20)), return_exceptions=True
+                *(mongo.listing(Deadline.after(1.0), 20 + n) for n in range(20)), return_exceptions=True
             )
             # Each read takes ~0.4 s of the server's time: all but a few (a client starved of CPU
             # can see the answer and its own timeout at once) gave up.
@@ -170,3 +171,43 @@ def test_a_reader_reads_a_stored_listing_by_id_until_the_listings_change(
         # A section nobody published in gets no stored listing (scanners must not create documents).
         assert asyncio.run(read("nenhuma"))[0] == []
         assert database["listings"].find_one({"_id": "latest:nenhuma"}) is None
+
+
+def test_the_home_and_the_box_share_one_query_of_the_newest_articles(
+    slow_mongodb: tuple[servers.Server, str],
+) -> None:
+    """The home and the box list the newest articles of every section, so a publish (which renders
+    both at once) or two readers missing them together query the catalogue once, not once each."""
+    _, url = slow_mongodb
+    with MongoClient(url) as client:
+        database = client["shared_query_test"]
+        database["articles"].insert_many(
+            article_document(
+                {
+                    "slug": f"n{n}",
+                    "title": f"Nota {n}",
+                    "section": "rio",
+                    "body_html": "<p>x</p>",
+                    "published_at": f"2026-11-01T{n:02d}:00:00Z",
+                }
+            )  # fmt: skip
+            for n in range(24)
+        )
+        outdate_listings(database)
+
+        async def home_and_box() -> tuple[list[list[str]], list[tuple[str, str]]]:
+            log = CommandLog()
+            async_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[log], tz_aware=True)
+            breaker = AsyncCircuitBreaker("shared-query-test", fail_max=1000, reset_timeout=1)
+            guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
+            mongo = mongo_articles.MongoArticles(async_client, "shared_query_test", guard)
+            try:
+                listings = await asyncio.gather(*(mongo.listing(Deadline.after(10.0), n, depth=20) for n in (10, 5)))
+                return [[article["slug"] for article in listing.articles] for listing in listings], log.sent
+            finally:
+                await async_client.close()
+
+        (home, box), sent = asyncio.run(home_and_box())
+        newest = [f"n{n}" for n in range(23, 3, -1)]
+        assert home == newest[:10] and box == newest[:5]
+        assert sent.count(("find", "articles")) == 1, sent
