@@ -109,6 +109,30 @@ class CommandLog(monitoring.CommandListener):
         pass
 
 
+def note(slug: str, section: str, published_at: str) -> dict[str, Any]:
+    """A short stored article of ``section``."""
+    payload = {"slug": slug, "title": f"Nota {slug}", "section": section, "body_html": "<p>x</p>"}
+    return article_document({**payload, "published_at": published_at})
+
+
+async def read_listings(
+    url: str, db_name: str, *reads: tuple[int, str | None]
+) -> tuple[list[list[str]], list[tuple[str, str]]]:
+    """Read listings ``(limit, section)`` at once through one ``MongoArticles`` (stored 20 deep),
+    as a renderer process does: the slugs each listed, and the commands sent (``endSessions`` aside)."""
+    log = CommandLog()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[log], tz_aware=True)
+    breaker = AsyncCircuitBreaker("listing-test", fail_max=1000, reset_timeout=1)
+    guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
+    mongo = mongo_articles.MongoArticles(client, db_name, guard)
+    try:
+        listings = await asyncio.gather(*(mongo.listing(Deadline.after(10.0), n, s, depth=20) for n, s in reads))
+        slugs = [[article["slug"] for article in listing.articles] for listing in listings]
+        return slugs, [command for command in log.sent if command[0] != "endSessions"]
+    finally:
+        await client.close()
+
+
 def test_a_reader_reads_a_stored_listing_by_id_until_the_listings_change(
     slow_mongodb: tuple[servers.Server, str],
 ) -> None:
@@ -119,57 +143,31 @@ def test_a_reader_reads_a_stored_listing_by_id_until_the_listings_change(
     with MongoClient(url) as client:
         database = client["listing_test"]
         database["articles"].insert_many(
-            article_document(
-                {
-                    "slug": f"n{n}",
-                    "title": f"Nota {n}",
-                    "section": ("rio", "sp")[n % 2],
-                    "body_html": "<p>x</p>",
-                    "published_at": f"2026-11-{1 + n // 100:02d}T{n % 24:02d}:{n % 60:02d}:00Z",
-                }  # fmt: skip
-            )
+            note(f"n{n}", ("rio", "sp")[n % 2], f"2026-11-{1 + n // 100:02d}T{n % 24:02d}:{n % 60:02d}:00Z")
             for n in range(2000)
         )
         expected = [d["slug"] for d in database["articles"].find({"section": "rio"}).sort("published_at", -1).limit(5)]
 
-        async def read(section: str | None) -> tuple[list[str], list[tuple[str, str]]]:
-            log = CommandLog()
-            async_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[log], tz_aware=True)
-            breaker = AsyncCircuitBreaker("listing-test", fail_max=1000, reset_timeout=1)
-            guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
-            mongo = mongo_articles.MongoArticles(async_client, "listing_test", guard)
-            try:
-                listing = await mongo.listing(Deadline.after(10.0), 5, section, depth=20)
-                return [article["slug"] for article in listing.articles], [c for c in log.sent if c[0] != "endSessions"]
-            finally:
-                await async_client.close()
+        def read(section: str | None) -> tuple[list[str], list[tuple[str, str]]]:
+            [slugs], sent = asyncio.run(read_listings(url, "listing_test", (5, section)))
+            return slugs, sent
 
-        slugs, first = asyncio.run(read("rio"))
+        slugs, first = read("rio")
         assert slugs == expected
         assert ("find", "articles") in first and ("update", "listings") in first
         stored = database["listings"].find_one({"_id": "latest:rio"})
         assert stored is not None and len(stored["articles"]) == 20 and "body_html" not in stored["articles"][0]
         for _ in range(2):
-            slugs, later = asyncio.run(read("rio"))
+            slugs, later = read("rio")
             assert slugs == expected and later == [("find", "listings"), ("find", "listings")]
         # A change behind the publisher's back moves the generation on: the stored listing is
         # outdated, and the next reader queries again.
-        database["articles"].insert_one(
-            article_document(
-                {
-                    "slug": "nova",
-                    "title": "Nova",
-                    "section": "rio",
-                    "body_html": "<p>x</p>",
-                    "published_at": "2026-12-31T00:00:00Z",
-                }
-            )  # fmt: skip
-        )
+        database["articles"].insert_one(note("nova", "rio", "2026-12-31T00:00:00Z"))
         outdate_listings(database)
-        slugs, after_change = asyncio.run(read("rio"))
+        slugs, after_change = read("rio")
         assert slugs == ["nova", *expected[:4]] and ("find", "articles") in after_change
         # A section nobody published in gets no stored listing (scanners must not create documents).
-        assert asyncio.run(read("nenhuma"))[0] == []
+        assert read("nenhuma")[0] == []
         assert database["listings"].find_one({"_id": "latest:nenhuma"}) is None
 
 
@@ -181,33 +179,10 @@ def test_the_home_and_the_box_share_one_query_of_the_newest_articles(
     _, url = slow_mongodb
     with MongoClient(url) as client:
         database = client["shared_query_test"]
-        database["articles"].insert_many(
-            article_document(
-                {
-                    "slug": f"n{n}",
-                    "title": f"Nota {n}",
-                    "section": "rio",
-                    "body_html": "<p>x</p>",
-                    "published_at": f"2026-11-01T{n:02d}:00:00Z",
-                }
-            )  # fmt: skip
-            for n in range(24)
-        )
+        database["articles"].insert_many(note(f"n{n}", "rio", f"2026-11-01T{n:02d}:00:00Z") for n in range(24))
         outdate_listings(database)
 
-        async def home_and_box() -> tuple[list[list[str]], list[tuple[str, str]]]:
-            log = CommandLog()
-            async_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[log], tz_aware=True)
-            breaker = AsyncCircuitBreaker("shared-query-test", fail_max=1000, reset_timeout=1)
-            guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
-            mongo = mongo_articles.MongoArticles(async_client, "shared_query_test", guard)
-            try:
-                listings = await asyncio.gather(*(mongo.listing(Deadline.after(10.0), n, depth=20) for n in (10, 5)))
-                return [[article["slug"] for article in listing.articles] for listing in listings], log.sent
-            finally:
-                await async_client.close()
-
-        (home, box), sent = asyncio.run(home_and_box())
+        (home, box), sent = asyncio.run(read_listings(url, "shared_query_test", (10, None), (5, None)))
         newest = [f"n{n}" for n in range(23, 3, -1)]
         assert home == newest[:10] and box == newest[:5]
         assert sent.count(("find", "articles")) == 1, sent
