@@ -1,6 +1,8 @@
 """Abandoned queries stop on the server: every MongoDB read carries the time left in its attempt
-(pymongo's timeout, sent as maxTimeMS), so after a burst of reads that timed out the stand-in is
-idle within about a second instead of working through them for seconds."""
+(pymongo's timeout, sent as maxTimeMS), so after a burst of reads that timed out the stand-in
+spends a few hundredths of a second of CPU on them, instead of seconds working through them
+(0.00–0.04 s against 2.3–10.5 s here, on a quiet machine and beside two busy loops).
+Stored listings: a cold front is two lookups by _id, and the home and the box share one query."""
 
 from __future__ import annotations
 
@@ -45,9 +47,23 @@ def slow_mongodb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ser
     server.stop()
 
 
-def idle_cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> float:
-    """CPU the stand-in uses in the second after 20 listing reads gave up at 50 ms each (measured
-    while the client is still open, as a renderer's pool stays open)."""
+async def cpu_until_idle(pid: int, window: float = 0.5) -> float:
+    """CPU time the process uses from now until a ``window`` in which it is idle (uses under 5 %
+    of it), or 60 s. A total, not a rate: a process starved of CPU takes longer, not less."""
+    total, give_up = 0.0, time.monotonic() + 60
+    while time.monotonic() < give_up:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(window)
+        used = cpu_seconds(pid) - before
+        total += used
+        if used < 0.05 * window:
+            break
+    return total
+
+
+def cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> float:
+    """CPU the stand-in spends after 20 listing reads gave up at 50 ms each, until it is idle
+    (measured while the client is still open, as a renderer's pool stays open)."""
 
     async def burst() -> float:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
@@ -59,6 +75,7 @@ def idle_cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> floa
         # No stored listing (a read of an earlier burst may have finished and stored one): each of
         # the concurrent reads below runs the sorted query.
         await client["pagecache"]["listings"].delete_many({})
+        await cpu_until_idle(server.pid)  # whatever an earlier burst left running
         try:
             # Twenty sizes: concurrent reads of one listing would share one query.
             outcomes = await asyncio.gather(
@@ -68,10 +85,7 @@ def idle_cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> floa
             # can see the answer and its own timeout at once) gave up.
             gave_up = sum(isinstance(o, BaseException) for o in outcomes)
             assert gave_up >= 15, f"only {gave_up} of 20 reads timed out at 50 ms"
-            await asyncio.sleep(0.5)  # what the server finishes within half a second is not "snowballing"
-            before = cpu_seconds(server.pid)
-            await asyncio.sleep(1.0)
-            return cpu_seconds(server.pid) - before
+            return await cpu_until_idle(server.pid)
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(client.close(), 5)
@@ -81,7 +95,7 @@ def idle_cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> floa
 
 def test_a_burst_of_timed_out_reads_leaves_the_server_idle(slow_mongodb: tuple[servers.Server, str]) -> None:
     server, url = slow_mongodb
-    assert idle_cpu_after_a_burst(server, url, scope=pymongo.timeout) < 0.2
+    assert cpu_after_a_burst(server, url, scope=pymongo.timeout) < 0.5
 
 
 def test_without_the_time_limit_the_server_works_on_for_abandoned_reads(
@@ -89,8 +103,7 @@ def test_without_the_time_limit_the_server_works_on_for_abandoned_reads(
 ) -> None:
     """Why the limit is sent: reads cancelled only on the client keep the server busy."""
     server, url = slow_mongodb
-    time.sleep(2)  # whatever the other test left running
-    assert idle_cpu_after_a_burst(server, url, scope=lambda seconds: contextlib.nullcontext()) > 0.5
+    assert cpu_after_a_burst(server, url, scope=lambda seconds: contextlib.nullcontext()) > 1.0
 
 
 class CommandLog(monitoring.CommandListener):
