@@ -27,8 +27,8 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from renderer.cdn import TokenBucket
 from renderer.http_session import LazySession
+from renderer.rate_limit import TokenBucket
 
 # The vendors' documented caps, written here apart from the renderer's own on purpose: a client
 # that batched wrongly must meet a stub that refuses it.
@@ -117,7 +117,7 @@ class PurgeApiStub:
             return _cloudflare_error(400, 1012, "tags: a non-empty list of strings")
         if len(tags) > CLOUDFLARE_MAX_TAGS:
             return _cloudflare_error(400, 1012, f"at most {CLOUDFLARE_MAX_TAGS} tags per request")
-        if (wait := self.bucket.try_take()) > 0:
+        if (wait := self.bucket.take()) > 0:
             return _cloudflare_error(429, 10429, "rate limited", **{"Retry-After": str(math.ceil(wait))})
         await self._purge_cdn(tags, soft=False)  # Cloudflare has no soft purge
         return web.json_response({"success": True, "errors": [], "messages": [], "result": {"id": uuid.uuid4().hex}})

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
 from renderer.http_session import LazySession
+from renderer.rate_limit import RateLimit
 from renderer.resilience import Deadline, Guard
 
 if TYPE_CHECKING:  # renderer.purge imports this module
@@ -51,42 +51,6 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, CdnRefused):
         return exc.status >= 500
     return isinstance(exc, (aiohttp.ClientError, OSError))
-
-
-class TokenBucket:
-    """The plan's rate limit, kept on our side: ``rate`` requests per second in bursts of up to
-    ``burst`` (Cloudflare's own model). A 429 empties it until its ``Retry-After`` has passed."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = max(1, burst)
-        self._tokens = float(self.burst)
-        self._at = time.monotonic()
-        self._not_before = 0.0
-
-    def _refill(self, now: float) -> None:
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-
-    def wait(self) -> float:
-        """Seconds until a token is there (0: now), without taking it."""
-        now = time.monotonic()
-        self._refill(now)
-        held = max(0.0, self._not_before - now)
-        missing = max(0.0, 1.0 - self._tokens)
-        return max(held, missing / self.rate if self.rate > 0 else float("inf"))
-
-    def try_take(self) -> float:
-        """Take a token if one is there (0.0), else the seconds until one is (none taken)."""
-        wait = self.wait()
-        if wait <= 0:
-            self._tokens -= 1.0
-        return wait
-
-    def hold_off(self, seconds: float) -> None:
-        """Send nothing for ``seconds`` (a 429's ``Retry-After``)."""
-        self._not_before = max(self._not_before, time.monotonic() + seconds)
-        self._tokens = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,14 +141,14 @@ class CloudflareApi:
 
 
 class CdnPurger:
-    """Purges one CDN through its API: each call behind ``guard`` and the plan's ``bucket``; a 429
-    holds every further call back for its ``Retry-After``."""
+    """Purges one CDN through its API: each call behind ``guard`` and the plan's ``rate_limit``; a
+    429 holds every further call back for its ``Retry-After``."""
 
-    def __init__(self, api: PurgeApi, guard: Guard, bucket: TokenBucket, timeout: float) -> None:
+    def __init__(self, api: PurgeApi, guard: Guard, rate_limit: RateLimit, timeout: float) -> None:
         self.api = api
         self.target = f"cdn:{api.name}"  # its name among the purge targets (queue, metrics, reports)
         self.guard = guard
-        self.bucket = bucket
+        self.rate_limit = rate_limit
         self._client = LazySession(timeout)
 
     async def close(self) -> None:
@@ -192,7 +156,7 @@ class CdnPurger:
         await self._client.close()
 
     async def _send(self, call: Call) -> None:
-        if (wait := self.bucket.try_take()) > 0:
+        if (wait := await self.rate_limit.try_take()) > 0:
             raise Throttled(wait)
         async with self._client().post(call.url, headers=call.headers, data=call.body) as resp:
             body = await resp.read()
@@ -200,8 +164,8 @@ class CdnPurger:
                 self.api.check(resp.status, body, resp.headers)
             except CdnRefused as refused:
                 if refused.status == 429:
-                    self.bucket.hold_off(refused.retry_after if refused.retry_after is not None else 1.0)
-                    raise Throttled(self.bucket.wait()) from refused
+                    retry_after = refused.retry_after if refused.retry_after is not None else 1.0
+                    raise Throttled(await self.rate_limit.hold_off(retry_after)) from refused
                 raise
 
     async def purge(self, deadline: Deadline, purge: Purge) -> None:

@@ -20,6 +20,7 @@ from renderer.limiter import AdaptiveLimit, spent_in_mongodb
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
 from renderer.purge import PurgeQueue, Purger
+from renderer.rate_limit import SharedRateLimit, TokenBucket
 from renderer.render import PageRenderer
 from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
 from renderer.settings import Settings
@@ -171,7 +172,7 @@ class Services:
             },
             settings.purge_timeout,
             metrics,
-            cdn=_cdn_purger(settings, breaker, metrics),
+            cdn=_cdn_purger(settings, breaker, metrics, redis.client),
         )
         purge_store = mongo_purges.PurgeStore(mongo_client, settings.mongodb_db, editors_guard)  # primary
         purge_queue = PurgeQueue(purge_store, purger, settings.purge_retry_interval, settings.purge_max_age, metrics)
@@ -320,7 +321,7 @@ def _checks(
     ]
 
 
-def _cdn_purger(settings: Settings, breaker: Any, metrics: Metrics) -> cdn.CdnPurger | None:
+def _cdn_purger(settings: Settings, breaker: Any, metrics: Metrics, redis_client: Any) -> cdn.CdnPurger | None:
     """The CDN's purger ``CDN_PURGER`` names (None for ``none``): its own breaker, retries and the
     plan's rate limit. Being held back by the rate limit is not a failure of the CDN: its breaker
     does not count it."""
@@ -338,14 +339,15 @@ def _cdn_purger(settings: Settings, breaker: Any, metrics: Metrics) -> cdn.CdnPu
     )
     # Only Cloudflare publishes a purge rate limit per plan; Fastly's purges are not rate limited
     # (a 429 would still hold them back for its Retry-After).
-    bucket = cdn.TokenBucket(1000.0, 1000)
+    rate, burst = (1000.0, 1000)
     if api.name == "cloudflare":
-        # The plan's limit is per account: each process keeps to its share (with several
-        # instances, CLOUDFLARE_PURGE_RATE is the share of the plan this instance may use).
-        share = settings.process_count()
-        burst = max(1, settings.cloudflare_purge_burst // share)
-        bucket = cdn.TokenBucket(settings.cloudflare_purge_rate / share, burst)
-    return cdn.CdnPurger(api, guard, bucket, settings.cdn_purge_timeout)
+        rate, burst = settings.cloudflare_purge_rate, settings.cloudflare_purge_burst
+    # The plan's limit is the account's: every renderer that shares this Redis keeps to it
+    # together. While Redis can't answer, each process keeps to its share of one instance's.
+    share = settings.process_count()
+    fallback = TokenBucket(rate / share, max(1, burst // share))
+    limit = SharedRateLimit(redis_client, f"cdn-purge-rate:{api.name}", rate, burst, fallback)
+    return cdn.CdnPurger(api, guard, limit, settings.cdn_purge_timeout)
 
 
 def _observe_mongodb(latency: Any, seconds: float) -> None:

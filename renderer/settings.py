@@ -116,8 +116,8 @@ class Settings:
     cloudflare_api_token: str = setting("", "a Cloudflare API token with Cache Purge rights (Bearer)", "(none)")
     cloudflare_purge_rate: float = setting(
         4.5,
-        "purge requests per second this instance sends: a little under the plan's share "
-        "(plans: Free 0.083, Pro 5, Business 10, Enterprise 50)",
+        "purge requests per second that every renderer sharing the Redis sends together: a little "
+        "under the plan's (Free 0.083, Pro 5, Business 10, Enterprise 50)",
     )
     cloudflare_purge_burst: int = setting(
         20, "purge requests sent at once at most: a little under the plan's bucket (Free/Pro 25, Business 50)"

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
+from devstack.stack import emulated_cdn_settings
 from tests.conftest import StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.renderer.test_publish import AUTH, article, put
@@ -186,7 +187,7 @@ def test_cloudflare_purges_keep_to_the_plans_rate_and_honour_retry_after(
         # are timed apart by the network.
         CLOUDFLARE_PURGE_RATE="0.8",
         CLOUDFLARE_PURGE_BURST="1",
-        PROCESSES="1",  # a 429's Retry-After holds back the process that got it
+        PROCESSES="2",  # a 429's Retry-After holds back both, not only the process that got it
         PURGE_RETRY_INTERVAL="0.5",
     )
     # The stub refuses what Cloudflare refuses: a wrong token, more than 100 tags, no tags.
@@ -215,3 +216,30 @@ def test_cloudflare_purges_keep_to_the_plans_rate_and_honour_retry_after(
     after = calls(s)[before:]
     assert after[0]["status"] == 429
     assert all(c["at"] >= refused_at + 3 - 0.1 for c in after[1:]), [c["at"] - refused_at for c in after]
+
+
+def test_renderers_that_share_a_redis_share_the_plans_purge_rate(make_stack: Callable[..., StackClients]) -> None:
+    # Cloudflare's rate limit is the account's, whatever the number of renderers: two instances
+    # (two pods), each configured with the plan's rate, must keep to it together, not each.
+    plan = {"CLOUDFLARE_PURGE_RATE": "0.8", "CLOUDFLARE_PURGE_BURST": "1", "PROCESSES": "1"}
+    plans_limit = ("--cloudflare-rate", "1", "--cloudflare-burst", "2")
+    s = make_stack(production_defaults=True, cdn="cloudflare", cdn_api_options=plans_limit, **plan)
+    assert s.stack.cdn_api_url is not None
+    second = s.editors_renderer(**emulated_cdn_settings("cloudflare", s.stack.cdn_api_url), **plan).start()
+    try:
+        renderers = (s.renderer, f"http://127.0.0.1:{second.port}")
+        slugs = [unique_slug("conta") for _ in range(6)]
+        threads = [
+            threading.Thread(target=put, args=(renderers[n % 2], slug, article(f"Conta {slug}")))
+            for n, slug in enumerate(slugs)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for slug in slugs:  # each at the CDN, through a purge at its turn or the queue's
+            wait_until(lambda slug=slug: version_at_cdn(s, f"/noticia/{slug}.ghtml") == (200, 1), timeout=30)
+    finally:
+        second.stop()
+    statuses = [c["status"] for c in calls(s) if c["vendor"] == "cloudflare"]
+    assert statuses and set(statuses) == {200}, statuses  # none refused for the rate (429)

@@ -9,6 +9,7 @@ import pytest
 
 from renderer import cdn
 from renderer.purge import Purge
+from renderer.rate_limit import TokenBucket
 from renderer.settings import Settings
 
 
@@ -42,14 +43,14 @@ def test_cloudflare_success_needs_its_success_flag() -> None:
 
 
 def test_the_bucket_allows_a_burst_then_the_rate_and_a_429_holds_it_back() -> None:
-    bucket = cdn.TokenBucket(rate=10.0, burst=3)
-    assert [bucket.try_take() for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = bucket.try_take()
+    bucket = TokenBucket(rate=10.0, burst=3)
+    assert [bucket.take() for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = bucket.take()
     assert 0.05 < wait <= 0.1  # a token every 100 ms
     time.sleep(wait)
-    assert bucket.try_take() == 0.0
-    bucket.hold_off(5)
-    assert 4.9 < bucket.try_take() <= 5.0
+    assert bucket.take() == 0.0
+    assert 4.9 < bucket.hold(5) <= 5.0
+    assert 4.9 < bucket.take() <= 5.0
 
 
 def test_a_purger_needs_its_settings() -> None:
