@@ -68,8 +68,7 @@ def test_a_publish_is_at_the_cdn_when_it_answers_and_a_takedown_is_gone(
     assert answered < 5.0  # the publish deadline, purges of both tiers included
     # The front was soft-purged (no herd): the CDN may serve its old copy once, while it
     # refetches, and what it refetches from our edge is the new one, which it then keeps.
-    get(s.site, "/rio/")
-    time.sleep(0.5)
+    wait_until(lambda: "Segunda versão" in get(s.site, "/rio/").text, timeout=5)
     for _ in range(3):
         front = get(s.site, "/rio/")
         assert "Segunda versão" in front.text and "Primeira versão" not in front.text

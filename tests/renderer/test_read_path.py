@@ -44,12 +44,10 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
 
     # Past Varnish's 10 s TTL the next fetch is answered by Redis, not MongoDB: the same render.
     # (Not counted with mongo_reads: the shared stack's box may be read again meanwhile.)
-    time.sleep(10.5)
-
     def refreshed_from_redis() -> bool:
         return get(stack.site, article_path(slug)).headers["X-Tier"] == "redis"
 
-    wait_until(refreshed_from_redis, timeout=5, interval=0.2)
+    wait_until(refreshed_from_redis, timeout=16, interval=0.5)
     assert stored_page(stack.redis, slug).rendered_at == stored.rendered_at
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import redis
 
 from devstack.stack import Ports, Stack, start_stack
 from tests.conftest import EDITOR_TOKEN
@@ -57,7 +58,9 @@ def test_killing_the_primary_fails_over_and_pages_keep_coming_from_redis(sentine
         )
     for slug in slugs:
         assert get(renderer, f"/noticia/{slug}.ghtml").status == 200
-    time.sleep(1)  # the replica has them
+    # The replica has them: WAIT returns once it acknowledged every write so far.
+    with redis.Redis(host="127.0.0.1", port=primary.port) as client:
+        assert client.wait(1, 5000) == 1
     reads_before = mongo_reads(renderer)
 
     primary.kill()
