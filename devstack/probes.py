@@ -1,4 +1,5 @@
-"""Looking at a running stack from outside: one /metrics value, one burst of concurrent requests.
+"""Looking at a running stack from outside: one /metrics value, one burst of concurrent requests,
+a process's CPU time.
 
 Shared by the tests, scripts/chaos and scripts/bench.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import time
 import urllib.request
@@ -19,6 +21,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from renderer import contract
 from renderer.rendered_page import RenderedPage
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time process ``pid`` has used (with ``children``: its direct children's
+    too, as varnishd's cache process beside its manager)."""
+    pids = [pid]
+    if children:
+        found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        pids += [int(child) for child in found.split()]
+    total = 0.0
+    for each in pids:
+        with open(f"/proc/{each}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def metric(base_url: str, name: str, timeout: float = 5, **labels: str) -> float:

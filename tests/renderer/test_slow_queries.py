@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
-from pathlib import Path
 from typing import Any, Iterator
 
 import pymongo
@@ -18,18 +16,13 @@ import pytest
 from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from devstack import servers
+from devstack.probes import cpu_seconds
 from devstack.samples import article_document, outdate_listings
 from renderer.backends import mongo_articles
 from renderer.breaker import AsyncCircuitBreaker
 from renderer.resilience import Deadline, Guard, RetryPolicy
 
 ARTICLES = 10000
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
