@@ -125,7 +125,11 @@ def test_outages_move_status_between_success_degraded_and_failure(make_stack: Ca
 
     s.server("redis").start()
     s.server("ferretdb").start()
-    wait_until(lambda: health(s.renderer)[0] == 200 and health(s.renderer)[1]["status"] == "success", timeout=20)
+    try:
+        wait_until(lambda: health(s.renderer)[0] == 200 and health(s.renderer)[1]["status"] == "success", timeout=20)
+    except AssertionError:
+        print("last report:", json.dumps(health(s.renderer)[1], indent=1))  # which check stayed down
+        raise
 
 
 def test_mongodb_down_with_in_process_copies_is_degraded(make_stack: Callable[..., StackClients]) -> None:
