@@ -338,13 +338,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         redis.Redis.from_url(stack.env["REDIS_URL"]).set("bench:page", body)
         quiet = servers.renderer(run_dir, servers.free_port(), {**stack.env, "LOG_LEVEL": "WARNING", "PROCESSES": "1"})
+        stock_varnish = servers.varnish(run_dir, servers.free_port(), stack.ports.renderer, stock=True)
         nginx_proxy_port = servers.free_port()
         for server in (
             nginx(run_dir, servers.free_port(), static, nginx_proxy_port, stack.ports.renderer),
             reference(run_dir, "bare", str(static / "page.html")),
             reference(run_dir, "redis-get", stack.env["REDIS_URL"], "bench:page"),
             quiet,
-            servers.varnish(run_dir, servers.free_port(), stack.ports.renderer, stock=True),
+            stock_varnish,
         ):
             started.append(server.start())
         nginx_url, bare_url, redisget_url, quiet_url, stock_url = (f"http://127.0.0.1:{s.port}" for s in started)
@@ -359,7 +360,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # pairs' ratios: on two shared cores one long run of each swings by +-15 %. On an article
         # page, the commonest hit: both serve the same bytes (the renderer puts the box in).
         pairs = [
-            (cpu_per_hit(stack.started["varnish"], stack.site_url + path), cpu_per_hit(started[-1], stock_url + path))
+            (cpu_per_hit(stack.started["varnish"], stack.site_url + path), cpu_per_hit(stock_varnish, stock_url + path))
             for _ in range(args.edge_pairs)
         ]
         rps = {

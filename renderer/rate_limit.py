@@ -59,14 +59,6 @@ class TokenBucket:
         self._tokens = 0.0
         return self.wait()
 
-    async def try_take(self) -> float:
-        """``take``, as a ``RateLimit``."""
-        return self.take()
-
-    async def hold_off(self, seconds: float) -> float:
-        """``hold``, as a ``RateLimit``."""
-        return self.hold(seconds)
-
 
 # GCRA (the generic cell rate algorithm): one hash per limit, by Redis's own clock, so every
 # renderer agrees. ``tat`` is when the bucket would be full again ("theoretical arrival time" of

@@ -35,15 +35,25 @@ def test_two_renderers_share_one_burst_one_rate_and_a_429s_hold_off(stack: Stack
     assert 4.9 < held <= 5.0 and 4.8 < other <= 5.0, (held, other)
 
 
-def test_without_redis_each_process_keeps_to_its_own_share() -> None:
+def three_takes_then_a_hold_off(
+    redis_url: str, rate: float, burst: int, fallback: TokenBucket, hold: float
+) -> tuple[list[float], float]:
+    """What a shared limit on ``redis_url`` (a key of its own) answers three takes in a row, then a
+    429's hold-off of ``hold`` seconds."""
+
     async def scenario() -> tuple[list[float], float]:
-        client = redis_pages.connect("redis://127.0.0.1:9/0", 0.5)  # refused
-        limit = SharedRateLimit(client, "unreachable", rate=10.0, burst=4, fallback=TokenBucket(5.0, 2))
+        client = redis_pages.connect(redis_url, 0.5)
+        limit = SharedRateLimit(client, unique_slug("taxa"), rate, burst, fallback)
         try:
-            return [await limit.try_take() for _ in range(3)], await limit.hold_off(2)
+            return [await limit.try_take() for _ in range(3)], await limit.hold_off(hold)
         finally:
             await client.aclose()
 
-    taken, held = asyncio.run(scenario())
-    assert taken[:2] == [0.0, 0.0] and 0.1 < taken[2] <= 0.2, taken  # the fallback's burst of 2, 5/s
+    return asyncio.run(scenario())
+
+
+def test_without_redis_each_process_keeps_to_its_own_share() -> None:
+    # Redis refused: the fallback (this process's share: bursts of 2, 5/s) decides.
+    taken, held = three_takes_then_a_hold_off("redis://127.0.0.1:9/0", 10.0, 4, TokenBucket(5.0, 2), hold=2)
+    assert taken[:2] == [0.0, 0.0] and 0.1 < taken[2] <= 0.2, taken
     assert 1.9 < held <= 2.0

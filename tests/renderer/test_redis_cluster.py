@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -13,12 +12,12 @@ from redis.cluster import RedisCluster
 
 from devstack import servers
 from devstack.stack import Ports, Stack, start_stack
-from renderer.backends import redis_pages
-from renderer.rate_limit import SharedRateLimit, TokenBucket
+from renderer.rate_limit import TokenBucket
 from renderer.rendered_page import RenderedPage
 from tests.conftest import EDITOR_TOKEN, FAULT_SETTINGS
 from tests.helpers import get, mongo_reads, unique_slug, wait_until
 from tests.renderer.test_publish import article, put
+from tests.renderer.test_rate_limit import three_takes_then_a_hold_off
 
 
 @pytest.fixture
@@ -87,14 +86,6 @@ def test_read_stale_and_publish_paths_work_on_a_redis_cluster(cluster_stack: tup
     assert next(r for r in health["results"] if r["checker"] == "redis connection")["passed"] is True
 
     # The CDN's purge rate, shared through the cluster (one key, one Lua script, Redis's clock).
-    async def shared_limit() -> tuple[list[float], float]:
-        redis_client = redis_pages.connect(stack.env["REDIS_URL"], 1.0)
-        limit = SharedRateLimit(redis_client, unique_slug("taxa"), rate=1.0, burst=2, fallback=TokenBucket(0.001, 1))
-        try:
-            return [await limit.try_take() for _ in range(3)], await limit.hold_off(5)
-        finally:
-            await redis_client.aclose()
-
-    taken, held = asyncio.run(shared_limit())
+    taken, held = three_takes_then_a_hold_off(stack.env["REDIS_URL"], 1.0, 2, TokenBucket(0.001, 1), hold=5)
     assert taken[:2] == [0.0, 0.0] and 0.9 < taken[2] <= 1.0, taken  # not the fallback's rate
     assert 4.9 < held <= 5.0
