@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import tornado.httputil
 import tornado.web
 
 from healthcheck.tornado_handlers import HealthcheckHandler, LiveHandler
@@ -76,6 +77,17 @@ class PagecacheApplication(tornado.web.Application):
             self.drained.set()
 
 
+class NoServerHeader(tornado.web.OutputTransform):
+    """Tornado names itself and its version in ``Server`` on every answer, its own errors
+    included; no answer of ours names its software."""
+
+    def transform_first_chunk(
+        self, status_code: int, headers: tornado.httputil.HTTPHeaders, chunk: bytes, finishing: bool
+    ) -> tuple[int, tornado.httputil.HTTPHeaders, bytes]:
+        headers.pop("Server", None)
+        return status_code, headers, chunk
+
+
 TEXT = "text/plain; charset=UTF-8"
 
 
@@ -85,15 +97,15 @@ def make_app(services: Services) -> PagecacheApplication:
     routes: list[Any] = [
         (r"/", HomeHandler, pages),
         (r"/noticia/(.*)", ArticleHandler, pages),
-        (r"/robots.txt", SmallFileHandler, {**pages, "file": SmallFile.load("robots.txt", TEXT)}),
-        (r"/favicon.ico", SmallFileHandler, {**pages, "file": SmallFile.load("favicon.ico", "image/x-icon")}),
+        (r"/robots\.txt", SmallFileHandler, {**pages, "file": SmallFile.load("robots.txt", TEXT)}),
+        (r"/favicon\.ico", SmallFileHandler, {**pages, "file": SmallFile.load("favicon.ico", "image/x-icon")}),
         (r"/healthcheck", HealthcheckHandler, {"health": services.health}),
         (r"/healthcheck/live", LiveHandler),
         (r"/metrics", MetricsHandler, {"services": services}),
         (r"/api/articles/([^/]*)", ArticleApiHandler, {"services": services}),
         (r"/api/purge", PurgeApiHandler, {"services": services}),
         (r"/api/purge/pending", PendingPurgesHandler, {"services": services}),
-        (r"/api/openapi.json", OpenApiHandler, {"services": services}),
+        (r"/api/openapi\.json", OpenApiHandler, {"services": services}),
         (contract.LATEST_BOX_PATH, LatestBoxHandler, pages),
         # Last: a section is any other slug-shaped first segment.
         (rf"/([a-z0-9-]{{1,{contract.SECTION_MAX_LENGTH}}})(/?)", SectionHandler, pages),
@@ -102,6 +114,7 @@ def make_app(services: Services) -> PagecacheApplication:
         routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=pages,
+        transforms=[NoServerHeader],
         xsrf_cookies=False,
         compress_response=False,  # Varnish and the CDN compress; the renderer stays cheap
         log_function=services.access_log,

@@ -73,9 +73,13 @@ def _datetime(value: Any) -> datetime:
     if not isinstance(value, str) or not DATE_TIME.fullmatch(value):
         raise ValueError(message)
     try:
-        return datetime.fromisoformat(value.upper().replace("Z", "+00:00")).astimezone(UTC)
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(message) from None  # 2026-02-30 and the like
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+00:01 is before year 1 in UTC
+        raise ValueError("must fall between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z in UTC") from None
 
 
 def image_url_check(allowed_hosts: frozenset[str]) -> Callable[[Any], str]:

@@ -33,7 +33,13 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     app = make_app(services)
     # The editors' API streams bodies and sets its own cap (413 with a JSON reason); the default
     # applies to every other route, which takes no body at all.
-    server = HTTPServer(app, xheaders=True, max_body_size=64 * 1024)
+    server = HTTPServer(
+        app,
+        xheaders=True,
+        max_body_size=64 * 1024,
+        idle_connection_timeout=settings.http_idle_timeout,
+        body_timeout=settings.http_body_timeout,
+    )
     server.add_sockets(sockets)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -47,6 +47,15 @@ class Settings:
     connection_max_age: float = setting(
         30.0, "client connections are closed after this age (s), so Varnish spreads over new renderers"
     )
+    http_idle_timeout: float = setting(
+        65.0,
+        "a client connection is closed when a request's headers have not all come this long (s) after it "
+        "opened or after its last answer: idle and slowly sent headers alike (Tornado times both with one "
+        "clock). Above Varnish's ``backend_idle_timeout`` (60 s): Varnish closes an idle connection first",
+    )
+    http_body_timeout: float = setting(
+        30.0, "a request's whole body must come within this (s), or the connection is closed"
+    )
     hsts_max_age: int = setting(0, "``Strict-Transport-Security`` max-age on pages (0: none; set it where TLS ends)")
 
     # Tier freshness.

@@ -8,6 +8,10 @@ vcl 4.1;
 #
 # Internal state between passes travels in X-Pagecache-* request headers; a client's copies of
 # them are removed on the first pass.
+#
+# No client can make a page that others get (docs/architecture.rst, "Hostile clients"): a Host
+# that is not a host name is refused here, the renderer never sees a client's Host, and only
+# 200, 301, 404 and 410 are stored.
 
 import std;
 import xkey;
@@ -32,6 +36,7 @@ sub vcl_recv {
         return (synth(200, "OK"));
     }
     if (req.restarts == 0) {
+        call pagecache_refuse_bad_host;
         call pagecache_clean_request;
     }
     if (local.socket == "admin") {
@@ -65,6 +70,19 @@ sub vcl_recv {
         set req.grace = 3650d;
     }
     return (hash);
+}
+
+sub pagecache_refuse_bad_host {
+    # RFC 9112 §3.2: a Host that is not a host name (and port), or none on HTTP/1.1, is a 400.
+    # An absolute-form target (GET http://host/path) arrives here with its host as Host.
+    # Varnish itself refuses a second Host header. The answer is synthetic: never stored.
+    if (req.http.Host) {
+        if (req.http.Host !~ "^([A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})*\.?|\[[0-9A-Fa-f:.]{2,45}\])(:[0-9]{1,5})?$") {
+            return (synth(400, "Bad Request"));
+        }
+    } elsif (req.proto != "HTTP/1.0") {
+        return (synth(400, "Bad Request"));
+    }
 }
 
 sub pagecache_clean_request {
@@ -158,23 +176,39 @@ sub vcl_backend_fetch {
         # The grace copy is being served because a fetch just failed: no second try right away.
         return (abandon);
     }
+    # The renderer never reads Host (its links come from SITE_URL), so it gets one it can't
+    # refuse, whatever the client sent. Set last: a request whose headers left the fetch no room
+    # (Varnish drops what does not fit, Host included) is refused here, before the renderer.
+    unset bereq.http.Host;
+    set bereq.http.Host = "pagecache-renderer";
+    if (bereq.http.Host != "pagecache-renderer") {
+        return (error(431, "Request Header Fields Too Large"));
+    }
 }
 
 sub vcl_backend_response {
     # Kept for BAN expressions that match on the URL (ban-lurker friendly).
     set beresp.http.X-Url = bereq.url;
-    if (beresp.status >= 500) {
+    if (beresp.status != 200 && beresp.status != 301 && beresp.status != 404 && beresp.status != 410) {
+        # Only those four are pages; anything else (a 400 for a request the renderer refused, a
+        # 500, a 503) is one client's or one moment's answer.
         if (bereq.is_bgfetch || bereq.http.X-Pagecache-Pass == "revalidate") {
             # A grace copy exists: never replace it with an error; vcl_synth restarts for it.
             return (abandon);
         }
-        # Nothing to fall back on: the renderer's own answer (503 + Retry-After) goes through,
-        # kept 1 s. Every reader waiting on this fetch gets it at once, and the next second's
-        # readers too: not cached, the waiting list would be woken a few at a time, each one
-        # fetching again behind a slow failure, so the queue grew while it drained.
-        set beresp.ttl = 1s;
         set beresp.grace = 0s;
         set beresp.keep = 0s;
+        if (beresp.status == 503) {
+            # Nothing to fall back on: the renderer's own answer (503 + Retry-After) goes
+            # through, kept 1 s. Every reader waiting on this fetch gets it at once, and the next
+            # second's readers too: not cached, the waiting list would be woken a few at a time,
+            # each one fetching again behind a slow failure, so the queue grew while it drained.
+            set beresp.ttl = 1s;
+            return (deliver);
+        }
+        # Hit-for-miss: this answer goes to this client only, and the next fetch may store a page.
+        set beresp.ttl = 1s;
+        set beresp.uncacheable = true;
         return (deliver);
     }
     if (!beresp.http.Cache-Control) {
@@ -219,9 +253,17 @@ sub vcl_backend_error {
         return (abandon);
     }
     set beresp.http.Content-Type = "text/plain; charset=utf-8";
-    set beresp.http.Retry-After = "5";
     set beresp.http.Cache-Control = "no-store";
     set beresp.ttl = 0s;
+    set beresp.grace = 0s;
+    set beresp.keep = 0s;
+    if (beresp.status == 431) {
+        # Refused in vcl_backend_fetch: the client's fault, nothing to retry.
+        synthetic(beresp.reason + {"
+"});
+        return (deliver);
+    }
+    set beresp.http.Retry-After = "5";
     synthetic("Service temporarily unavailable" + {"
 "});
     return (deliver);

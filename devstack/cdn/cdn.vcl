@@ -45,6 +45,18 @@ sub vcl_hash {
 }
 
 sub vcl_backend_response {
+    # Like Fastly's and Cloudflare's defaults, narrowed to the pages our edge stores: any other
+    # answer goes to its own client only, and a refetch that gets one leaves the old copy be.
+    if (beresp.status != 200 && beresp.status != 301 && beresp.status != 404 && beresp.status != 410) {
+        if (bereq.is_bgfetch) {
+            return (abandon);
+        }
+        set beresp.ttl = 1s;
+        set beresp.grace = 0s;
+        set beresp.uncacheable = true;
+        unset beresp.http.Surrogate-Control;
+        return (deliver);
+    }
     if (beresp.http.Surrogate-Control ~ "max-age=[0-9]+") {
         set beresp.http.X-Cdn-Lifetime = beresp.http.Surrogate-Control;
     } elsif (beresp.http.CDN-Cache-Control ~ "max-age=[0-9]+") {

@@ -54,11 +54,17 @@ class ApiHandler(AllowOn405):
 
     def prepare(self) -> None:
         self.refusal = self._authorise()
+        if self.refusal is not None:
+            # Nothing of an unauthorised request's body is read: the answer, then the connection
+            # is closed (a client that sent ``Expect: 100-continue`` never sends the body at all).
+            self.set_header("Connection", "close")
+            self.answer_refusal()
+            return
         cap = self.services.settings.publish_max_bytes
         length = self.request.headers.get("Content-Length", "")
         declared = int(length) if length.isdigit() else 0
         if declared > cap:
-            self.refusal = self.refusal or InvalidArticle(413, f"body is larger than {cap} bytes")
+            self.refusal = InvalidArticle(413, f"body is larger than {cap} bytes")
         too_much = declared > cap * DRAIN_FACTOR
         # Past the cap, Tornado would answer a bare 400 after ours: let it read (we keep nothing).
         self.request.connection.set_max_body_size(declared if too_much else cap * DRAIN_FACTOR)  # type: ignore[union-attr]
@@ -66,11 +72,12 @@ class ApiHandler(AllowOn405):
             self.answer_refusal()  # nothing to drain, or too much: answer now and close
 
     def _authorise(self) -> InvalidArticle | None:
-        header = self.request.headers.get("Authorization", "")
-        if not header.startswith("Bearer "):
+        scheme, _, credentials = self.request.headers.get("Authorization", "").partition(" ")
+        # The scheme is case-insensitive (RFC 9110 §11.1), and one or more spaces may follow it.
+        given = credentials.lstrip(" ").encode()
+        if scheme.lower() != "bearer" or not given:
             self.set_header("WWW-Authenticate", 'Bearer realm="pagecache"')
             return InvalidArticle(401, "an editor token is required (Authorization: Bearer <token>)")
-        given = header[len("Bearer ") :].encode()
         valid = False
         for token in self.services.editor_tokens:
             # No short-circuit: every configured token is compared, each in constant time.

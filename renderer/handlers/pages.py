@@ -101,7 +101,6 @@ class PageHandler(AllowOn405):
     ) -> None:
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
-        self.clear_header("Server")  # no software versions at the edge
         self.set_security_headers()
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_cache_headers(self.policy.kind(page, tier or "", revalidating))

@@ -1,8 +1,9 @@
-"""The VCL under varnishtest: each ``*.vtc`` here runs against ``varnish/default.vcl`` as shipped.
+"""The VCL under varnishtest: each ``*.vtc`` here runs against ``varnish/default.vcl`` as shipped
+(or, ``cdn_*.vtc``, the emulated CDN's ``devstack/cdn/cdn.vcl``).
 
-varnishtest's ``-vcl+backend`` declares the test's backends first; ``backends.vcl`` beside this
-file stands in for a deployment's (only the purgers ACL), and both files are copied next to
-``default.vcl`` so that its ``include`` finds them.
+varnishtest's ``-vcl+backend`` declares the test's backends first; ``backends.vcl`` and
+``cdn_backend.vcl`` beside this file stand in for a deployment's (only the purgers ACL), and are
+copied next to the VCL under test so that its ``include`` finds them.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ CASES = sorted(HERE.glob("*.vtc"))
 
 @pytest.fixture
 def vcl_dir() -> Iterator[Path]:
-    """default.vcl and the test backends.vcl in a directory varnishd's jailed user can read."""
+    """Both VCLs and the test deployment parts in a directory varnishd's jailed user can read."""
     directory = Path(tempfile.mkdtemp(prefix="pagecache-vtc-"))
     directory.chmod(0o755)
     shutil.copy(REPO / "varnish" / "default.vcl", directory / "default.vcl")
-    shutil.copy(HERE / "backends.vcl", directory / "backends.vcl")
+    shutil.copy(REPO / "devstack" / "cdn" / "cdn.vcl", directory / "cdn.vcl")
+    for part in ("backends.vcl", "cdn_backend.vcl"):
+        shutil.copy(HERE / part, directory / part)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
