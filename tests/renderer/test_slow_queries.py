@@ -1,7 +1,8 @@
 """Abandoned queries stop on the server: every MongoDB read carries the time left in its attempt
 (pymongo's timeout, sent as maxTimeMS), so after a burst of reads that timed out the stand-in
 spends a few hundredths of a second of CPU on them, instead of seconds working through them
-(0.00–0.04 s against 2.3–10.5 s here, on a quiet machine and beside two busy loops).
+(0.00–0.04 s against 2.3–10.5 s here, on a quiet machine and beside two busy loops; the test
+sends bursts with and without the limit alternately and compares them).
 Stored listings: a cold front is two lookups by _id, and the home and the box share one query."""
 
 from __future__ import annotations
@@ -86,17 +87,17 @@ def cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> float:
     return asyncio.run(burst())
 
 
-def test_a_burst_of_timed_out_reads_leaves_the_server_idle(slow_mongodb: tuple[servers.Server, str]) -> None:
+def test_abandoned_reads_stop_on_the_server_only_with_the_time_limit(slow_mongodb: tuple[servers.Server, str]) -> None:
+    """Bursts with and without the limit sent, alternately, so that both meet the same machine:
+    the stand-in's CPU after them, measured side by side. Alone, either bound flaked beside
+    other tests (0.58 s once without the limit, 1.5 s once with it, in 2 of 14 parallel runs)."""
     server, url = slow_mongodb
-    assert cpu_after_a_burst(server, url, scope=pymongo.timeout) < 0.5
-
-
-def test_without_the_time_limit_the_server_works_on_for_abandoned_reads(
-    slow_mongodb: tuple[servers.Server, str],
-) -> None:
-    """Why the limit is sent: reads cancelled only on the client keep the server busy."""
-    server, url = slow_mongodb
-    assert cpu_after_a_burst(server, url, scope=lambda seconds: contextlib.nullcontext()) > 1.0
+    with_limit, without = 0.0, 0.0
+    for _ in range(2):
+        with_limit += cpu_after_a_burst(server, url, scope=pymongo.timeout)
+        without += cpu_after_a_burst(server, url, scope=lambda seconds: contextlib.nullcontext())
+    assert without > 1.0, (with_limit, without)  # why the limit is sent: the server works on
+    assert with_limit < 0.2 * without, (with_limit, without)
 
 
 class CommandLog(monitoring.CommandListener):
