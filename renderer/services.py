@@ -80,6 +80,7 @@ class Services:
         mongo_breaker = breaker(
             "mongodb", (mongo_errors.DuplicateKeyError, mongo_articles.VersionConflict), neutral=(TimeoutError,)
         )
+        renderer = PageRenderer(settings.site_name, settings.site_url, on_left_out=metrics.articles_left_out.inc)
         redis = redis_pages.RedisPages(
             redis_pages.connect(settings.redis_url, settings.redis_timeout),
             Guard(
@@ -99,6 +100,7 @@ class Services:
             on_undecodable=metrics.undecodable.inc,
             revalidate_window=settings.revalidate_window,
             ttl_jitter=settings.ttl_jitter,
+            not_found_body=renderer.generic_not_found.html,
         )
         mongo_client = mongo_articles.connect(
             settings.mongodb_url,
@@ -140,7 +142,6 @@ class Services:
         mongo_for_editors = mongo_articles.MongoArticles(
             mongo_client, settings.mongodb_db, editors_guard, on_read=metrics.mongodb_read, primary=True
         )
-        renderer = PageRenderer(settings.site_name, settings.site_url, on_left_out=metrics.articles_left_out.inc)
         tiers = Tiers(
             redis,
             mongo,

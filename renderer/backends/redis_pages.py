@@ -119,8 +119,11 @@ class RedisPages:
     A 200 page is fresh for the page TTL (less up to ``ttl_jitter`` of it, so pages warmed together
     don't expire together), then answered while it is refreshed for ``revalidate_window`` more,
     then kept as the page's last good copy until ``stale_ttl`` from its write (LRU may evict it
-    sooner). A 404 is fresh for its own TTL and kept for the page TTL: long enough to fence off
-    any reader whose MongoDB read began before a takedown.
+    sooner). A 404 is fresh for its own TTL (``NOT_FOUND_TTL``), and so is its record, but for a
+    takedown's (an article's 404 with a version), kept for the page TTL: long enough to fence off
+    any reader whose MongoDB read began before the takedown. A 404's record holds no body (every
+    404 is the one not-found page, ``not_found_body``): a flood of made-up URLs costs Redis a few
+    hundred bytes a URL for a few seconds, and never evicts real pages' records.
     """
 
     def __init__(
@@ -134,6 +137,7 @@ class RedisPages:
         on_undecodable: Callable[[], None] = lambda: None,
         revalidate_window: int = 0,
         ttl_jitter: float = 0.0,
+        not_found_body: bytes = b"",
     ):
         self.client = client
         self.guard = guard
@@ -143,16 +147,17 @@ class RedisPages:
         self.not_found_ttl = not_found_ttl
         self.revalidate_window = revalidate_window
         self.ttl_jitter = ttl_jitter
+        self.not_found_body = not_found_body
         self._on_undecodable = on_undecodable
         self._set_if_not_older = client.register_script(_SET_IF_NOT_OLDER)
 
-    def stamped(self, page: RenderedPage, now: float) -> tuple[RenderedPage, int]:
-        """``page`` with its freshness and revalidation window from ``now``, and the record's TTL."""
+    def stamped(self, page: RenderedPage, now: float, takedown: bool = False) -> tuple[RenderedPage, int]:
+        """``page`` with its freshness and revalidation window from ``now``, and the record's TTL
+        (``takedown``: a 404 that fences off older versions of a page that existed)."""
         if page.status != 200:
             fresh_until = now + self.not_found_ttl
-            return replace(page, fresh_until=fresh_until, serve_until=fresh_until), max(
-                self.page_ttl, self.not_found_ttl
-            )
+            ttl = max(self.page_ttl, self.not_found_ttl) if takedown else self.not_found_ttl
+            return replace(page, fresh_until=fresh_until, serve_until=fresh_until), ttl
         fresh_until = now + self.page_ttl * (1 - random.uniform(0, self.ttl_jitter))
         serve_until = fresh_until + self.revalidate_window
         return replace(page, fresh_until=fresh_until, serve_until=serve_until), max(
@@ -165,21 +170,24 @@ class RedisPages:
         if value is None:
             return None
         try:
-            return RenderedPage.from_bytes(value)
+            page = RenderedPage.from_bytes(value)
         except ValueError as exc:
             # Corrupt, or written by an older release during a rolling deploy: a miss, overwritten
             # by the next write (the fence counts it as absent).
             self._on_undecodable()
             log.warning("undecodable value at %s, treated as a miss: %s", key, exc)
             return None
+        return replace(page, html=self.not_found_body) if page.status == 404 and not page.html else page
 
     async def get(self, deadline: Deadline, cache_id: str) -> RenderedPage | None:
         """The record of page ``cache_id`` whatever its freshness, or None."""
         return await self._get(deadline, contract.page_key(cache_id))
 
     async def _put(self, cache_id: str, page: RenderedPage) -> tuple[bool, RenderedPage]:
-        stamped, ttl = self.stamped(page, time.time())
-        args = [stamped.version, stamped.to_bytes(), ttl]
+        takedown = page.version > 0 and not contract.is_listing(cache_id)
+        stamped, ttl = self.stamped(page, time.time(), takedown)
+        record = replace(stamped, html=b"") if stamped.status == 404 else stamped
+        args = [stamped.version, record.to_bytes(), ttl]
         return bool(await self._set_if_not_older(keys=[contract.page_key(cache_id)], args=args)), stamped
 
     async def put(self, deadline: Deadline, cache_id: str, page: RenderedPage) -> tuple[bool, RenderedPage]:

@@ -163,9 +163,11 @@ def test_unknown_article_is_a_briefly_cached_404(stack: StackClients) -> None:
     assert first.headers["xkey"] == f"article-{slug}"
     stored = stored_page(stack.redis, slug)
     assert stored is not None and stored.status == 404 and 0 < stored.fresh_until - time.time() <= 10
+    # The record lives no longer than it is fresh, and holds no body (the 404 page is the one page).
+    assert 0 < stack.redis.ttl(f"page:{slug}") <= 10 and stack.redis.strlen(f"page:{slug}") < 400
     assert first.headers["X-Page-Version"] == "0"  # no such article
     again = get(stack.renderer, article_path(slug))
-    assert again.status == 404 and again.headers["X-Tier"] == "redis"
+    assert again.status == 404 and again.headers["X-Tier"] == "redis" and again.body == first.body
     assert mongo_reads(stack.renderer) == reads_before + 1
 
 
