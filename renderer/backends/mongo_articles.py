@@ -117,6 +117,11 @@ def connect(url: str, timeout: float, longest_call: float) -> AsyncMongoClient[d
     )
 
 
+# An unconditional takedown tries its atomic update again this often when saves keep republishing
+# the article between its update and its look at what is stored.
+UNPUBLISH_TRIES = 3
+
+
 class MongoArticles:
     """The MongoDB tier: reads for the page path, writes for publishing and sample data."""
 
@@ -322,28 +327,34 @@ class MongoArticles:
 
     async def _unpublish(self, slug: str, expected: int | None, write_id: str) -> dict[str, Any] | None:
         self._fail_fast_if_unreachable()
-        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
-        if current is None:
-            return None
-        if current.get("write_id") == write_id or not current.get("published"):
-            # An earlier attempt of this same unpublish committed (its reply lost), or another
-            # takedown did: what committed is the answer, never a 412 or a second version.
-            return current
-        if expected is not None and current["version"] != expected:
-            raise VersionConflict(current["version"])
-        changes = {
-            "published": False,
-            "version": current["version"] + 1,
-            "updated_at": datetime.now(UTC),
-            "write_id": write_id,
+        match: dict[str, Any] = {"_id": slug, "published": True}
+        if expected is not None:
+            match["version"] = expected  # If-Match: only the version the editor saw
+        update = {
+            "$set": {"published": False, "updated_at": datetime.now(UTC), "write_id": write_id},
+            "$inc": {"version": 1},
         }
-        result = await self.collection.update_one({"_id": slug, "version": current["version"]}, {"$set": changes})
-        if result.matched_count == 0:
-            ours = await self._ours(slug, write_id)
-            if ours is None:
-                raise VersionConflict(None)
-            return ours
-        return {**current, **changes}
+        # One atomic update that takes the next version whatever it is: a takedown without If-Match
+        # never loses to a save that lands between reading the version and writing the next one.
+        # A save may republish the article between a miss here and the look below: take it down
+        # again (a few times at most; each try is one atomic update).
+        for _ in range(UNPUBLISH_TRIES):
+            done = await self.collection.find_one_and_update(
+                match, update, return_document=pymongo.ReturnDocument.AFTER
+            )
+            if done is not None:
+                done.pop("_id", None)
+                return done
+            current = await self.collection.find_one({"_id": slug}, _PROJECTION)
+            if current is None:
+                return None
+            if current.get("write_id") == write_id or not current.get("published"):
+                # An earlier attempt of this same unpublish committed (its reply lost), or another
+                # takedown did: what committed is the answer, never a 412 or a second version.
+                return current
+            if expected is not None:
+                raise VersionConflict(current["version"])
+        raise VersionConflict(None)
 
     async def unpublish(self, deadline: Deadline, slug: str, expected_version: int | None) -> dict[str, Any] | None:
         """Mark article ``slug`` unpublished (a new version); None if there is no such article."""
