@@ -131,8 +131,11 @@ sub pagecache_admin {
     if (req.method == "REFRESH") {
         # After a soft purge, the publisher has the node fetch the new copy now (it replaces the
         # old object) before it purges the CDN: the CDN's refetch then finds only the new one.
+        # Marked as a revalidation: a failed fetch is abandoned and the soft-purged copy stays
+        # as the grace copy; the publisher gets the 503 (vcl_synth does not restart it).
         set req.method = "GET";
         set req.hash_always_miss = true;
+        set req.http.X-Pagecache-Pass = "revalidate";
         return;
     }
     if (req.method != "PURGE") {
@@ -307,8 +310,9 @@ sub vcl_deliver {
 }
 
 sub vcl_synth {
-    # A fetch failed while a grace copy exists: look again, this time taking any grace copy.
-    if (resp.status == 503 && req.http.X-Pagecache-Pass == "revalidate") {
+    # A fetch failed while a grace copy exists: look again, this time taking any grace copy
+    # (a reader's; a REFRESH on the admin listener answers its 503).
+    if (resp.status == 503 && req.http.X-Pagecache-Pass == "revalidate" && local.socket != "admin") {
         set req.http.X-Pagecache-Pass = "stale";
         return (restart);
     }
