@@ -141,8 +141,11 @@ class MongoArticles:
         # to find what committed. Readers fail fast: they have a stale copy to serve instead.
         self.fail_fast = not primary
         self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY) if primary else collection
-        listings = client[db_name][LISTINGS_COLLECTION]
-        self.listings = listings.with_options(read_preference=ReadPreference.PRIMARY) if primary else listings
+        # What a listing's render depends on (the generation, the stored listing, the sorted query)
+        # is read from the primary for everyone: from two members, a reader could label a lagging
+        # secondary's list with a newer generation. Page reads follow MONGODB_URL's preference.
+        self.listings = client[db_name][LISTINGS_COLLECTION].with_options(read_preference=ReadPreference.PRIMARY)
+        self._listed = collection.with_options(read_preference=ReadPreference.PRIMARY)
         self.guard = guard
         self._on_read = on_read  # counts every read sent to MongoDB
         self._queries: dict[tuple[str, int, int], asyncio.Future[list[dict[str, Any]]]] = {}
@@ -192,7 +195,7 @@ class MongoArticles:
         query: dict[str, Any] = {"published": True}
         if section is not None:
             query["section"] = section
-        cursor = self.collection.find(query, _LISTED_PROJECTION)
+        cursor = self._listed.find(query, _LISTED_PROJECTION)
         return await cursor.sort("published_at", pymongo.DESCENDING).limit(limit).to_list(limit)
 
     async def _listing(self, limit: int, section: str | None, depth: int) -> Listing:
