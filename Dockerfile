@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # Two images from one file:
-#   docker build --target varnish -t pagecache-varnish .   (Varnish 7.1 + xkey + varnish/default.vcl)
+#   docker build --target varnish -t pagecache-varnish .   (Varnish 7.1 + xkey and var + varnish/default.vcl)
 #   docker build -t pagecache .                            (the renderer; the default, last stage)
 
 FROM python:3.11-slim-bookworm AS build

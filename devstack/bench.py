@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from pymongo import MongoClient
 
-from devstack import breaking, servers
+from devstack import box_cost, breaking, servers
 from devstack.probes import concurrent_gets, cpu_seconds, metric, varnish_counters
 from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
@@ -530,6 +530,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         zstack.stop()
         results.update(publishing(run_dir / "publishing", args.breaking_seconds))
+        results.update(box_cost.box_at_cdn(run_dir / "box", BENCH_TOKEN, args.box_seconds))
         return results
     finally:
         for server in started:
@@ -651,6 +652,8 @@ def table(results: dict[str, Any]) -> str:
     ]
     if "breaking_news" in results:
         lines += breaking.lines(results)
+    if "box_at_cdn" in results:
+        lines += box_cost.lines(results)
     return "\n".join(lines)
 
 
@@ -716,11 +719,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter phases (a few minutes in all)")
     parser.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
-    parser.add_argument("--only", choices=["publishing"], help="run only these phases (6 and 7), and print them")
+    parser.add_argument(
+        "--only", choices=["publishing", "box"], help="run only phases 6 and 7 (publishing) or 8 (box), and print them"
+    )
     args = parser.parse_args(argv)
     args.breaking_seconds = 30.0
+    args.box_seconds = 20.0 if args.quick else 60.0
     if args.only == "publishing":
         print("\n".join(breaking.lines(publishing(Path(tempfile.mkdtemp(prefix="pagecache-bench-")), 30.0))))
+        return 0
+    if args.only == "box":
+        run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
+        print("\n".join(box_cost.lines(box_cost.box_at_cdn(run_dir, BENCH_TOKEN, args.box_seconds))))
         return 0
     args.seconds = 5.0 if args.quick else 15.0
     # ~2000 requests per Varnish TTL window (the seed's regime) at a rate one Python client can

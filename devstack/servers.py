@@ -405,7 +405,9 @@ def cdn_varnish(run_dir: Path, port: int, admin_port: int, edge_port: int, stora
         f'backend edge {{ .host = "127.0.0.1"; .port = "{edge_port}"; }}\nacl purgers {{ "127.0.0.1"; }}\n'
     )
     argv = [*_varnishd(base, port, admin_port, storage), "-p", f"vcl_path={vcl_dir}", "-f", str(vcl_dir / "cdn.vcl")]
-    return Server("cdn", argv, port, run_dir / f"cdn-{port}.log")
+    server = Server("cdn", argv, port, run_dir / f"cdn-{port}.log")
+    server.workdir = base / "work"  # type: ignore[attr-defined]
+    return server
 
 
 def cdn_api(run_dir: Path, port: int, cdn_admin_port: int, *options: str) -> Server:

@@ -21,7 +21,14 @@ HOME_CACHE_ID = f"{LISTING_PREFIX}home"
 LATEST_BOX_CACHE_ID = f"{LISTING_PREFIX}fragment:latest"
 # The "latest news" box alone, on the internal listener; article pages carry it (latest_box.py).
 LATEST_BOX_PATH = "/_fragment/latest"
+# The box's key: the box itself and every page that shows it carry it.
 LATEST_SURROGATE_KEY = "latest"
+# The version (listings generation) of the box a page answer shows; Varnish keeps no copy that
+# shows an older box than the newest one a purge named.
+HEADER_BOX = "X-Pagecache-Box"
+# On Varnish's fetch: the newest box version a purge of ``latest`` named (the renderer reads its
+# box again when its copy is older). On a purge: that version.
+HEADER_BOX_MIN = "X-Pagecache-Box-Min"
 
 HEADER_TIER = "X-Tier"
 HEADER_CACHE_STATUS = "Cache-Status"

@@ -2,9 +2,11 @@
 
 Each process keeps one copy of the box, read through the tiers like any page: again when a publish
 is announced (pub/sub) and every ``refresh_seconds`` otherwise (a missed message costs at most
-that). Answering never waits for the box: without a copy the page goes out without it, never as
-an error. Varnish assembles nothing: a cached article page shows a new box once its edge TTL and
-grace have passed (docs/architecture.rst, "The latest-news box").
+that). Answering waits for the box only when Varnish asks for a newer one than this copy (after
+a purge of the box's key, ``contract.HEADER_BOX_MIN``); without a copy the page goes out without
+it, never as an error. Every page that shows the box carries its key (``latest``) and names the
+box's version (``contract.HEADER_BOX``): a publish that changes the box purges those pages at every
+tier, hard when an article left it (docs/architecture.rst, "The latest-news box").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 from dataclasses import replace
 from typing import Awaitable, Callable
 
+from renderer import contract
 from renderer.metrics import READ_PATH
 from renderer.render import LATEST_BOX_SLOT
 from renderer.rendered_page import RenderedPage
@@ -45,6 +48,16 @@ class LatestBox:
         if served.page.status == 200 and (self.current is None or served.page.version >= self.current.version):
             self.current = served.page
 
+    async def at_least(self, version: int, deadline: Deadline) -> RenderedPage | None:
+        """The copy, read again first (within ``deadline``) when it is older than ``version``."""
+        if version and (self.current is None or self.current.version < version) and deadline.remaining() > 0:
+            try:
+                async with asyncio.timeout(deadline.remaining()):
+                    await self.refresh()
+            except TimeoutError:
+                pass
+        return self.current
+
     def changed(self) -> None:
         """A publish was announced: read the box again soon."""
         self._wake.set()
@@ -62,17 +75,20 @@ class LatestBox:
 
 
 def with_box(page: RenderedPage, box: RenderedPage | None) -> RenderedPage:
-    """``page`` with ``box`` in its slot (nothing there without a box), and validators that
-    change when either does: the ETag names the box's generation, ``Last-Modified`` is the later
-    of the page's and the box's render."""
+    """``page`` with ``box`` in its slot (nothing there without a box), the box's key among its
+    own (a page without a box yet gets it when the box comes), and validators that change when
+    either does: the ETag names the box's generation, ``Last-Modified`` is the later of the
+    page's and the box's render."""
     head, slot, tail = page.html.partition(LATEST_BOX_SLOT)
     if not slot:
         return page
+    keys = f"{page.surrogate_keys} {contract.LATEST_SURROGATE_KEY}".strip()
     if box is None:
-        return replace(page, html=head + tail)
+        return replace(page, html=head + tail, surrogate_keys=keys)
     return replace(
         page,
         html=head + box.html + tail,
+        surrogate_keys=keys,
         etag=f'{page.etag[:-1]}.{box.version}"',
         last_modified=max(page.last_modified, box.rendered_at),
     )

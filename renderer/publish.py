@@ -52,9 +52,9 @@ class PublishReport:
 
 
 def listing_keys(sections: set[str]) -> list[str]:
-    """The surrogate keys of the listings an article of ``sections`` shows up in."""
-    keys = [contract.HOME_SURROGATE_KEY, contract.LATEST_SURROGATE_KEY]
-    return keys + sorted(contract.section_surrogate_key(section) for section in sections)
+    """The surrogate keys of the listings an article of ``sections`` shows up in (the box's key,
+    which every article page carries too, is purged only when the box changed)."""
+    return [contract.HOME_SURROGATE_KEY, *sorted(contract.section_surrogate_key(section) for section in sections)]
 
 
 def listing_cache_ids(sections: set[str]) -> list[str]:
@@ -107,6 +107,7 @@ class Publisher:
         self.settle_seconds = settle_seconds
         self._unsettled: set[str] = set()  # soft keys
         self._unsettled_hard: set[str] = set()
+        self._unsettled_box = 0  # the newest box version a settle pass must name
         self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
         # The newest render of each listing, with when it began (before it read the generation).
         self._listing_renders: dict[str, tuple[float, asyncio.Future[Any]]] = {}
@@ -127,7 +128,7 @@ class Publisher:
         # The objects that show this article: its page, the home, the box, its section (old and new).
         sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
         steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
-        steps["redis"] = await self._store(deadline, article.slug, page, sections)
+        steps["redis"], box = await self._store(deadline, article.slug, page, sections)
         steps["invalidate"] = await self._announce(deadline, article.slug)
         article_key = contract.article_surrogate_key(article.slug)
         listings = listing_keys(sections)
@@ -140,7 +141,11 @@ class Publisher:
         steps["varnish"], pending = await self._purge(
             deadline, Purge(hard=hard, soft=tuple(listings)), request_id, steps
         )
-        self._settle_later([article_key], listings, article.slug, steps["redis"] == OK)
+        # A box that changed (a new article in it, a title edited) reaches every page that shows
+        # it with the second purge: one refetch of each page per node and CDN point of presence
+        # per burst of publishes, soft, at most a few seconds after the burst ends.
+        box_key = [contract.LATEST_SURROGATE_KEY] if box else []
+        self._settle_later([article_key], listings + box_key, article.slug, steps["redis"] == OK, box)
         body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
         return _report(201 if created else 200, body, steps, pending, page.etag)
 
@@ -156,13 +161,20 @@ class Publisher:
         # The takedown is just a newer version of the page, that is a 404: it replaces the article
         # in every copy, the last good one included, and no older read can put it back.
         takedown = self.renderer.not_found(slug, version=int(doc["version"]))
-        steps["redis"] = await self._store(deadline, slug, takedown, sections)
+        steps["redis"], box = await self._store(deadline, slug, takedown, sections)
         steps["invalidate"] = await self._announce(deadline, slug)
-        keys = [contract.article_surrogate_key(slug), *listing_keys(sections)]
+        listings = listing_keys(sections)
+        keys = [contract.article_surrogate_key(slug), *listings]
+        if box or steps["redis"] != OK:
+            # The box showed it: every page that shows the box goes too, at every tier, before the
+            # answer; Varnish keeps none that shows an older box than ``box`` from now on.
+            keys.append(contract.LATEST_SURROGATE_KEY)
         # A hard purge: a soft one would still show the taken-down article (or its title in a
         # listing) once more while refetching.
-        steps["varnish"], pending = await self._purge(deadline, Purge(hard=tuple(keys)), request_id, steps)
-        self._settle_later([contract.article_surrogate_key(slug)], listing_keys(sections), slug, steps["redis"] == OK)
+        purge = Purge(hard=tuple(keys), box_version=box)
+        steps["varnish"], pending = await self._purge(deadline, purge, request_id, steps)
+        hard_again = [key for key in keys if key not in listings]
+        self._settle_later(hard_again, listings, slug, steps["redis"] == OK, box)
         return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
@@ -185,24 +197,28 @@ class Publisher:
             log.warning("MongoDB refused a write: %r", exc)
             raise PublishRefused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
 
-    async def _store(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> str:
+    async def _store(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> tuple[str, int]:
         """Store the article's page, then render the listings that show it (the home, the box, its
         sections) from the primary under a new generation and store them: readers never re-read a
         listing from a lagging secondary because a publish changed it. Every write is fenced, so a
-        concurrent publish's newer copies are never replaced."""
+        concurrent publish's newer copies are never replaced. The outcome, and the new box's
+        version when the box changed (else 0)."""
         self.tiers.last_good.put(slug, page)
         try:
+            before = await self.redis.get(deadline, contract.LATEST_BOX_CACHE_ID)
             await self.redis.put(deadline, slug, page)
             await self.mongo.bump_listings_generation(deadline)
             changed_at = time.monotonic()
-            await asyncio.gather(
-                *(self._store_listing(deadline, cache_id, changed_at) for cache_id in listing_cache_ids(sections))
+            cache_ids = listing_cache_ids(sections)
+            stored = await asyncio.gather(
+                *(self._store_listing(deadline, cache_id, changed_at) for cache_id in cache_ids)
             )
         except Exception as exc:
-            return _failed(exc)
-        return OK
+            return _failed(exc), 0
+        box = stored[cache_ids.index(contract.LATEST_BOX_CACHE_ID)]
+        return OK, (box.version if before is None or before.html != box.html else 0)
 
-    async def _store_listing(self, deadline: Deadline, cache_id: str, changed_at: float) -> None:
+    async def _store_listing(self, deadline: Deadline, cache_id: str, changed_at: float) -> Any:
         """Store listing ``cache_id`` as rendered from the primary by a render that began after
         ``changed_at`` (this change's generation bump), so it shows the change. Concurrent
         publishes share such a render: a burst of them costs a few renders, not one each."""
@@ -214,8 +230,9 @@ class Publisher:
         listing = await asyncio.shield(running[1])
         self.tiers.last_good.put(cache_id, listing)
         await self.redis.put(deadline, cache_id, listing)
+        return listing
 
-    def _settle_later(self, hard: list[str], soft: list[str], slug: str, stored: bool) -> None:
+    def _settle_later(self, hard: list[str], soft: list[str], slug: str, stored: bool, box: int = 0) -> None:
         """Purge Varnish once more when no reader that started before this change can still be running.
 
         Redis is fenced by version, but Varnish is not: a reader whose MongoDB read began before the
@@ -233,6 +250,7 @@ class Publisher:
             self._first_change = now
         self._unsettled.update(soft)
         self._unsettled_hard.update(hard)
+        self._unsettled_box = max(self._unsettled_box, box)
         self._last_change = now
         if self._settling is None or self._settling.done():
             self._settling = asyncio.ensure_future(self._settle())
@@ -245,13 +263,14 @@ class Publisher:
             # A bounded debounce: each change moves the end of the wait, up to the burst's limit.
             while (wait := self._settle_at() - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
-            hard, self._unsettled_hard = tuple(sorted(self._unsettled_hard)), set()
-            soft, self._unsettled = tuple(sorted(self._unsettled - set(hard))), set()
             restore, self._restore = self._restore, set()
             deadline = Deadline.after(self.deadline_seconds)
             for slug in restore:
                 await self._store_current(deadline, slug)
-            await self._purge(deadline, Purge(hard=hard, soft=soft), request_id=None)
+            hard, self._unsettled_hard = tuple(sorted(self._unsettled_hard)), set()
+            soft, self._unsettled = tuple(sorted(self._unsettled - set(hard))), set()
+            box, self._unsettled_box = self._unsettled_box, 0
+            await self._purge(deadline, Purge(hard=hard, soft=soft, box_version=box), request_id=None)
 
     async def _store_current(self, deadline: Deadline, slug: str) -> None:
         """Render what MongoDB's primary holds for ``slug`` now and store it with its listings."""
@@ -263,7 +282,10 @@ class Publisher:
         if doc is None:
             return
         page = self.renderer.article(doc) if doc.get("published") else self.renderer.not_found(slug, doc["version"])
-        outcome = await self._store(deadline, slug, page, {doc["section"]})
+        outcome, box = await self._store(deadline, slug, page, {doc["section"]})
+        if box:
+            self._unsettled.add(contract.LATEST_SURROGATE_KEY)  # the calling pass purges it
+            self._unsettled_box = max(self._unsettled_box, box)
         if outcome != OK:
             log.warning("second store of %s: %s", slug, outcome)
 

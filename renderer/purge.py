@@ -36,6 +36,8 @@ class Purge:
 
     hard: tuple[str, ...] = ()
     soft: tuple[str, ...] = ()
+    # The box version this purge makes the oldest a node may keep (0: the box did not change).
+    box_version: int = 0
 
     def headers(self) -> dict[str, str]:
         """The xkey headers the VCL's admin listener reads."""
@@ -44,6 +46,8 @@ class Purge:
             headers["xkey-purge"] = " ".join(self.hard)
         if self.soft:
             headers["xkey-softpurge"] = " ".join(self.soft)
+        if self.box_version:
+            headers[contract.HEADER_BOX_MIN] = str(self.box_version)
         return headers
 
     def describe(self) -> str:
@@ -58,12 +62,12 @@ class Purge:
         for kind, key in [*(("hard", k) for k in self.hard), *(("soft", k) for k in self.soft)]:
             bucket = hard if kind == "hard" else soft
             if bucket and len(" ".join([*bucket, key])) > max_header:
-                parts.append(Purge(tuple(hard), tuple(soft)))
+                parts.append(Purge(tuple(hard), tuple(soft), self.box_version))
                 hard, soft = [], []
                 bucket = hard if kind == "hard" else soft
             bucket.append(key)
         if hard or soft or not parts:
-            parts.append(Purge(tuple(hard), tuple(soft)))
+            parts.append(Purge(tuple(hard), tuple(soft), self.box_version))
         return parts
 
 

@@ -14,6 +14,7 @@ vcl 4.1;
 # 200, 301, 404 and 410 are stored.
 
 import std;
+import var;
 import xkey;
 
 # The renderer's readiness check: a sick probe makes Varnish serve grace copies at once.
@@ -141,6 +142,12 @@ sub pagecache_admin {
     if (req.method != "PURGE") {
         return (synth(405, "Method Not Allowed"));
     }
+    if (req.http.X-Pagecache-Box-Min ~ "^[0-9]{1,18}$" && std.integer(req.http.X-Pagecache-Box-Min, 0) >
+        std.integer(var.global_get("box-min") + "", 0)) {
+        # The purge of a changed "latest news" box names its version: from now on this node keeps
+        # no page that shows an older box (vcl_backend_fetch, vcl_backend_response). Never lowered.
+        var.global_set("box-min", req.http.X-Pagecache-Box-Min);
+    }
     # One request may carry both: hard keys are gone at once; soft ones keep the old copy only
     # while the new one is fetched (no herd).
     if (req.http.xkey-purge && req.http.xkey-softpurge) {
@@ -182,6 +189,11 @@ sub vcl_backend_fetch {
     # The renderer never reads Host (its links come from SITE_URL), so it gets one it can't
     # refuse, whatever the client sent. Set last: a request whose headers left the fetch no room
     # (Varnish drops what does not fit, Host included) is refused here, before the renderer.
+    unset bereq.http.X-Pagecache-Box-Min;
+    if (var.global_get("box-min")) {
+        # The renderer reads its box again when its copy is older than this.
+        set bereq.http.X-Pagecache-Box-Min = var.global_get("box-min");
+    }
     unset bereq.http.Host;
     set bereq.http.Host = "pagecache-renderer";
     if (bereq.http.Host != "pagecache-renderer") {
@@ -210,6 +222,17 @@ sub vcl_backend_response {
             return (deliver);
         }
         # Hit-for-miss: this answer goes to this client only, and the next fetch may store a page.
+        set beresp.ttl = 1s;
+        set beresp.uncacheable = true;
+        return (deliver);
+    }
+    if (beresp.http.X-Pagecache-Box && std.integer(beresp.http.X-Pagecache-Box, 0) <
+        std.integer(var.global_get("box-min") + "", 0)) {
+        # A page showing an older box than a purge has named since this fetch began (a takedown
+        # the box showed): fetched again, asking for the new one; never kept.
+        if (bereq.retries < 2) {
+            return (retry);
+        }
         set beresp.ttl = 1s;
         set beresp.uncacheable = true;
         return (deliver);
@@ -292,6 +315,7 @@ sub vcl_deliver {
     }
     unset resp.http.X-Url;
     unset resp.http.X-Pagecache-Swr;
+    unset resp.http.X-Pagecache-Box;
     # The CDN in front gets the page's surrogate keys under its own names, for its purges:
     # Fastly's Surrogate-Key (space-separated, as xkey) and Cloudflare's Cache-Tag (commas).
     if (resp.http.xkey) {

@@ -123,9 +123,10 @@ class PageHandler(AllowOn405):
             return
         self.finish(page.html)
 
-    async def answer(self, lookup: Awaitable[Served], box: bool = False) -> None:
-        """Send the page ``lookup`` serves (``box``: with the "latest news" box in it), or the
-        answer for when nothing can be served."""
+    async def answer(self, lookup: Awaitable[Served], box: Deadline | None = None) -> None:
+        """Send the page ``lookup`` serves, or the answer for when nothing can be served. With
+        ``box`` (the request's deadline) the "latest news" box goes in, no older than the one
+        Varnish asks for."""
         try:
             served = await lookup
         except Unavailable as exc:
@@ -133,8 +134,18 @@ class PageHandler(AllowOn405):
             return
         self.tier = served.tier
         self.services.metrics.answered(served.tier, served.page.status)
-        page = with_box(served.page, self.services.latest_box.current) if box else served.page
+        page = served.page
+        if box is not None and page.status == 200:
+            shown = await self.services.latest_box.at_least(self.box_wanted(), box)
+            page = with_box(page, shown)
+            if shown is not None:
+                self.set_header(contract.HEADER_BOX, str(shown.version))
         self.write_page(page, served.tier, served.cache_status, served.revalidating)
+
+    def box_wanted(self) -> int:
+        """The oldest box version Varnish will keep a page with (0: any)."""
+        value = self.request.headers.get(contract.HEADER_BOX_MIN, "")
+        return int(value) if value.isdigit() and len(value) <= 18 else 0
 
     def write_unavailable(self, exc: Unavailable) -> None:
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
@@ -183,7 +194,8 @@ class ArticleHandler(PageHandler):
         if self.redirect_to_canonical(f"/noticia/{slug}{ARTICLE_SUFFIX}"):
             return
         # Article pages show the "latest news" box.
-        await self.answer(self.services.tiers.article(self.deadline(), slug), box=True)
+        deadline = self.deadline()
+        await self.answer(self.services.tiers.article(deadline, slug), box=deadline)
 
 
 class SectionHandler(PageHandler):

@@ -242,3 +242,32 @@ def test_renderers_that_share_a_redis_share_the_plans_purge_rate(make_stack: Cal
         second.stop()
     statuses = [c["status"] for c in calls(s) if c["vendor"] == "cloudflare"]
     assert statuses and set(statuses) == {200}, statuses  # none refused for the rate (429)
+
+
+def test_a_takedown_leaves_the_box_of_every_page_at_every_tier_and_an_addition_reaches_the_cdn(
+    make_stack: Callable[..., StackClients],
+) -> None:
+    """The "latest news" box inside a page the CDN keeps for an hour: a takedown is gone from it
+    at Varnish and at the CDN when the DELETE answers, and a new article shows in it within the
+    promised 20 s (before: the taken-down title stayed for CDN_TTL, an addition took as long)."""
+    s = make_stack(production_defaults=True, cdn="fastly", PROCESSES="2")
+    page, taken, added = unique_slug("caixa-pagina"), unique_slug("caixa-retirada"), unique_slug("caixa-nova")
+    path = f"/noticia/{page}.ghtml"
+    assert put(s.renderer, page, article("Página que mostra a caixa")).status == 201
+    assert put(s.renderer, taken, article(f"Retirada {taken}", section="economia")).status == 201
+    # Every renderer process holds the new box before the page is first read through the tiers.
+    for _ in range(6):
+        wait_until(lambda: f"Retirada {taken}" in get(s.renderer, path).text, timeout=10)
+    wait_until(lambda: f"Retirada {taken}" in get(s.site, path).text, timeout=25)
+    held = get(s.site, path)
+    assert held.headers["X-CDN-Cache"] == "HIT" and f"Retirada {taken}" in held.text
+
+    assert request(s.renderer, "DELETE", f"/api/articles/{taken}", None, AUTH).status == 200
+    for base in (s.site, *s.stack.public_urls):  # the CDN, then our Varnish node itself
+        for _ in range(3):
+            resp = get(base, path)
+            assert resp.status == 200 and f"Retirada {taken}" not in resp.text, (base, resp.headers)
+
+    wait_until(lambda: get(s.site, path).headers["X-CDN-Cache"] == "HIT", timeout=5)
+    assert put(s.renderer, added, article(f"Nova {added}", section="economia")).status == 201
+    wait_until(lambda: f"Nova {added}" in get(s.site, path).text, timeout=20)

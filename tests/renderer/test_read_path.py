@@ -67,7 +67,9 @@ def test_page_headers_follow_the_http_contract(stack: StackClients) -> None:
     # The CDN's own lifetime (CDN_TTL…), and the page's keys under the CDNs' names.
     for header in ("CDN-Cache-Control", "Surrogate-Control"):
         assert resp.headers[header] == "max-age=10, stale-while-revalidate=10, stale-if-error=86400", header
-    assert resp.headers["Surrogate-Key"] == f"article-{slug}" and resp.headers["Cache-Tag"] == f"article-{slug}"
+    # Its own key, and the box's: a takedown the box showed purges every page that shows it.
+    assert resp.headers["Surrogate-Key"] == f"article-{slug} latest"
+    assert resp.headers["Cache-Tag"] == f"article-{slug},latest"
     # With its "latest news" box, the page's validators name its version and the box's generation.
     assert resp.headers["ETag"].removeprefix("W/").startswith('"1-') and "." in resp.headers["ETag"]
     assert resp.headers["Last-Modified"].endswith("GMT")
@@ -79,7 +81,8 @@ def test_page_headers_follow_the_http_contract(stack: StackClients) -> None:
     # Surrogate keys are for Varnish only.
     assert resp.headers["xkey"] is None
     direct = get(stack.renderer, article_path(slug))
-    assert direct.headers["xkey"] == f"article-{slug}"  # only what the page shows
+    assert direct.headers["xkey"] == f"article-{slug} latest"  # only what the page shows
+    assert direct.headers["X-Pagecache-Box"] is not None and resp.headers["X-Pagecache-Box"] is None
     assert direct.headers["X-Tier"] == "redis"
     assert direct.headers["Cache-Status"] == "redis; hit"
     assert direct.headers["ETag"].startswith('"1-') and direct.headers["Last-Modified"].endswith("GMT")
