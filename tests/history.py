@@ -7,9 +7,14 @@ answer names. ``check`` then looks for what exactness forbids:
 (a) acknowledged writes of one article get increasing versions: a ``PUT`` acknowledged after
     another write was acknowledged has a higher version (a ``DELETE`` of an article already taken
     down may repeat the takedown's version), and no two ``PUT``\\s share one;
-(b) once a write is acknowledged and ``settle`` seconds (the publish deadline) have passed, no read
-    of any tier names an older version;
-(c) after quiescence every tier shows what MongoDB holds.
+(b) once a write is acknowledged (``settle``: 0, the contract starts at the acknowledgement), no
+    read of any tier names an older version;
+(c) after quiescence every tier shows what MongoDB holds;
+(d) once a takedown is acknowledged, no read of a listing (the home, a section front) or of the
+    "latest news" box in any page shows the article, unless a save of it (which may publish it
+    again) overlaps the time from the takedown to the read. Edits to listings and the box are
+    soft-purged (the old copy may be served once while it is refetched): only takedowns, which
+    are hard, are held to the acknowledgement.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Op:
     status: int  # HTTP status; 0 when no answer came
     version: int | None
     where: str = ""  # for a read: the tier it went to
+    # For a read: the articles its listing or box shows (slugs), when it showed one.
+    shown: frozenset[str] = frozenset()
 
     @property
     def acknowledged(self) -> bool:
@@ -71,6 +78,22 @@ def check(history: Iterable[Op], settle: float) -> list[str]:
             )
             if newest is not None and (read.version or 0) < (newest.version or 0):
                 violations.append(f"(b) {slug}: {read} older than {newest}")
+    return violations
+
+
+def check_takedowns(history: Iterable[Op]) -> list[str]:
+    """Violations of (d) in ``history``, one per line (empty: none)."""
+    ops = list(history)
+    takedowns = [op for op in ops if op.kind == "delete" and op.acknowledged]
+    saves = [op for op in ops if op.kind in ("put", "put-if-match")]
+    violations = []
+    for read in (op for op in ops if op.kind == "get" and op.shown):
+        for takedown in (d for d in takedowns if d.slug in read.shown and d.end < read.start):
+            published_again = any(
+                save.slug == takedown.slug and save.start < read.end and save.end > takedown.start for save in saves
+            )
+            if not published_again:
+                violations.append(f"(d) {takedown.slug}: shown by {read} after {takedown}")
     return violations
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.history import Op, check, check_final
+from tests.history import Op, check, check_final, check_takedowns
 
 
 def put(client: int, start: float, end: float, version: int, kind: str = "put") -> Op:
@@ -46,3 +46,16 @@ def test_a_tier_that_disagrees_with_mongodb_after_quiescence_is_caught() -> None
     assert check_final([read(10.0, 4)], {"a": (4, True)}) == []
     assert check_final([read(10.0, 3)], {"a": (4, True)})[0].startswith("(c)")
     assert check_final([read(10.0, 4)], {"a": (4, False)})[0].startswith("(c)")
+
+
+def listing(start: float, *slugs: str) -> Op:
+    return Op(9, "get", "front", start, start + 0.01, 200, 7, "varnish", frozenset(slugs))
+
+
+def test_a_listing_that_shows_a_takedown_after_its_acknowledgement_is_caught() -> None:
+    takedown = Op(3, "delete", "a", 1.0, 1.2, 200, 4)
+    assert check_takedowns([takedown, listing(1.1, "a"), listing(1.3, "b")]) == []  # during it: either
+    assert len(check_takedowns([takedown, listing(1.3, "a", "b")])) == 1
+    # A save of it that overlaps the time from the takedown to the read may have published it again.
+    assert check_takedowns([takedown, put(1, 1.25, 1.4, 5), listing(1.3, "a")]) == []
+    assert len(check_takedowns([takedown, put(1, 0.1, 0.2, 3), listing(1.3, "a")])) == 1

@@ -45,6 +45,18 @@ def version_at_cdn(s: StackClients, path: str) -> tuple[int, int]:
     return resp.status, int(resp.headers.get("X-Page-Version", "0"))
 
 
+def held_at_cdn(s: StackClients, slug: str, version: int) -> None:
+    """Wait until the CDN holds ``version`` of the article (a hit): only a purge replaces it."""
+    path = f"/noticia/{slug}.ghtml"
+    wait_until(lambda: version_at_cdn(s, path) == (200, version), timeout=30)
+    assert get(s.site, path).headers["X-CDN-Cache"] == "HIT"
+
+
+def purged_tags(s: StackClients, since: int) -> set[str]:
+    """The tags the CDN's API purged (answered 200) since its ``since``-th call."""
+    return {tag for c in calls(s)[since:] if c["status"] == 200 for tag in json.loads(c["body"]).get("tags", [])}
+
+
 def test_a_publish_is_at_the_cdn_when_it_answers_and_a_takedown_is_gone(
     make_stack: Callable[..., StackClients],
 ) -> None:
@@ -197,13 +209,18 @@ def test_cloudflare_purges_keep_to_the_plans_rate_and_honour_retry_after(
     slugs = [unique_slug("taxa") for _ in range(5)]
     for slug in slugs:
         assert put(s.renderer, slug, article(f"Taxa {slug}")).status in (201, 202)
-    # Every purge reaches the CDN, none refused for its rate: the renderer kept to the plan's.
     for slug in slugs:
-        wait_until(lambda slug=slug: version_at_cdn(s, f"/noticia/{slug}.ghtml") == (200, 1), timeout=20)
-    cloudflare = [c for c in calls(s) if c["headers"].get("Authorization") == auth["Authorization"]]
-    cloudflare = [c for c in cloudflare if c["status"] != 400]  # the hand-made ones above
+        held_at_cdn(s, slug, 1)
+    before = len(calls(s))
+    for slug in slugs:
+        assert put(s.renderer, slug, article(f"Taxa {slug}, corrigida")).status in (200, 202)
+    # Every purge reaches the CDN (it holds version 1 for an hour: only a purge brings version
+    # 2, its own or the box's), none refused for its rate: the renderer kept to the plan's.
+    for slug in slugs:
+        wait_until(lambda slug=slug: version_at_cdn(s, f"/noticia/{slug}.ghtml") == (200, 2), timeout=20)
+    wait_until(lambda: {f"article-{slug}" for slug in slugs} <= purged_tags(s, before), timeout=30)
+    cloudflare = [c for c in calls(s)[before:] if c["headers"].get("Authorization") == auth["Authorization"]]
     assert cloudflare and all(c["status"] == 200 for c in cloudflare), [c["status"] for c in cloudflare]
-    assert all(json.loads(c["body"])["tags"] for c in cloudflare)
     # A 429 with Retry-After holds every call back for that long.
     inject(s, {"status": 429, "retry_after": 3})
     before = len(calls(s))
@@ -228,19 +245,26 @@ def test_renderers_that_share_a_redis_share_the_plans_purge_rate(make_stack: Cal
     try:
         renderers = (s.renderer, f"http://127.0.0.1:{second.port}")
         slugs = [unique_slug("conta") for _ in range(6)]
+        for slug in slugs:
+            assert put(s.renderer, slug, article(f"Conta {slug}")).status in (201, 202)
+        for slug in slugs:
+            held_at_cdn(s, slug, 1)
+        before = len(calls(s))
         threads = [
-            threading.Thread(target=put, args=(renderers[n % 2], slug, article(f"Conta {slug}")))
+            threading.Thread(target=put, args=(renderers[n % 2], slug, article(f"Conta {slug}, corrigida")))
             for n, slug in enumerate(slugs)
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        for slug in slugs:  # each at the CDN, through a purge at its turn or the queue's
-            wait_until(lambda slug=slug: version_at_cdn(s, f"/noticia/{slug}.ghtml") == (200, 1), timeout=30)
+        # Each at the CDN, which held version 1 for an hour: through a purge at its turn or the queue's.
+        for slug in slugs:
+            wait_until(lambda slug=slug: version_at_cdn(s, f"/noticia/{slug}.ghtml") == (200, 2), timeout=30)
+        wait_until(lambda: {f"article-{slug}" for slug in slugs} <= purged_tags(s, before), timeout=30)
     finally:
         second.stop()
-    statuses = [c["status"] for c in calls(s) if c["vendor"] == "cloudflare"]
+    statuses = [c["status"] for c in calls(s)[before:] if c["vendor"] == "cloudflare"]
     assert statuses and set(statuses) == {200}, statuses  # none refused for the rate (429)
 
 
