@@ -34,7 +34,7 @@ import aiohttp
 from pymongo import MongoClient
 
 from devstack import box_cost, breaking, servers
-from devstack.probes import concurrent_gets, cpu_seconds, metric, varnish_counters
+from devstack.probes import concurrent_gets, cpu_seconds, logged_tiers, metric, varnish_counters
 from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
 
@@ -254,7 +254,8 @@ async def zipf_load(
                 async with session.get(site + path, trace_request_ctx=traced) as resp:
                     await resp.read()
                     cache = resp.headers.get("X-Cache", "")
-                    tier = "varnish" if cache.startswith("HIT") else resp.headers.get("X-Tier", "?")
+                    # A miss is named from the renderer's log after the run (readers aren't told).
+                    tier = "varnish" if cache.startswith("HIT") else "id:" + resp.headers.get("X-Request-Id", "")
                     if resp.status >= 500:
                         tier = "error"
             except Exception:
@@ -285,6 +286,22 @@ async def zipf_load(
             await asyncio.sleep(0.005)
         await asyncio.gather(*tasks)
     return samples
+
+
+def named_tiers(
+    samples: list[tuple[float, float, str]], fronts: Counter[str], log: Path
+) -> tuple[list[tuple[float, float, str]], Counter[str]]:
+    """``zipf_load``'s samples and fronts with each miss (``id:<request id>``) named by the tier the
+    renderer's access log gives it: the public edge does not tell readers."""
+    logged = logged_tiers(log)
+
+    def name(tier: str) -> str:
+        return logged.get(tier[3:], "?") if tier.startswith("id:") else tier
+
+    named_fronts: Counter[str] = Counter()
+    for tier, count in fronts.items():
+        named_fronts[name(tier)] += count
+    return [(t, lat, name(tier)) for t, lat, tier in samples], named_fronts
 
 
 def renderer_log(log: Path, since: float) -> list[dict[str, Any]]:
@@ -472,6 +489,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
         )
         time.sleep(1)
+        samples, fronts = named_tiers(samples, fronts, zstack.started["renderer"].log_path)
         counters = varnish_counters(zstack.started["varnish"])
         reads = {
             p: metric(zstack.renderer_url, "pagecache_mongodb_reads_total", path=p) - reads_before[p] for p in PATHS

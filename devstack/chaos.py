@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from devstack import probes, servers
-from devstack.probes import metric
+from devstack.probes import logged_tiers, metric
 from devstack.samples import forget_listings, load_samples, outdate_listings, sample_articles
 from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
 from renderer import contract
@@ -199,6 +199,14 @@ class Outcome:
     def statuses(self) -> Counter[int]:
         return Counter(status for _, status, _, _ in self.samples)
 
+    def name_tiers(self, renderer_log: Path) -> None:
+        """Name the tier of every miss from the renderer's access log (readers are not told)."""
+        logged = logged_tiers(renderer_log)
+        self.samples = [
+            (sent, status, logged.get(tier[3:], "unknown") if tier.startswith("id:") else tier, cold)
+            for sent, status, tier, cold in self.samples
+        ]
+
     def tiers(self) -> Counter[str]:
         return Counter(tier for _, _, tier, _ in self.samples)
 
@@ -209,7 +217,8 @@ class Outcome:
 
 
 def tier_of(status: int, headers: Mapping[str, str]) -> str:
-    """Which tier answered a reader, from the response headers."""
+    """Which tier answered a reader, from the response headers; a miss is named by its request id
+    (``id:<X-Request-Id>``) until ``Outcome.name_tiers`` reads the renderer's log."""
     if status >= 500 or status == 0:
         return "5xx"
     if status == 404:
@@ -219,7 +228,7 @@ def tier_of(status: int, headers: Mapping[str, str]) -> str:
         return "varnish"
     if cache == "HIT-STALE":
         return "varnish-stale"
-    return headers.get("X-Tier") or "unknown"
+    return "id:" + headers.get("X-Request-Id", "")
 
 
 class MongoReads:
@@ -381,6 +390,8 @@ async def run_scenario(
     await traffic
     reads.checkpoint()
     outcome.mongodb_reads = reads.total
+    await asyncio.sleep(0.5)  # the last answers' log lines
+    outcome.name_tiers(stack.started["renderer"].log_path)
     return outcome
 
 

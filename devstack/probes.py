@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -89,3 +90,17 @@ def expire_records(client: Any, *cache_ids: str, rendered_ago: float | None = No
             if rendered_ago is not None:
                 past = replace(past, rendered_at=time.time() - rendered_ago)
             client.set(contract.page_key(cache_id), past.to_bytes(), keepttl=True)
+
+
+def logged_tiers(log_path: Path) -> dict[str, str]:
+    """Request id -> the tier that answered it, from the renderer's access log (both processes).
+
+    The public edge does not tell readers which tier answered (X-Tier stays inside); Varnish
+    hands every request's X-Request-Id on to the renderer, whose log line names the tier.
+    """
+    tiers = {}
+    for line in log_path.read_text().splitlines():
+        if line.startswith("{") and '"message": "request"' in line:
+            entry = json.loads(line)
+            tiers[str(entry.get("request_id"))] = str(entry.get("tier"))
+    return tiers

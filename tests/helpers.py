@@ -8,12 +8,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from email.message import Message
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import redis
 
-from devstack.probes import expire_records, metric  # noqa: F401  (expire_records: for the tests)
+from devstack.probes import expire_records, logged_tiers, metric  # noqa: F401  (expire_records: for the tests)
 from renderer import contract
 from renderer.rendered_page import RenderedPage
 
@@ -51,6 +52,11 @@ def request(
 def get(base_url: str, path: str, headers: dict[str, str] | None = None, timeout: float = 10) -> Response:
     """A GET with the path sent exactly as given."""
     return request(base_url, "GET", path, None, headers, timeout)
+
+
+def logged_tier(log_path: Path, request_id: str) -> str | None:
+    """The tier the renderer's access log names for the request with this ``X-Request-Id``."""
+    return logged_tiers(log_path).get(request_id)
 
 
 def unique_slug(prefix: str = "teste") -> str:

@@ -202,6 +202,12 @@ sub vcl_backend_fetch {
 }
 
 sub vcl_backend_response {
+    # Where the renderer found the page and why (X-Tier, its Cache-Status members, failure
+    # details such as stale-mongodb-timeout) is for operators: it stays in this fetch's log
+    # (varnishlog -b, BerespHeader; X-Request-Id finds it) and on the renderer's internal
+    # listener, never in the stored object, so readers never see it.
+    unset beresp.http.X-Tier;
+    unset beresp.http.Cache-Status;
     # Kept for BAN expressions that match on the URL (ban-lurker friendly).
     set beresp.http.X-Url = bereq.url;
     if (beresp.status != 200 && beresp.status != 301 && beresp.status != 404 && beresp.status != 410) {
@@ -296,8 +302,8 @@ sub vcl_backend_error {
 }
 
 sub vcl_deliver {
-    # X-Cache, and this cache's member of Cache-Status (RFC 9211: the renderer's members first,
-    # the cache nearest the client last).
+    # X-Cache, and Cache-Status in RFC 9211's terse form: this cache's member only (the
+    # renderer's were dropped at fetch time).
     if (req.http.X-Pagecache-Cache == "HIT") {
         set resp.http.X-Cache = "HIT";
         set req.http.X-Pagecache-Member = "varnish; hit";
@@ -308,11 +314,7 @@ sub vcl_deliver {
         set resp.http.X-Cache = "MISS";
         set req.http.X-Pagecache-Member = "varnish; fwd=miss";
     }
-    if (resp.http.Cache-Status) {
-        set resp.http.Cache-Status = resp.http.Cache-Status + ", " + req.http.X-Pagecache-Member;
-    } else {
-        set resp.http.Cache-Status = req.http.X-Pagecache-Member;
-    }
+    set resp.http.Cache-Status = req.http.X-Pagecache-Member;
     unset resp.http.X-Url;
     unset resp.http.X-Pagecache-Swr;
     unset resp.http.X-Pagecache-Box;
@@ -360,8 +362,9 @@ sub vcl_synth {
 }
 
 sub pagecache_hide_software {
-    # No software names or versions to the public; X-Varnish (this node's transaction ids) stays
-    # for operators to find a request in varnishlog.
+    # No software names or versions to the public, nor this node's transaction ids (X-Varnish):
+    # operators find a request in varnishlog by its X-Request-Id.
     unset resp.http.Server;
+    unset resp.http.X-Varnish;
     set resp.http.Via = "1.1 pagecache";
 }

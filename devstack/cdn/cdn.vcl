@@ -85,4 +85,6 @@ sub vcl_deliver {
     unset resp.http.xkey;
     unset resp.http.Surrogate-Key;
     unset resp.http.Cache-Tag;
+    # The emulator's own transaction ids: a vendor adds its own (CF-Ray, X-Served-By), not ours.
+    unset resp.http.X-Varnish;
 }

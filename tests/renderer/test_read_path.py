@@ -22,9 +22,9 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
     reads_before = mongo_reads(stack.renderer)
 
     first = get(stack.site, article_path(slug))
+    first_at = time.monotonic()
     assert first.status == 200
     assert first.headers["X-Cache"] == "MISS"
-    assert first.headers["X-Tier"] == "mongo"
     assert "Manchete que passa pelos três níveis" in first.text
     assert mongo_reads(stack.renderer) == reads_before + 1
 
@@ -42,12 +42,13 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
     assert 300 * 0.95 - 5 < fresh_for <= 300
     assert stored.serve_until - stored.fresh_until == 900
 
-    # Past Varnish's 10 s TTL the next fetch is answered by Redis, not MongoDB: the same render.
-    # (Not counted with mongo_reads: the shared stack's box may be read again meanwhile.)
-    def refreshed_from_redis() -> bool:
-        return get(stack.site, article_path(slug)).headers["X-Tier"] == "redis"
+    # Past Varnish's 10 s TTL it fetches again (a copy younger than the first), answered by Redis,
+    # not MongoDB: the same render. (Not counted with mongo_reads: the shared stack's box may be
+    # read again meanwhile.)
+    def refetched() -> bool:
+        return int(get(stack.site, article_path(slug)).headers["Age"]) + 1 < time.monotonic() - first_at
 
-    wait_until(refreshed_from_redis, timeout=16, interval=0.5)
+    wait_until(refetched, timeout=16, interval=0.5)
     assert stored_page(stack.redis, slug).rendered_at == stored.rendered_at
 
 
@@ -75,7 +76,8 @@ def test_page_headers_follow_the_http_contract(stack: StackClients) -> None:
     assert resp.headers["Last-Modified"].endswith("GMT")
     assert resp.headers["Server"] is None and "Varnish" not in resp.headers["Via"]
     assert resp.headers["Age"] is not None
-    assert resp.headers["Cache-Status"] == "redis; fwd=miss; stored, varnish; fwd=miss"
+    # Terse outside (this cache's member); the renderer's detail stays inside (below).
+    assert resp.headers["Cache-Status"] == "varnish; fwd=miss" and resp.headers["X-Tier"] is None
     assert resp.headers["Set-Cookie"] is None
     assert resp.headers["Vary"] is None or "Cookie" not in resp.headers["Vary"]
     # Surrogate keys are for Varnish only.
