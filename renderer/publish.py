@@ -127,7 +127,10 @@ class Publisher:
         page = self.renderer.article(doc)
         # The objects that show this article: its page, the home, the box, its section (old and new).
         sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
-        steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": f"committed version {doc['version']}"}
+        committed = f"committed version {saved.version}"
+        if saved.version != doc["version"]:  # a retry found it under a later save: that one is current
+            committed += f", since replaced by version {doc['version']}"
+        steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": committed}
         steps["redis"], box = await self._store(deadline, article.slug, page, sections)
         steps["invalidate"] = await self._announce(deadline, article.slug)
         article_key = contract.article_surrogate_key(article.slug)
@@ -146,7 +149,7 @@ class Publisher:
         # per burst of publishes, soft, at most a few seconds after the burst ends.
         box_key = [contract.LATEST_SURROGATE_KEY] if box else []
         self._settle_later([article_key], listings + box_key, article.slug, steps["redis"] == OK, box)
-        body = {"slug": article.slug, "version": doc["version"], "etag": page.etag, "created": created}
+        body = {"slug": article.slug, "version": saved.version, "etag": page.etag, "created": created}
         return _report(201 if created else 200, body, steps, pending, page.etag)
 
     async def unpublish(self, slug: str, expected_version: int | None, request_id: str | None) -> PublishReport:

@@ -28,7 +28,7 @@ LISTINGS_COLLECTION = "listings"
 _GENERATION = {"_id": "generation"}
 _PROJECTION = {"_id": False}
 # What a listing shows of an article: all but its body (and the write's own bookkeeping).
-_LISTED_PROJECTION = {"_id": False, "body_html": False, "write_id": False}
+_LISTED_PROJECTION = {"_id": False, "body_html": False, "write_id": False, "writes": False}
 
 log = logging.getLogger("pagecache.mongodb")
 
@@ -74,12 +74,48 @@ def fail_fast_if_unreachable(client: AsyncMongoClient[dict[str, Any]]) -> None:
 
 @dataclass(frozen=True)
 class Saved:
-    """What a save committed: the stored document, whether it created the article, and the version
-    it replaced (None when created, or when unknown because an earlier attempt committed unseen)."""
+    """What a save committed: the stored document (the current one), whether it created the
+    article, the version it replaced (None when created, or when it fell out of the recent writes;
+    found again by a retry, it holds only the section), and, when a later save is current, the
+    version this one made."""
 
     doc: dict[str, Any]
     created: bool
     previous: dict[str, Any] | None
+    committed: int | None = None
+
+    @property
+    def version(self) -> int:
+        """The version this save made."""
+        return self.committed if self.committed is not None else int(self.doc["version"])
+
+
+# Every write that makes a version pushes {"id": write id, "section": the section it set, or None
+# for a takedown} onto the document's ``writes``, the last RECENT_WRITES kept: a retried write
+# finds there whether it committed (a later write may have replaced the document since), which
+# version it made (one entry per version) and the section the article was in before it.
+RECENT_WRITES = 16
+
+
+def recent_write(write_id: str, section: str | None) -> dict[str, Any]:
+    """The ``$push`` that records a write on its document."""
+    return {"writes": {"$each": [{"id": write_id, "section": section}], "$slice": -RECENT_WRITES}}
+
+
+def committed_save(current: dict[str, Any] | None, write_id: str) -> Saved | None:
+    """What an earlier attempt of the write ``write_id`` committed, if it did (its reply lost)."""
+    if current is None:
+        return None
+    writes = current.get("writes") or []
+    ids = [entry["id"] for entry in writes]
+    if write_id not in ids:
+        if current.get("write_id") == write_id:  # written before ``writes`` was kept
+            return Saved(current, current["version"] == 1, None)
+        return None
+    at = len(ids) - 1 - ids[::-1].index(write_id)
+    version = current["version"] - (len(ids) - 1 - at)
+    before = next((entry["section"] for entry in reversed(writes[:at]) if entry.get("section")), None)
+    return Saved(current, version == 1, {"section": before} if before else None, version)
 
 
 # Fields of an article a save may leave out (published_at aside: an update keeps the first one).
@@ -265,9 +301,11 @@ class MongoArticles:
     async def _save(self, slug: str, fields: dict[str, Any], expected: int | None, write_id: str) -> Saved:
         self._fail_fast_if_unreachable()
         current = await self.collection.find_one({"_id": slug}, _PROJECTION)
-        if current is not None and current.get("write_id") == write_id:
-            # An earlier attempt of this same save committed, though its reply never arrived.
-            return Saved(current, current["version"] == 1, None)
+        earlier = committed_save(current, write_id)
+        if earlier is not None:
+            # An earlier attempt of this same save committed, though its reply never arrived
+            # (and a later save may have landed on top: it is not applied again, nor a conflict).
+            return earlier
         if expected is None:
             return await self._overwrite(slug, fields, write_id)
         # With If-Match: a compare-and-swap on the version the editor saw.
@@ -282,13 +320,14 @@ class MongoArticles:
             "version": expected + 1,
             "published": True,
             "write_id": write_id,
+            "writes": [*(current.get("writes") or []), {"id": write_id, "section": fields["section"]}][-RECENT_WRITES:],
         }
         result = await self.collection.replace_one({"_id": slug, "version": expected}, {"_id": slug, **doc})
         if result.matched_count == 1:
             return Saved(doc, False, current)
-        ours = await self._ours(slug, write_id)
+        ours = committed_save(await self.collection.find_one({"_id": slug}, _PROJECTION), write_id)
         if ours is not None:
-            return Saved(ours, ours["version"] == 1, None)
+            return ours
         raise VersionConflict(None)
 
     async def _overwrite(self, slug: str, fields: dict[str, Any], write_id: str) -> Saved:
@@ -296,7 +335,11 @@ class MongoArticles:
         whatever it is, so racing writers each get their own (none is refused or retried)."""
         now = datetime.now(UTC)
         changes = {**fields, "slug": slug, "updated_at": now, "published": True, "write_id": write_id}
-        update: dict[str, Any] = {"$set": changes, "$inc": {"version": 1}}
+        update: dict[str, Any] = {
+            "$set": changes,
+            "$inc": {"version": 1},
+            "$push": recent_write(write_id, fields["section"]),
+        }
         # A save replaces the article: an optional field it leaves out is gone.
         dropped = [name for name in OPTIONAL_FIELDS if name not in fields]
         if dropped:
@@ -309,15 +352,10 @@ class MongoArticles:
         )
         if previous is not None:
             previous.pop("_id", None)
-        doc = {key: value for key, value in (previous or {}).items() if key not in dropped}
+        doc = {key: value for key, value in (previous or {}).items() if key not in (*dropped, "writes")}
         doc.update(changes, version=(previous or {}).get("version", 0) + 1)
         doc.setdefault("published_at", now)
         return Saved(doc, previous is None, previous)
-
-    async def _ours(self, slug: str, write_id: str) -> dict[str, Any] | None:
-        """The stored article if it is this write's own earlier attempt, landing late."""
-        current = await self.collection.find_one({"_id": slug}, _PROJECTION)
-        return current if current is not None and current.get("write_id") == write_id else None
 
     async def save(self, deadline: Deadline, slug: str, fields: dict[str, Any], expected_version: int | None) -> Saved:
         """Create or replace article ``slug`` as the next version: the commit point of a publish.
@@ -330,12 +368,15 @@ class MongoArticles:
 
     async def _unpublish(self, slug: str, expected: int | None, write_id: str) -> dict[str, Any] | None:
         self._fail_fast_if_unreachable()
-        match: dict[str, Any] = {"_id": slug, "published": True}
+        # Not if an earlier attempt of this takedown committed (a save may have republished since).
+        # ($nor, not $ne or $elemMatch on the array: the FerretDB stand-in gets those wrong.)
+        match: dict[str, Any] = {"_id": slug, "published": True, "$nor": [{"writes.id": write_id}]}
         if expected is not None:
             match["version"] = expected  # If-Match: only the version the editor saw
         update = {
             "$set": {"published": False, "updated_at": datetime.now(UTC), "write_id": write_id},
             "$inc": {"version": 1},
+            "$push": recent_write(write_id, None),
         }
         # One atomic update that takes the next version whatever it is: a takedown without If-Match
         # never loses to a save that lands between reading the version and writing the next one.
@@ -351,7 +392,12 @@ class MongoArticles:
             current = await self.collection.find_one({"_id": slug}, _PROJECTION)
             if current is None:
                 return None
-            if current.get("write_id") == write_id or not current.get("published"):
+            earlier = committed_save(current, write_id)
+            if earlier is not None and earlier.version != current["version"]:
+                # This takedown committed (its reply lost) and a save republished it since: the
+                # answer is the takedown's version; it is not taken down a second time.
+                return {**current, "version": earlier.version, "published": False}
+            if earlier is not None or not current.get("published"):
                 # An earlier attempt of this same unpublish committed (its reply lost), or another
                 # takedown did: what committed is the answer, never a 412 or a second version.
                 return current

@@ -87,7 +87,7 @@ def test_a_publish_whose_redis_step_failed_says_so_and_leaves_no_older_version(
     assert b"Vers\xc3\xa3o 2" in s.redis.get(f"page:{slug}")
 
 
-@pytest.mark.parametrize("change", ["save", "save-if-match", "unpublish-if-match"])
+@pytest.mark.parametrize("change", ["save", "save-if-match", "unpublish-if-match", "save-moving-section"])
 def test_a_write_whose_reply_was_lost_returns_what_committed_when_retried(
     make_stack: Callable[..., StackClients], proxy: HoldingProxy, change: str
 ) -> None:
@@ -100,19 +100,23 @@ def test_a_write_whose_reply_was_lost_returns_what_committed_when_retried(
     wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
     slug = unique_slug("resposta-perdida")
     # Until the driver has seen MongoDB through the proxy, a save is refused (nothing committed).
-    wait_until(lambda: put(s.renderer, slug, article("Versão 1")).status in (201, 202), timeout=15)
+    wait_until(lambda: put(s.renderer, slug, article("Versão 1", section="rio")).status in (201, 202), timeout=15)
+    assert slug in get(s.renderer, "/rio/").text  # the front, in Redis
     if_match = {"If-Match": '"1"'} if change.endswith("if-match") else {}
     proxy.lose_reply_to(b"published")  # in the write command, not in the read before it
     if change.startswith("unpublish"):
         resp = request(s.renderer, "DELETE", f"/api/articles/{slug}", None, {**AUTH, **if_match})
     else:
-        resp = put(s.renderer, slug, article("Versão 2"), if_match)
+        section = "economia" if change == "save-moving-section" else "rio"
+        resp = put(s.renderer, slug, article("Versão 2", section=section), if_match)
     assert proxy.reply_lost.is_set(), "the write's answer was not the one dropped"
     assert resp.status in (200, 202), resp.text  # 202: no Varnish here, purges queued
     assert json.loads(resp.body)["version"] == 2
     stored = s.articles.find_one({"_id": slug})
     assert stored is not None and stored["version"] == 2
     assert stored["published"] is not change.startswith("unpublish")
+    # The front it left no longer lists it: the retry knew where the article was before.
+    assert (slug in get(s.renderer, "/rio/").text) is (change in ("save", "save-if-match"))
 
 
 def test_a_takedown_without_if_match_never_conflicts_with_saves(stack: StackClients) -> None:
