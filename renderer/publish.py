@@ -165,6 +165,8 @@ class Publisher:
         # in every copy, the last good one included, and no older read can put it back.
         takedown = self.renderer.not_found(slug, version=int(doc["version"]))
         steps["redis"], box = await self._store(deadline, slug, takedown, sections)
+        if steps["redis"] == OK:
+            steps["redis replica"] = await self._replicated(deadline)
         steps["invalidate"] = await self._announce(deadline, slug)
         listings = listing_keys(sections)
         keys = [contract.article_surrogate_key(slug), *listings]
@@ -190,6 +192,18 @@ class Publisher:
             body["error"] = "a node missed the purge and it could not be queued; send the same request again"
             return PublishReport(503, body)
         return PublishReport(202 if pending else 200, body)
+
+    async def _replicated(self, deadline: Deadline) -> str:
+        """A takedown is acknowledged only once a replica holds it, where Redis has replicas:
+        replication is asynchronous, and a replica promoted without it would serve the article
+        again (its record's fence lost with the old primary)."""
+        try:
+            held = await self.redis.replicated(deadline)
+        except Exception as exc:
+            return _failed(exc)
+        if held is False:
+            return "failed: no replica confirmed the takedown within the deadline"
+        return "no replica" if held is None else OK
 
     async def _commit(self, write: Any) -> Any:
         try:

@@ -101,6 +101,8 @@ class Services:
             revalidate_window=settings.revalidate_window,
             ttl_jitter=settings.ttl_jitter,
             not_found_body=renderer.generic_not_found.html,
+            # Behind Sentinel there are replicas by design, connected at this moment or not.
+            has_replicas=settings.redis_url.startswith("redis+sentinel://"),
         )
         mongo_client = mongo_articles.connect(
             settings.mongodb_url,

@@ -112,6 +112,12 @@ return 1
 """
 
 
+# A write whose only purpose is to be replicated after the caller's (``replicated``).
+REPLICATION_PROBE_KEY = "pagecache:replication-probe"
+# One WAIT's share of the deadline: short enough for one Redis call's timeout.
+REPLICA_WAIT_SLICE_MS = 100
+
+
 class RedisPages:
     """The Redis tier: one record per page at ``page:<id>``. Every method takes the request's
     deadline and runs under the Redis guard.
@@ -138,6 +144,7 @@ class RedisPages:
         revalidate_window: int = 0,
         ttl_jitter: float = 0.0,
         not_found_body: bytes = b"",
+        has_replicas: bool = False,
     ):
         self.client = client
         self.guard = guard
@@ -148,6 +155,7 @@ class RedisPages:
         self.revalidate_window = revalidate_window
         self.ttl_jitter = ttl_jitter
         self.not_found_body = not_found_body
+        self.has_replicas = has_replicas
         self._on_undecodable = on_undecodable
         self._set_if_not_older = client.register_script(_SET_IF_NOT_OLDER)
 
@@ -216,6 +224,29 @@ class RedisPages:
     async def announce(self, deadline: Deadline, slug: str) -> None:
         """Tell every renderer process that ``slug`` changed (pub/sub), so they drop in-process copies."""
         await self.guard.run(deadline, self.client.publish, contract.INVALIDATION_CHANNEL, slug)
+
+    async def _replica_has_it(self, wait_ms: int) -> int | None:
+        if isinstance(self.client, aioredis.RedisCluster):
+            return None  # WAIT is per shard: not checked on a Cluster
+        if not self.has_replicas and not (await self.client.execute_command("ROLE"))[2]:
+            return None  # a primary without replicas: nothing to wait for
+        # WAIT counts the replicas that hold this connection's writes so far; the probe makes
+        # this connection's latest write later than the caller's, which it follows in the
+        # replication stream.
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(REPLICATION_PROBE_KEY, time.time(), px=60_000)
+            pipe.execute_command("WAIT", 1, wait_ms)
+            return int((await pipe.execute())[1])
+
+    async def replicated(self, deadline: Deadline) -> bool | None:
+        """Whether a replica holds every write made so far (waited for up to ``deadline``, in
+        slices that fit one Redis call); None when there is no replica to wait for."""
+        while True:
+            acked = await self.guard.run(deadline, self._replica_has_it, REPLICA_WAIT_SLICE_MS)
+            if acked is None or acked > 0:
+                return None if acked is None else True
+            if deadline.remaining() < 2 * REPLICA_WAIT_SLICE_MS / 1000:
+                return False
 
     async def ping(self) -> bool:
         """One PING, without the breaker: the healthcheck's direct look at the server."""
