@@ -34,7 +34,7 @@ import aiohttp
 from pymongo import MongoClient
 
 from devstack import box_cost, breaking, servers
-from devstack.probes import concurrent_gets, cpu_seconds, logged_tiers, metric, varnish_counters
+from devstack.probes import concurrent_gets, cpu_seconds, metric, tier_names, unnamed_tier, varnish_counters
 from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
 
@@ -255,7 +255,7 @@ async def zipf_load(
                     await resp.read()
                     cache = resp.headers.get("X-Cache", "")
                     # A miss is named from the renderer's log after the run (readers aren't told).
-                    tier = "varnish" if cache.startswith("HIT") else "id:" + resp.headers.get("X-Request-Id", "")
+                    tier = "varnish" if cache.startswith("HIT") else unnamed_tier(resp.headers.get("X-Request-Id", ""))
                     if resp.status >= 500:
                         tier = "error"
             except Exception:
@@ -291,13 +291,9 @@ async def zipf_load(
 def named_tiers(
     samples: list[tuple[float, float, str]], fronts: Counter[str], log: Path
 ) -> tuple[list[tuple[float, float, str]], Counter[str]]:
-    """``zipf_load``'s samples and fronts with each miss (``id:<request id>``) named by the tier the
+    """``zipf_load``'s samples and fronts with each miss (``unnamed_tier``) named by the tier the
     renderer's access log gives it: the public edge does not tell readers."""
-    logged = logged_tiers(log)
-
-    def name(tier: str) -> str:
-        return logged.get(tier[3:], "?") if tier.startswith("id:") else tier
-
+    name = tier_names(log)
     named_fronts: Counter[str] = Counter()
     for tier, count in fronts.items():
         named_fronts[name(tier)] += count

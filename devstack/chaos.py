@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 
 from devstack import probes, servers
-from devstack.probes import logged_tiers, metric
+from devstack.probes import metric, tier_names, unnamed_tier
 from devstack.samples import forget_listings, load_samples, outdate_listings, sample_articles
 from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
 from renderer import contract
@@ -201,11 +201,8 @@ class Outcome:
 
     def name_tiers(self, renderer_log: Path) -> None:
         """Name the tier of every miss from the renderer's access log (readers are not told)."""
-        logged = logged_tiers(renderer_log)
-        self.samples = [
-            (sent, status, logged.get(tier[3:], "unknown") if tier.startswith("id:") else tier, cold)
-            for sent, status, tier, cold in self.samples
-        ]
+        name = tier_names(renderer_log)
+        self.samples = [(sent, status, name(tier), cold) for sent, status, tier, cold in self.samples]
 
     def tiers(self) -> Counter[str]:
         return Counter(tier for _, _, tier, _ in self.samples)
@@ -218,7 +215,7 @@ class Outcome:
 
 def tier_of(status: int, headers: Mapping[str, str]) -> str:
     """Which tier answered a reader, from the response headers; a miss is named by its request id
-    (``id:<X-Request-Id>``) until ``Outcome.name_tiers`` reads the renderer's log."""
+    (``unnamed_tier``) until ``Outcome.name_tiers`` reads the renderer's log."""
     if status >= 500 or status == 0:
         return "5xx"
     if status == 404:
@@ -228,7 +225,7 @@ def tier_of(status: int, headers: Mapping[str, str]) -> str:
         return "varnish"
     if cache == "HIT-STALE":
         return "varnish-stale"
-    return "id:" + headers.get("X-Request-Id", "")
+    return unnamed_tier(headers.get("X-Request-Id", ""))
 
 
 class MongoReads:

@@ -15,7 +15,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -104,3 +104,18 @@ def logged_tiers(log_path: Path) -> dict[str, str]:
             entry = json.loads(line)
             tiers[str(entry.get("request_id"))] = str(entry.get("tier"))
     return tiers
+
+
+UNNAMED = "id:"
+
+
+def unnamed_tier(request_id: str) -> str:
+    """What answered a miss at the edge, until ``tier_names`` reads it from the renderer's log."""
+    return UNNAMED + request_id
+
+
+def tier_names(log_path: Path) -> Callable[[str], str]:
+    """A function that names each ``unnamed_tier`` from the renderer's access log (``unknown``
+    when the log has no line for it) and leaves every other tier as it is."""
+    logged = logged_tiers(log_path)
+    return lambda tier: logged.get(tier.removeprefix(UNNAMED), "unknown") if tier.startswith(UNNAMED) else tier

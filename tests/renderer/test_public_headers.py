@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from tests.conftest import StackClients
-from tests.helpers import Response, get, unique_slug, wait_until
+from tests.helpers import Response, get, unique_slug
 from tests.renderer.test_publish import article, put
 
 # Every page at every tier: what browsers, crawlers, support and the CDN use. X-Page-Version
@@ -72,6 +72,6 @@ def test_readers_get_the_page_headers_and_operators_the_rest(make_stack: Callabl
     # A 404 and a front alike.
     for missing in (f"/noticia/{unique_slug('nunca')}.ghtml", "/rio/"):
         for url in (edge, s.site):
-            resp = wait_until(lambda url=url, missing=missing: get(url, missing))
+            resp = get(url, missing)
             assert not names(resp) & OPERATORS_ONLY, (url, missing, names(resp))
             assert "," not in resp.headers.get("Cache-Status", ""), resp.headers["Cache-Status"]
