@@ -50,6 +50,7 @@ setup(
         "console_scripts": [
             "pagecache-renderer=renderer.server:main",
             "pagecache-editor=renderer.editor:main",
+            "pagecache-purge-agent=renderer.purge_agent:main",
         ]
     },
 )

@@ -10,7 +10,12 @@ import tempfile
 from pathlib import Path
 
 from devstack.samples import load_samples
-from devstack.stack import CURRENT_STACK, Ports, start_stack
+from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
+
+
+def node_names(stack: Stack) -> list[str]:
+    """The Varnish nodes' names, in start order (as the purge log knows them)."""
+    return [name for name in stack.started if name.startswith("varnish")]
 
 
 def main() -> int:
@@ -40,6 +45,8 @@ def main() -> int:
         run_dir,
         ports,
         environ,
+        # VARNISH_NODES=N: N Varnish nodes, each with its purge agent (no list anywhere).
+        varnish_nodes=int(environ.get("VARNISH_NODES", "1")),
         redis_sentinel=environ.get("REDIS_SENTINEL") == "1",
         cdn=cdn,
         cdn_port=int(environ.get("CDN_PORT", 6080)),
@@ -60,6 +67,8 @@ def main() -> int:
         print(f"Editors' token: {environ['EDITOR_TOKENS'].split(',')[0]}", flush=True)
         if stack.cdn_url:
             print(f"Emulated CDN ({cdn} API at {stack.cdn_api_url}) in front of {stack.public_urls[0]}", flush=True)
+        for name, public, agent in zip(node_names(stack), stack.public_urls, stack.agent_urls, strict=True):
+            print(f"Varnish node {name}: {public}/  (its purge agent: {agent}/ready)", flush=True)
         print(f"pagecache is up: {stack.site_url}/  (renderer {stack.renderer_url}, Ctrl-C stops it)", flush=True)
         while not stopping:
             signal.pause()

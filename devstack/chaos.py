@@ -119,7 +119,7 @@ def drop_fresh_copies(stack: Stack) -> None:
 
 def ban_everything(stack: Stack) -> None:
     """Every object in every Varnish node gone."""
-    for admin in stack.env["VARNISH_URLS"].split(","):
+    for admin in stack.admin_urls:
         ban = urllib.request.Request(admin + "/", method="BAN", headers={"X-Ban-Url": "."})
         urllib.request.urlopen(ban, timeout=5).close()
 

@@ -275,7 +275,8 @@ class Server:
 
 
 def redis_server(run_dir: Path, port: int, maxmemory: str = "256mb", extra: Sequence[str] = ()) -> Server:
-    """Debian's redis-server: no persistence, ``maxmemory`` with allkeys-lru."""
+    """Debian's redis-server: no persistence, ``maxmemory`` with volatile-lru (it evicts only keys
+    with a TTL: every page record has one, the purge log has none)."""
     data = run_dir / f"redis-{port}"
     data.mkdir(parents=True, exist_ok=True)
     argv = [
@@ -285,7 +286,7 @@ def redis_server(run_dir: Path, port: int, maxmemory: str = "256mb", extra: Sequ
         "--save", "",
         "--appendonly", "no",
         "--maxmemory", maxmemory,
-        "--maxmemory-policy", "allkeys-lru",
+        "--maxmemory-policy", "volatile-lru",
         "--dir", str(data),
         *extra,
     ]  # fmt: skip
@@ -424,6 +425,20 @@ def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
     argv = [sys.executable, "-m", "renderer"]
     log_path = run_dir / f"renderer-{port}.log"
     return Server("renderer", argv, port, log_path, full_env, "/healthcheck/live", cwd=REPO)
+
+
+def purge_agent(run_dir: Path, port: int, node: str, varnish_admin_port: int, env: Mapping[str, str]) -> Server:
+    """The purge agent (``python -m renderer.purge_agent``) beside one Varnish node, named ``node``."""
+    full_env = {
+        **os.environ,
+        **env,
+        "PURGE_AGENT_NODE": node,
+        "PURGE_AGENT_PORT": str(port),
+        "PURGE_AGENT_URL": f"http://127.0.0.1:{port}",
+        "PURGE_AGENT_VARNISH_URL": f"http://127.0.0.1:{varnish_admin_port}",
+    }
+    argv = [sys.executable, "-m", "renderer.purge_agent"]
+    return Server("agent", argv, port, run_dir / f"agent-{port}.log", full_env, "/ready", cwd=REPO)
 
 
 SENTINEL_SERVICE = "pagecache"

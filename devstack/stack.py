@@ -12,7 +12,6 @@ from devstack import servers
 from devstack.servers import Server
 from renderer.backends.mongo_articles import COLLECTION as ARTICLES
 from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
-from renderer.backends.mongo_purges import COLLECTION as PURGE_QUEUE
 
 # The purge API stub's account for each vendor: (the setting naming it, its id, its token).
 STUB_ACCOUNTS = {
@@ -71,8 +70,11 @@ class Stack:
     run_dir: Path
     ports: Ports
     env: dict[str, str]
-    # Each Varnish node's public listener, where readers go (VARNISH_URLS names the admin ones).
+    # Each Varnish node's public listener, where readers go.
     public_urls: list[str] = field(default_factory=list)
+    # Each node's purge agent (readiness, metrics) and admin listener (PURGE, BAN), in the same order.
+    agent_urls: list[str] = field(default_factory=list)
+    admin_urls: list[str] = field(default_factory=list)
     started: dict[str, Server] = field(default_factory=dict)
     cdn_url: str | None = None  # the emulated CDN in front of the Varnish nodes, when there is one
     cdn_api_url: str | None = None  # its purge API stub
@@ -80,10 +82,10 @@ class Stack:
     @property
     def site_url(self) -> str:
         """Where readers go: the emulated CDN if there is one, else the first Varnish node's public
-        listener."""
+        listener (without Varnish, the renderer)."""
         if self.cdn_url:
             return self.cdn_url
-        return self.public_urls[0] if self.public_urls else self.env["SITE_URL"]
+        return self.public_urls[0] if self.public_urls else self.env.get("SITE_URL", self.renderer_url)
 
     @property
     def renderer_url(self) -> str:
@@ -102,6 +104,8 @@ class Stack:
             "ports": self.ports.__dict__,
             "env": self.env,
             "public_urls": self.public_urls,
+            "agent_urls": self.agent_urls,
+            "admin_urls": self.admin_urls,
             "cdn_url": self.cdn_url,
             "cdn_api_url": self.cdn_api_url,
             "servers": {name: server.to_state() for name, server in self.started.items()},
@@ -117,6 +121,8 @@ class Stack:
         state = json.loads(path.read_text())
         stack = cls(Path(state["run_dir"]), Ports(**state["ports"]), dict(state["env"]), list(state["public_urls"]))
         stack.cdn_url, stack.cdn_api_url = state.get("cdn_url"), state.get("cdn_api_url")
+        stack.agent_urls = list(state.get("agent_urls", []))
+        stack.admin_urls = list(state.get("admin_urls", []))
         stack.started = {name: Server.from_state(s) for name, s in state["servers"].items()}
         return stack
 
@@ -134,7 +140,9 @@ class Stack:
         """Stop every server this run started, the front first."""
         front_first = sorted(
             self.started,
-            key=lambda n: ("cdn", "varnish", "renderer", "ferretdb", "sentinel", "redis").index(n.split("-")[0]),
+            key=lambda n: ("cdn", "agent", "varnish", "renderer", "ferretdb", "sentinel", "redis").index(
+                n.split("-")[0]
+            ),
         )
         for name in front_first:
             self.started[name].stop()
@@ -151,10 +159,11 @@ def start_stack(
     cdn_port: int | None = None,
     cdn_api_options: tuple[str, ...] = (),
 ) -> Stack:
-    """Start what ``environ`` does not already point at: a server named by REDIS_URL, MONGODB_URL
-    or VARNISH_URLS is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the
-    first on ``ports.varnish`` and ``ports.varnish_admin``, named ``varnish``, ``varnish-2``, …).
-    Renderers purge through the admin listeners (VARNISH_URLS); readers use the public ones.
+    """Start what ``environ`` does not already point at: a server named by REDIS_URL or MONGODB_URL
+    is used as it is. ``varnish_nodes`` Varnish instances share the renderer (the first on
+    ``ports.varnish`` and ``ports.varnish_admin``, named ``varnish``, ``varnish-2``, …; 0: none),
+    each with its purge agent (``agent``, ``agent-2``, …) that reads the purge log and purges its
+    node through the admin listener, named in the log as its Varnish is. Readers use the public ones.
     ``redis_sentinel``: Redis is ``servers.redis_sentinel_group``, named by a ``redis+sentinel://`` URL.
     ``cdn`` (``fastly`` or ``cloudflare``): an emulated CDN in front of the first Varnish node (on
     ``cdn_port``), purged by the renderer through the purge API stub speaking that vendor's API.
@@ -169,12 +178,11 @@ def start_stack(
         "REDIS_URL": environ.get("REDIS_URL", f"redis://127.0.0.1:{ports.redis}/0"),
         "MONGODB_URL": environ.get("MONGODB_URL", f"mongodb://127.0.0.1:{ports.mongodb}/"),
         "MONGODB_DB": environ.get("MONGODB_DB", "pagecache"),
-        "VARNISH_URLS": environ.get("VARNISH_URLS", ",".join(f"http://127.0.0.1:{a}" for _, a in varnish_ports)),
     }
     if "EDITOR_TOKENS" in environ:
         env["EDITOR_TOKENS"] = environ["EDITOR_TOKENS"]
-    if "VARNISH_URLS" in environ:
-        public_urls = [environ.get("SITE_URL", env["VARNISH_URLS"].split(",")[0])]
+    if not varnish_nodes:
+        varnish_ports, public_urls = [], []
     stack = Stack(run_dir, ports, env, public_urls)
     cdn_env: dict[str, str] = {}
     if cdn:
@@ -193,13 +201,18 @@ def start_stack(
             stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
         if "MONGODB_URL" not in environ:
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
-            servers.index_ferretdb_ids(run_dir, ports.mongodb, env["MONGODB_DB"], (ARTICLES, PURGE_QUEUE, LISTINGS))
+            servers.index_ferretdb_ids(run_dir, ports.mongodb, env["MONGODB_DB"], (ARTICLES, LISTINGS))
         renderer_env = {**env, **cdn_env, **(renderer_env or {})}
         stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, renderer_env).start()
-        if "VARNISH_URLS" not in environ:
-            for index, (public, admin) in enumerate(varnish_ports):
-                name = "varnish" if index == 0 else f"varnish-{index + 1}"
-                stack.started[name] = servers.varnish(run_dir, public, ports.renderer, admin).start()
+        agent_env = {**env, **(renderer_env or {})}
+        for index, (public, admin) in enumerate(varnish_ports):
+            suffix = "" if index == 0 else f"-{index + 1}"
+            stack.started[f"varnish{suffix}"] = servers.varnish(run_dir, public, ports.renderer, admin).start()
+            agent_port = servers.free_port()
+            agent = servers.purge_agent(run_dir, agent_port, f"varnish{suffix}", admin, agent_env)
+            stack.started[f"agent{suffix}"] = agent.start()
+            stack.agent_urls.append(f"http://127.0.0.1:{agent_port}")
+            stack.admin_urls.append(f"http://127.0.0.1:{admin}")
         if cdn:
             edge = int(public_urls[0].rsplit(":", 1)[1])
             stack.started["cdn"] = servers.cdn_varnish(run_dir, cdn_public, cdn_admin, edge).start()

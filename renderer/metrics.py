@@ -140,18 +140,17 @@ class Metrics:
             ["component", "passed"],
             registry=r,
         )
-        self.purges = Counter("pagecache_purges", "Varnish purges by node and result", ["node", "result"], registry=r)
-        self.purges_dropped = Counter(
-            "pagecache_purges_dropped",
-            "Queued purges given up: node no longer configured, or older than any object they could remove",
-            ["reason"],
+        self.purges = Counter(
+            "pagecache_purges",
+            "CDN purges sent from the purge log, by target and result",
+            ["node", "result"],
             registry=r,
         )
-        self.purge_queue = Gauge(
-            "pagecache_purge_queue_length",
-            "Purges waiting for an unreachable node",
+        self.purges_dropped = Counter(
+            "pagecache_purges_dropped",
+            "CDN purges given up: older than any object they could remove",
+            ["reason"],
             registry=r,
-            multiprocess_mode="livemax",
         )
         self.backend_latency = Histogram(
             "pagecache_backend_call_seconds",

@@ -1,9 +1,11 @@
 """The write path: validate, sanitise, commit to MongoDB, render the page and the listings that
-show it into Redis (version-fenced), tell every renderer process, purge every Varnish node, queue
-what a node missed (docs/architecture.rst, "Publishing exactly").
+show it into Redis (version-fenced), tell every renderer process, append the purge to the log and
+wait until every live Varnish node (and the CDN's reader) has applied it (docs/architecture.rst,
+"Publishing exactly", "The purge log").
 
 MongoDB is the commit point: a failure before it changes nothing (503, the CMS retries); after
-it, every step is reported and what could not reach a Varnish node is queued, never lost.
+it, every step is reported. The log keeps what a node has not applied yet, never lost; a log that
+cannot take the purge is a failed step (503: the same request, sent again, finishes it).
 """
 
 from __future__ import annotations
@@ -19,15 +21,15 @@ from renderer.articles import ArticleInput
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
 from renderer.metrics import READ_PATH
-from renderer.purge import PURGED, QUEUED, Purge, PurgeQueue, Purger
+from renderer.purge import PURGED, Purge
+from renderer.purge_log import PurgeEvent, PurgeLog
 from renderer.render import PageRenderer, sanitise_html
 from renderer.resilience import Deadline
 from renderer.tiers import Tiers
 
 log = logging.getLogger("pagecache.publish")
 OK = "ok"
-# The part of a publish's deadline the purges leave for queueing what they could not deliver.
-QUEUE_RESERVE = 1.0
+NOT_APPLIED = "pending (not applied within the deadline; the log keeps it)"
 # The second purge waits for a quiet spell of ``settle_seconds``, but never longer than this many
 # of them after the first change of a burst: an article saved every second still gets it.
 SETTLE_MAX_WAITS = 5
@@ -66,8 +68,8 @@ def listing_cache_ids(sections: set[str]) -> list[str]:
 def _report(
     status: int, body: dict[str, Any], steps: dict[str, Any], pending: list[str], etag: str | None = None
 ) -> PublishReport:
-    """The answer to a committed change: ``status`` when every step is done; 202 when only queued
-    purges remain (they will be delivered); 503 when a step failed (the same request, sent again,
+    """The answer to a committed change: ``status`` when every step is done; 202 when only purges
+    that the log holds remain (a node applies them when it can); 503 when a step failed (the same request, sent again,
     finishes it: publishing is idempotent)."""
     body = {**body, "committed": True, "steps": steps, "pending": pending}
     failed = sorted(
@@ -92,8 +94,8 @@ class Publisher:
         redis: RedisPages,
         renderer: PageRenderer,
         tiers: Tiers,
-        purger: Purger,
-        queue: PurgeQueue,
+        purge_log: PurgeLog,
+        cdn_target: str | None,
         deadline_seconds: float,
         settle_seconds: float,
     ) -> None:
@@ -101,8 +103,8 @@ class Publisher:
         self.redis = redis
         self.renderer = renderer
         self.tiers = tiers
-        self.purger = purger
-        self.queue = queue
+        self.log = purge_log
+        self.cdn_target = cdn_target  # the CDN's reader of the log, when there is a CDN to purge
         self.deadline_seconds = deadline_seconds
         self.settle_seconds = settle_seconds
         self._unsettled: set[str] = set()  # soft keys
@@ -141,9 +143,8 @@ class Publisher:
         # Redis answers (it holds the new version already). So is a cached 404 of its section
         # front when it is the section's first article. The listings are soft: one refetch each.
         hard = (article_key, contract.missing_section_key(doc["section"]))
-        steps["varnish"], pending = await self._purge(
-            deadline, Purge(hard=hard, soft=tuple(listings)), request_id, steps
-        )
+        purge = Purge(hard=hard, soft=tuple(listings))
+        steps["varnish"], pending = await self._purge(deadline, purge, request_id, steps, article.slug, saved.version)
         # A box that changed (a new article in it, a title edited) reaches every page that shows
         # it with the second purge: one refetch of each page per node and CDN point of presence
         # per burst of publishes, soft, at most a few seconds after the burst ends.
@@ -165,8 +166,6 @@ class Publisher:
         # in every copy, the last good one included, and no older read can put it back.
         takedown = self.renderer.not_found(slug, version=int(doc["version"]))
         steps["redis"], box = await self._store(deadline, slug, takedown, sections)
-        if steps["redis"] == OK:
-            steps["redis replica"] = await self._replicated(deadline)
         steps["invalidate"] = await self._announce(deadline, slug)
         listings = listing_keys(sections)
         keys = [contract.article_surrogate_key(slug), *listings]
@@ -177,7 +176,9 @@ class Publisher:
         # A hard purge: a soft one would still show the taken-down article (or its title in a
         # listing) once more while refetching.
         purge = Purge(hard=tuple(keys), box_version=box)
-        steps["varnish"], pending = await self._purge(deadline, purge, request_id, steps)
+        steps["varnish"], pending = await self._purge(
+            deadline, purge, request_id, steps, slug, int(doc["version"]), replicated=steps["redis"] == OK
+        )
         hard_again = [key for key in keys if key not in listings]
         self._settle_later(hard_again, listings, slug, steps["redis"] == OK, box)
         return _report(200, {"slug": slug, "version": doc["version"]}, steps, pending)
@@ -188,8 +189,10 @@ class Publisher:
         steps: dict[str, Any] = {}
         nodes, pending = await self._purge(deadline, Purge(soft=tuple(keys)), request_id, steps)
         body: dict[str, Any] = {"keys": keys, "varnish": nodes, "pending": pending}
-        if steps:  # missed by a node and not queued: nothing would deliver it
-            body["error"] = "a node missed the purge and it could not be queued; send the same request again"
+        if steps:  # the log could not take it: nothing would deliver it
+            body["error"] = (
+                f"the purge log could not take the purge ({steps['purge log']}); send the same request again"
+            )
             return PublishReport(503, body)
         return PublishReport(202 if pending else 200, body)
 
@@ -287,7 +290,7 @@ class Publisher:
             hard, self._unsettled_hard = tuple(sorted(self._unsettled_hard)), set()
             soft, self._unsettled = tuple(sorted(self._unsettled - set(hard))), set()
             box, self._unsettled_box = self._unsettled_box, 0
-            await self._purge(deadline, Purge(hard=hard, soft=soft, box_version=box), request_id=None)
+            await self._purge(deadline, Purge(hard=hard, soft=soft, box_version=box), request_id=None, wait=False)
 
     async def _store_current(self, deadline: Deadline, slug: str) -> None:
         """Render what MongoDB's primary holds for ``slug`` now and store it with its listings."""
@@ -320,16 +323,38 @@ class Publisher:
         return OK
 
     async def _purge(
-        self, deadline: Deadline, purge: Purge, request_id: str | None, steps: dict[str, Any] | None = None
+        self,
+        deadline: Deadline,
+        purge: Purge,
+        request_id: str | None,
+        steps: dict[str, Any] | None = None,
+        slug: str = "",
+        version: int = 0,
+        replicated: bool = False,
+        wait: bool = True,
     ) -> tuple[dict[str, str], list[str]]:
-        """Purge every node; queue what a node missed. When the queue can't take it, ``steps`` gets
-        a failed ``purge-queue`` step: the answer must not say "pending" when nothing would deliver it."""
-        reserve = min(QUEUE_RESERVE, self.deadline_seconds / 4)
-        results = await self.purger.purge(deadline.reserving(reserve), purge, request_id=request_id)
-        missed = {node: result for node, result in results.items() if result != PURGED}
-        if missed:
-            queued = await self.queue.record(deadline, missed, purge)
-            results.update({node: f"pending ({error}); {queued}" for node, error in missed.items()})
-            if queued != QUEUED and steps is not None:
-                steps["purge-queue"] = f"failed: {queued}"
-        return results, sorted(missed)
+        """Append the purge to the log and wait, within ``deadline``, until every live node (and the
+        CDN's reader) has applied it: target -> "purged" or why not yet, and the targets pending.
+        When the log can't take it, ``steps`` gets a failed ``purge log`` step. ``replicated``: the
+        answer also waits until a Redis replica holds the event and every write before it (a
+        takedown's record), so a failover loses neither."""
+        event = PurgeEvent(purge, slug, version, request_id or "", cdn=self.cdn_target is not None)
+        try:
+            event_id, after_ack = await self.log.append(deadline, event)
+        except Exception as exc:
+            log.error("the purge log could not take %s: %r", purge.describe(), exc)
+            if steps is not None:
+                steps["purge log"] = _failed(exc)
+            return {}, []
+        if replicated and steps is not None:
+            steps["redis replica"] = await self._replicated(deadline)
+        if not wait:
+            return {}, []
+        try:
+            applied = await self.log.wait_applied(deadline, event_id, after_ack, self.cdn_target)
+        except Exception as exc:
+            # In the log, not confirmed applied: every node will apply it when it reads on.
+            log.warning("could not follow purge %s: %r", event_id, exc, exc_info=True)
+            return {"*": f"pending (could not follow the log: {type(exc).__name__})"}, ["*"]
+        results = {target: PURGED if done else NOT_APPLIED for target, done in applied.items()}
+        return results, sorted(target for target, done in applied.items() if not done)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Mapping
@@ -12,14 +13,15 @@ import pymongo
 import pymongo.errors as mongo_errors
 
 from healthcheck import Check, HealthCheck
-from renderer import cdn, contract, invalidation, logs, purge, tokens
-from renderer.backends import mongo_articles, mongo_purges, redis_pages
+from renderer import cdn, contract, invalidation, logs, tokens
+from renderer.backends import mongo_articles, redis_pages
 from renderer.breaker import AsyncCircuitBreaker
+from renderer.cdn_feed import CdnFeed
 from renderer.latest_box import LatestBox
 from renderer.limiter import AdaptiveLimit, spent_in_mongodb
 from renderer.metrics import Metrics
 from renderer.publish import Publisher
-from renderer.purge import PurgeQueue, Purger
+from renderer.purge_log import CDN_GROUP, PurgeLog
 from renderer.rate_limit import SharedRateLimit, TokenBucket
 from renderer.render import PageRenderer
 from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
@@ -42,8 +44,8 @@ class Services:
     renderer: PageRenderer
     tiers: Tiers
     health: HealthCheck
-    purger: Purger
-    purge_queue: PurgeQueue
+    purge_log: PurgeLog
+    cdn_feed: CdnFeed | None
     publisher: Publisher
     latest_box: LatestBox
     access_log: logs.AccessLog = field(default_factory=logs.AccessLog)
@@ -159,28 +161,30 @@ class Services:
             last_good_max_age=settings.stale_ttl,
             limit=AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue),
         )
-        purge_policy = RetryPolicy(settings.purge_attempts, 0.05, 0.5)
-        purger = Purger(
-            {
-                node: Guard(
-                    breaker(f"varnish {node}"),
-                    settings.purge_timeout,
-                    purge_policy,
-                    purge.is_transient,
-                    metrics.backend_latency.labels("varnish").observe,
-                    RetryBudget(settings.retry_budget_ratio),
-                    metrics.retried("varnish"),
-                )
-                for node in settings.varnish_urls
-            },
-            settings.purge_timeout,
-            metrics,
-            cdn=_cdn_purger(settings, breaker, metrics, redis.client),
+        # Blocking reads of the purge log wait up to a second: a client whose socket outlasts them.
+        log_reader = redis_pages.connect(settings.redis_url, settings.redis_timeout + 1.5)
+        purge_log = PurgeLog(
+            redis.client,
+            redis.guard,
+            retention=settings.purge_max_age,
+            dead_after=settings.purge_node_dead_after,
+            reader=log_reader,
+            timeout=settings.redis_timeout,
         )
-        purge_store = mongo_purges.PurgeStore(mongo_client, settings.mongodb_db, editors_guard)  # primary
-        purge_queue = PurgeQueue(purge_store, purger, settings.purge_retry_interval, settings.purge_max_age, metrics)
+        cdn_purger = _cdn_purger(settings, breaker, metrics, redis.client)
+        cdn_feed = None
+        if cdn_purger is not None:
+            cdn_feed = CdnFeed(
+                purge_log,
+                log_reader,
+                cdn_purger,
+                settings.publish_deadline,
+                settings.purge_retry_interval,
+                settings.purge_max_age,
+                metrics,
+            )
         health = HealthCheck(
-            _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker, purge_store),
+            _checks(settings, redis, mongo, tiers, redis_breaker, mongo_breaker, purge_log),
             settings.health_cache_seconds,
         )
         publisher = Publisher(
@@ -188,8 +192,8 @@ class Services:
             redis,
             renderer,
             tiers,
-            purger,
-            purge_queue,
+            purge_log,
+            cdn_purger.target if cdn_purger is not None else None,
             settings.publish_deadline,
             settle_seconds=settings.request_deadline,
         )
@@ -208,26 +212,25 @@ class Services:
             renderer,
             tiers,
             health,
-            purger,
-            purge_queue,
+            purge_log,
+            cdn_feed,
             publisher,
             latest_box,
             editor_tokens=tokens.usable_tokens(settings.editor_tokens),
         )
 
     async def start(self) -> None:
-        """Create MongoDB indexes, then start the purge-queue retrier and the invalidation listener.
+        """Create MongoDB indexes, then start the CDN's reader of the purge log and the invalidation listener.
 
         A MongoDB that is down now must not keep the renderer from starting.
         """
         try:
             await self.mongo.ensure_indexes()
-            await self.purge_queue.store.ensure_indexes()
         except Exception as exc:
             log.warning("could not ensure MongoDB indexes: %s", exc)
         self._pubsub = redis_pages.connect_pubsub(self.settings.redis_url, self.settings.redis_timeout)
         self.background = [
-            asyncio.create_task(self.purge_queue.run()),
+            *([asyncio.create_task(self.cdn_feed.run())] if self.cdn_feed is not None else []),
             asyncio.create_task(self.access_log.run()),
             asyncio.create_task(invalidation.listen(self._pubsub, self._forget, self._forget_all)),
             asyncio.create_task(self.latest_box.run()),
@@ -255,7 +258,9 @@ class Services:
         await asyncio.gather(*self.background, return_exceptions=True)
         await self.publisher.close()
         self.access_log.flush()
-        await self.purger.close()
+        if self.cdn_feed is not None:
+            await self.cdn_feed.cdn.close()
+        await self.purge_log.reader.aclose()
         if self._pubsub is not None:
             await self._pubsub.aclose()
         await self.redis.client.aclose()
@@ -269,7 +274,7 @@ def _checks(
     tiers: Tiers,
     redis_breaker: AsyncCircuitBreaker,
     mongo_breaker: AsyncCircuitBreaker,
-    purge_store: mongo_purges.PurgeStore,
+    purge_log: PurgeLog,
 ) -> list[Check]:
     async def redis_ok() -> tuple[bool, str]:
         await redis.ping()
@@ -286,11 +291,17 @@ def _checks(
             return False, f"shedding MongoDB reads to stale copies: {state}"
         return True, state
 
-    async def no_purge_backlog() -> tuple[bool, str]:
-        waiting = await purge_store.length(Deadline.after(timeout))
-        if waiting:
-            return False, f"{waiting} purges queued for Varnish nodes or the CDN that missed them"
-        return True, "no purge waiting"
+    async def nodes_caught_up() -> tuple[bool, str]:
+        states = await purge_log.nodes(Deadline.after(timeout))
+        now = time.time()
+        live = {name: state for name, state in states.items() if state.live(now, purge_log.dead_after)}
+        behind = sorted(f"{name} ({state.lag_events} events)" for name, state in live.items() if state.lag_events)
+        if behind:
+            return False, f"Varnish nodes behind the purge log: {', '.join(behind)}"
+        cdn_waiting = await purge_log.unapplied(Deadline.after(timeout), CDN_GROUP)
+        if cdn_waiting:
+            return False, f"{cdn_waiting} purges in the log not yet taken by the CDN"
+        return True, f"{len(live)} Varnish nodes caught up with the purge log"
 
     def stale_copies_servable(passed: Mapping[str, bool]) -> bool:
         return passed.get("redis", False) or tiers.last_good.holds_pages()
@@ -320,7 +331,7 @@ def _checks(
         # Not critical: shedding means degraded (pages still served), never out of the balancer.
         Check("mongodb load", "mongodb", mongo_not_overloaded, timeout),
         # Not critical either: pages are served; copies at an edge or the CDN may be out of date.
-        Check("purge backlog", "purge-queue", no_purge_backlog, timeout),
+        Check("purge log", "purge-log", nodes_caught_up, timeout),
     ]
 
 

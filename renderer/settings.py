@@ -37,10 +37,7 @@ class Settings:
         "``redis+cluster://host:port`` for a Redis Cluster, ``redis+sentinel://h:p,h:p/service`` for Sentinel",
     )
     mongodb_url: str = setting("mongodb://127.0.0.1:27017/", "any MongoDB URL (replica sets and read preferences too)")
-    mongodb_db: str = setting("pagecache", "database of the ``articles`` and ``purge_queue`` collections")
-    varnish_urls: tuple[str, ...] = setting(
-        ("http://127.0.0.1:6082",), "comma-separated Varnish **admin** listeners, each purged on publish"
-    )
+    mongodb_db: str = setting("pagecache", "database of the ``articles`` and ``listings`` collections")
     editor_tokens: tuple[str, ...] = setting((), "comma-separated bearer tokens of the editors' API")
     site_name: str = setting("pagecache news", "the site's name in pages, titles and JSON-LD")
     site_url: str = setting("http://127.0.0.1:6081", "base of canonical links (the public edge)")
@@ -113,9 +110,11 @@ class Settings:
     )
     image_hosts: tuple[str, ...] = setting((), "hosts ``image_url`` may name, comma-separated", "(any public host)")
     publish_deadline: float = setting(5.0, "commit, render and purges of one publish fit in this (s)")
-    purge_timeout: float = setting(1.0, "one PURGE to one Varnish node (s)")
-    purge_attempts: int = setting(3, "attempts of one PURGE, within the publish deadline")
-    purge_retry_interval: float = setting(1.0, "how often queued purges are retried (s)")
+    purge_timeout: float = setting(1.0, "one PURGE or REFRESH from an agent to its Varnish node (s)")
+    purge_attempts: int = setting(3, "attempts of one CDN purge call, within the publish deadline")
+    purge_retry_interval: float = setting(
+        1.0, "a CDN purge that failed is tried again after this (s; the log keeps it meanwhile)"
+    )
     cdn_purger: str = setting("none", "who purges the CDN on a publish: ``none``, ``fastly`` or ``cloudflare``")
     fastly_api_url: str = setting("https://api.fastly.com", "Fastly's API base URL")
     fastly_service_id: str = setting("", "the Fastly service whose cache a publish purges", "(none)")
@@ -133,8 +132,24 @@ class Settings:
     )
     cdn_purge_timeout: float = setting(2.0, "one call to the CDN's purge API (s)")
     purge_max_age: float = setting(
-        90000.0, "queued purges older than this are dropped: past TTL + grace nothing is left to purge (s)"
+        90000.0,
+        "the purge log keeps events this long: past TTL + grace nothing is left to purge (s). A node "
+        "away longer bans everything when it comes back",
     )
+    purge_node_unready_after: float = setting(
+        3.0,
+        "a purge agent turns its node unready when it has not applied an event this old, or has not "
+        "reached the log this long while its peers can (s)",
+    )
+    purge_node_dead_after: float = setting(
+        10.0, "publishes stop waiting for a node whose agent has been silent this long (s; above the unready bound)"
+    )
+
+    # The purge agent beside each Varnish node (``pagecache-purge-agent``).
+    purge_agent_node: str = setting("", "the node's name, unique in the fleet", "(the host name)")
+    purge_agent_varnish_url: str = setting("http://127.0.0.1:6082", "the node's Varnish admin listener")
+    purge_agent_port: int = setting(6083, "where the agent answers ``/ready``, ``/live`` and ``/metrics``")
+    purge_agent_url: str = setting("", "how peers reach this agent", "``http://<host name>:<PURGE_AGENT_PORT>``")
 
     # Healthcheck.
     health_cache_seconds: float = setting(2.0, "healthcheck results reused for (s)")

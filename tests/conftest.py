@@ -160,14 +160,12 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
         """``production_defaults``: the settings users get (breakers, timeouts), not the fast ones.
         ``cdn``: an emulated CDN in front, purged through that vendor's API stub."""
         environ: dict[str, str] = {"EDITOR_TOKENS": EDITOR_TOKEN}
-        if not varnish:
-            environ["VARNISH_URLS"] = "http://127.0.0.1:9"
         started = start_stack(
             tmp_path / f"stack{len(made)}",
             Ports.free(),
             environ=environ,
             renderer_env={**({} if production_defaults else FAULT_SETTINGS), **overrides},
-            varnish_nodes=varnish_nodes,
+            varnish_nodes=varnish_nodes if varnish else 0,
             cdn=cdn,
             cdn_api_options=cdn_api_options,
         )

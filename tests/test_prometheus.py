@@ -58,10 +58,12 @@ def test_the_committed_dashboard_is_what_its_builder_makes() -> None:
 
 @pytest.fixture
 def prometheus(make_stack: Callable[..., StackClients], tmp_path: Path) -> Iterator[tuple[StackClients, str]]:
-    """A real Prometheus (Debian's) scraping a devstack renderer every second, with our rules."""
-    s = make_stack(varnish=False, PROCESSES="2")
+    """A real Prometheus (Debian's) scraping a devstack renderer and a Varnish node's purge agent
+    every second, with our rules."""
+    s = make_stack(PROCESSES="2")
     port = servers.free_port()
     renderer = s.renderer.removeprefix("http://")
+    agent = s.stack.agent_urls[0].removeprefix("http://")
     # Our rules as they are, but without their ``for`` waits (minutes; promtool's unit tests
     # cover those): what this shows is that each expression fires and resolves on real scrapes.
     rules = tmp_path / "rules.yml"
@@ -72,6 +74,7 @@ def prometheus(make_stack: Callable[..., StackClients], tmp_path: Path) -> Itera
         f"rule_files: [{json.dumps(str(rules))}]\n"
         "scrape_configs:\n"
         f"  - {{job_name: pagecache-renderer, static_configs: [{{targets: [{json.dumps(renderer)}]}}]}}\n"
+        f"  - {{job_name: pagecache-purge-agent, static_configs: [{{targets: [{json.dumps(agent)}]}}]}}\n"
     )
     binary = shutil.which("prometheus")
     if binary is None:

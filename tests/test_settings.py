@@ -20,7 +20,7 @@ def test_the_readme_table_is_the_generated_one() -> None:
 
 
 def test_settings_come_from_the_environment_with_their_types() -> None:
-    settings = Settings.from_env({"PAGE_TTL": "60", "VARNISH_URLS": "http://a:6082, http://b:6082", "TTL_JITTER": "0"})
+    settings = Settings.from_env({"PAGE_TTL": "60", "HEALTH_CRITICAL": "mongodb, redis", "TTL_JITTER": "0"})
     assert settings.page_ttl == 60 and settings.ttl_jitter == 0.0
-    assert settings.varnish_urls == ("http://a:6082", "http://b:6082")
+    assert settings.health_critical == ("mongodb", "redis")
     assert Settings.from_env({}) == Settings()

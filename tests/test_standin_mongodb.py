@@ -36,7 +36,7 @@ def test_lookups_by_id_use_an_index_in_every_collection_the_renderer_reads(stack
     with sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True) as db:
         tables = dict(db.execute("SELECT name, table_name FROM _ferretdb_collections").fetchall())
         indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-    for collection in ("articles", "purge_queue", "listings"):
+    for collection in ("articles", "listings"):
         assert f"{tables[collection]}__id_pushdown" in indexes
     # FerretDB's own index list is untouched: the renderer's indexes, nothing else.
     assert {index["name"] for index in stack.articles.list_indexes()} == {

@@ -35,7 +35,10 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
         "s",
         [
             ("histogram_quantile(0.5, sum by (tier, le) (rate(pagecache_request_seconds_bucket[5m])))", "p50 {{tier}}"),
-            ("histogram_quantile(0.99, sum by (tier, le) (rate(pagecache_request_seconds_bucket[5m])))", "p99 {{tier}}"),
+            (
+                "histogram_quantile(0.99, sum by (tier, le) (rate(pagecache_request_seconds_bucket[5m])))",
+                "p99 {{tier}}",
+            ),
         ],
     ),
     (
@@ -67,10 +70,10 @@ PANELS: list[tuple[str, str, str, list[tuple[str, str]]]] = [
     ),
     (
         "Publishing",
-        "Queued Varnish purges, and purges dropped",
+        "Varnish nodes behind the purge log, and CDN purges dropped",
         "none",
         [
-            ("max(pagecache_purge_queue_length)", "queued"),
+            ("max by (node) (pagecache_purge_node_lag_seconds)", "{{node}} behind the purge log (s)"),
             ("sum(increase(pagecache_purges_dropped_total[1h])) or vector(0)", "dropped in the last hour"),
         ],
     ),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
+from dataclasses import asdict
 from typing import Any
 
 import tornado.web
@@ -189,19 +191,31 @@ class PurgeApiHandler(ApiHandler):
 
 
 class PendingPurgesHandler(ApiHandler):
-    """``GET /api/purge/pending``: purges waiting for a node that was unreachable."""
+    """``GET /api/purge/pending``: the Varnish nodes reading the purge log, and how far behind each is."""
 
     async def get(self) -> None:
         if self.answer_refusal():
             return
-        deadline = Deadline.after(self.services.settings.request_deadline)
+        purge_log = self.services.purge_log
         try:
-            entries = await self.services.purge_queue.store.pending(deadline, 1000)
+            states = await purge_log.nodes(Deadline.after(self.services.settings.request_deadline))
         except Exception as exc:
             self.set_header("Retry-After", "5")
-            self.write_json(503, {"error": f"the purge queue (MongoDB) is unreachable: {describe_error(exc)}"})
+            self.write_json(503, {"error": f"the purge log (Redis) is unreachable: {describe_error(exc)}"})
             return
-        self.write_json(200, {"length": len(entries), "pending": entries})
+        now = time.time()
+        nodes = {
+            name: {
+                **asdict(state),
+                "live": state.live(now, purge_log.dead_after),
+                "seen_seconds_ago": round(now - state.seen, 1),
+            }
+            for name, state in sorted(states.items())
+        }
+        pending = [name for name, node in nodes.items() if node["live"] and node["lag_events"]]
+        self.write_json(
+            200, {"length": sum(nodes[name]["lag_events"] for name in pending), "pending": pending, "nodes": nodes}
+        )
 
 
 class OpenApiHandler(AllowOn405):

@@ -134,7 +134,7 @@ def test_fronts_and_the_box_serve_stale_when_mongodb_is_down(make_stack: Callabl
     s = make_stack(varnish=False)
     # Published through the API: the publisher stores the front and the box under a new
     # generation, which the box read at start (before the article) can't overwrite.
-    assert put(s.renderer, unique_slug("antes"), article("Antes da pane", section="rio")).status == 202
+    assert put(s.renderer, unique_slug("antes"), article("Antes da pane", section="rio")).status == 201
     for path in ("/rio/", "/_fragment/latest"):
         assert "Antes da pane" in get(s.renderer, path).text
     expire_records(s.redis, "@section:rio", "@fragment:latest")  # only the last good copies left

@@ -53,8 +53,14 @@ def test_first_request_misses_then_hits_then_redis_serves_after_varnish_expiry(s
 
 
 def test_redis_evicts_least_recently_used_pages(stack: StackClients) -> None:
-    assert stack.redis.config_get("maxmemory-policy")["maxmemory-policy"] == "allkeys-lru"
+    # volatile-lru: only keys with a TTL are evicted, and every page record has one (the purge
+    # log, which has none, is never evicted: tests/renderer/test_purge_log.py).
+    assert stack.redis.config_get("maxmemory-policy")["maxmemory-policy"] == "volatile-lru"
     assert int(stack.redis.config_get("maxmemory")["maxmemory"]) > 0
+    slug = unique_slug()
+    stack.add_article(slug)
+    assert get(stack.renderer, article_path(slug)).status == 200
+    assert 0 < stack.redis.ttl(f"page:{slug}")
 
 
 def test_page_headers_follow_the_http_contract(stack: StackClients) -> None:

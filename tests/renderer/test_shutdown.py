@@ -105,7 +105,6 @@ def test_one_process_exits_after_its_drain_while_a_name_lookup_hangs(tmp_path: P
         "PROCESSES": "1",
         "REDIS_URL": "redis://redis.pagecache.test:6379/0",
         "MONGODB_URL": "mongodb://127.0.0.1:9/",  # refused: only Redis's name is looked up
-        "VARNISH_URLS": "http://127.0.0.1:9",
         "EDITOR_TOKENS": EDITOR_TOKEN,
     }
     argv = ["unshare", "--mount", "--net", "--", sys.executable, "-m", "tests.silent_dns", str(resolv_conf), str(asked)]

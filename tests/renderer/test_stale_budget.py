@@ -58,7 +58,7 @@ def test_first_request_after_mongodb_dies_is_answered_stale_by_every_process(
     assert missing.status == 503 and int(missing.headers["Retry-After"]) >= 1
 
     # Through Varnish, for a page whose edge copy is gone: the renderer's stale copy.
-    admin = s.stack.env["VARNISH_URLS"]
+    admin = s.stack.admin_urls[0]
     assert request(admin, "PURGE", "/", None, {"xkey-purge": f"article-{warm[0]}"}).status == 200
     through = get(s.site, path(warm[0]), {"X-Request-Id": "pela-borda"})
     assert through.status == 200 and f"Guardada {warm[0]}" in through.text
