@@ -119,8 +119,10 @@ class Server:
         env: Mapping[str, str] | None = None,
         ready_path: str | None = None,
         cwd: Path | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.name = name
+        self.host = host  # where it is reached (a host's address, for one in a network namespace)
         self.argv = list(argv)
         self.port = port
         self.log_path = log_path
@@ -156,6 +158,7 @@ class Server:
             "env": self.env,
             "ready_path": self.ready_path,
             "cwd": str(self.cwd) if self.cwd else None,
+            "host": self.host,
             "pid": self.pid,
         }
 
@@ -170,6 +173,7 @@ class Server:
             state.get("env"),  # type: ignore[arg-type]
             state.get("ready_path"),  # type: ignore[arg-type]
             Path(str(state["cwd"])) if state.get("cwd") else None,
+            str(state.get("host") or "127.0.0.1"),
         )
         server.pid = state.get("pid")  # type: ignore[assignment]
         return server
@@ -179,7 +183,7 @@ class Server:
         another on the same port, as renderers do with SO_REUSEPORT)."""
         if self.running:
             return self
-        if port_open(self.port) and not shares_port:
+        if port_open(self.port, self.host) and not shares_port:
             raise ServerError(f"{self.name}: port {self.port} is already in use")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
@@ -197,7 +201,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise ServerError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if port_open(self.port) and self._answers():
+            if port_open(self.port, self.host) and self._answers():
                 return
             time.sleep(0.05)
         raise ServerError(f"{self.name} not ready on port {self.port} after {timeout}s:\n{self.log_tail()}")
@@ -208,7 +212,7 @@ class Server:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=1):
+            with urllib.request.urlopen(f"http://{self.host}:{self.port}{self.ready_path}", timeout=1):
                 return True
         except Exception:
             return False
@@ -257,7 +261,7 @@ class Server:
 
     def _wait_port_free(self, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
-        while port_open(self.port) and time.monotonic() < deadline:
+        while port_open(self.port, self.host) and time.monotonic() < deadline:
             time.sleep(0.05)
 
     def freeze(self) -> None:
@@ -340,13 +344,14 @@ def index_ferretdb_ids(run_dir: Path, port: int, database: str, collections: Seq
                     db.execute(f"CREATE INDEX IF NOT EXISTS {index}")
 
 
-def _varnishd(base: Path, port: int, admin_port: int, storage: str) -> list[str]:
-    """varnishd in the foreground, working in ``base``, with a ``public`` and an ``admin`` listener."""
+def _varnishd(base: Path, port: int, admin_port: int, storage: str, address: str = "127.0.0.1") -> list[str]:
+    """varnishd in the foreground, working in ``base``, with a ``public`` listener on ``address``
+    and an ``admin`` one on the loopback (its purge agent's)."""
     argv = [
         require_binary("varnishd"),
         "-F",
         "-n", str(base / "work"),
-        "-a", f"public=127.0.0.1:{port}",
+        "-a", f"public={address}:{port}",
         "-a", f"admin=127.0.0.1:{admin_port}",
         "-T", f"127.0.0.1:{free_port()}",
         "-s", storage,
@@ -364,16 +369,19 @@ def varnish(
     admin_port: int | None = None,
     storage: str = "malloc,128m",
     stock: bool = False,
+    backend_host: str = "127.0.0.1",
+    address: str = "127.0.0.1",
 ) -> Server:
-    """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer.
+    """Debian's varnishd in the foreground with ``varnish/default.vcl`` in front of one renderer
+    (on ``backend_host``).
 
-    Two listeners: ``public`` on ``port`` (readers) and ``admin`` on ``admin_port`` (purges, bans).
-    ``stock``: Varnish's built-in VCL instead, same flags, storing text gzipped as ours does so
-    that both serve the same bytes to gzip clients — the benchmark's yardstick.
+    Two listeners: ``public`` on ``address:port`` (readers) and ``admin`` on ``admin_port`` (purges,
+    bans). ``stock``: Varnish's built-in VCL instead, same flags, storing text gzipped as ours does
+    so that both serve the same bytes to gzip clients — the benchmark's yardstick.
     """
     base = run_dir / f"varnish-{port}"
     base.mkdir(parents=True, exist_ok=True)
-    argv = _varnishd(base, port, admin_port or free_port(), storage)
+    argv = _varnishd(base, port, admin_port or free_port(), storage, address)
     if stock:
         stock_vcl = base / "stock.vcl"
         stock_vcl.write_text(
@@ -388,7 +396,10 @@ def varnish(
         # Varnish resolves includes next to the including file first, so both files go in vcl_dir.
         shutil.copy(REPO / "varnish" / "default.vcl", vcl_dir / "default.vcl")
         template = (REPO / "varnish" / "backends.vcl").read_text()
-        (vcl_dir / "backends.vcl").write_text(template.replace('"8888"', f'"{backend_port}"'))
+        backends = template.replace('"8888"', f'"{backend_port}"').replace(
+            '.host = "127.0.0.1"', f'.host = "{backend_host}"'
+        )
+        (vcl_dir / "backends.vcl").write_text(backends)
         argv += ["-p", f"vcl_path={vcl_dir}", "-f", str(vcl_dir / "default.vcl")]
     server = Server("stock-varnish" if stock else "varnish", argv, port, run_dir / f"varnish-{port}.log")
     server.workdir = base / "work"  # type: ignore[attr-defined]
@@ -427,18 +438,23 @@ def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
     return Server("renderer", argv, port, log_path, full_env, "/healthcheck/live", cwd=REPO)
 
 
-def purge_agent(run_dir: Path, port: int, node: str, varnish_admin_port: int, env: Mapping[str, str]) -> Server:
-    """The purge agent (``python -m renderer.purge_agent``) beside one Varnish node, named ``node``."""
+def purge_agent(
+    run_dir: Path, port: int, node: str, varnish_admin_port: int, env: Mapping[str, str], host: str = "127.0.0.1"
+) -> Server:
+    """The purge agent (``python -m renderer.purge_agent``) beside one Varnish node, named ``node``;
+    its peers and probes reach it on ``host`` (it listens on every address when that is not the
+    loopback)."""
     full_env = {
         **os.environ,
         **env,
         "PURGE_AGENT_NODE": node,
         "PURGE_AGENT_PORT": str(port),
-        "PURGE_AGENT_URL": f"http://127.0.0.1:{port}",
+        "PURGE_AGENT_URL": f"http://{host}:{port}",
         "PURGE_AGENT_VARNISH_URL": f"http://127.0.0.1:{varnish_admin_port}",
+        "ADDRESS": "127.0.0.1" if host == "127.0.0.1" else "0.0.0.0",
     }
     argv = [sys.executable, "-m", "renderer.purge_agent"]
-    return Server("agent", argv, port, run_dir / f"agent-{port}.log", full_env, "/ready", cwd=REPO)
+    return Server("agent", argv, port, run_dir / f"agent-{port}.log", full_env, "/ready", cwd=REPO, host=host)
 
 
 SENTINEL_SERVICE = "pagecache"

@@ -119,10 +119,12 @@ class Agent:
         self.metrics = AgentMetrics(self.node)
         self.applied = "0-0"
         self.joined = False  # caught up with what the log held when we (re)joined
+        self.resync = False  # a call failed since: read our pending events and what came meanwhile
         # Monotonic time of the last answer from the log. A node that has not read the log yet is
         # unready for the bound after its start, then serves if nobody else can read it either.
         self.started = time.monotonic()
         self.last_contact: float | None = None
+        self.last_failure = 0.0  # monotonic time of the last call that got no answer
         self.lag_events = 0
         self.lag_seconds = 0.0
         self.peers: dict[str, str] = {}  # the other nodes' agent URLs, as the log last said
@@ -131,8 +133,15 @@ class Agent:
     # -- the log ---------------------------------------------------------------------------------
 
     async def _call(self, func: Any, *args: Any, seconds: float | None = None) -> Any:
-        async with asyncio.timeout(seconds or self.redis_timeout):
-            result = await func(*args)
+        try:
+            async with asyncio.timeout(seconds or self.redis_timeout):
+                result = await func(*args)
+        except redis_errors.ResponseError:
+            self.last_contact = time.monotonic()  # an answer, if not the one hoped for
+            raise
+        except Exception:
+            self.last_failure = time.monotonic()
+            raise
         self.last_contact = time.monotonic()
         return result
 
@@ -172,7 +181,7 @@ class Agent:
         Knowing its peers, a node cut off later can ask them whether the log is down for all."""
         await self._catch_up()
         await self._learn_peers()
-        self.joined = True
+        self.joined, self.resync = True, False
 
     async def _catch_up(self) -> None:
         """Resume from this node's cursor; or, without one or behind the log's retention, reset."""
@@ -203,7 +212,7 @@ class Agent:
         """Read and apply events until cancelled; rejoin after any trouble with the log."""
         while True:
             try:
-                if not self.joined:
+                if not self.joined or self.resync:
                     await self.join()
                 answer = await self._call(
                     self.client.xreadgroup,
@@ -224,9 +233,12 @@ class Agent:
                 self.joined = False
                 await asyncio.sleep(0.1)
             except Exception as exc:
-                # Our cursor is in the log's group: once it answers again we read on from there
-                # (a log that came back empty says so with NOGROUP, above).
+                # Rejoin once it answers: Redis may have handed us events whose reply never came
+                # (they wait in our pending list, which '>' never reads again), and until we have
+                # read what was appended meanwhile we are behind (the lag we last measured is old).
+                # Still joined meanwhile: a log down for everyone must not make us unready.
                 log.info("purge log unreachable: %s", describe_error(exc))
+                self.resync = True
                 await asyncio.sleep(0.2)
 
     async def apply(self, event_id: str, event: PurgeEvent) -> None:
@@ -293,6 +305,11 @@ class Agent:
         """Whether the log answered within the unready bound."""
         return self.last_contact is not None and time.monotonic() - self.last_contact <= self.unready_after
 
+    def log_answering(self) -> bool:
+        """Whether the log answers now: our latest call got an answer, lately (what peers ask: a
+        node that lost the log a moment ago must not tell a peer it reaches it)."""
+        return self.log_reachable() and (self.last_contact or 0.0) > self.last_failure
+
     async def _peers_reach_log(self) -> tuple[int, int]:
         """(peers that answered, of which reach the log)."""
 
@@ -311,7 +328,9 @@ class Agent:
         if self.last_contact is None and time.monotonic() - self.started <= self.unready_after:
             return False, "has not read the purge log yet"
         if self.log_reachable():
-            if not self.joined:
+            # Answering again after a failure, we are behind until we have read what we missed;
+            # not answering (for less than the bound), we serve as we did.
+            if not self.joined or (self.resync and self.log_answering()):
                 return False, "catching up with the purge log"
             if self.lag_seconds > self.unready_after:
                 return False, f"{self.lag_events} events behind, the oldest {self.lag_seconds:.1f} s old"
@@ -409,7 +428,7 @@ class LiveHandler(_Handler):
 
 class LogHandler(_Handler):
     def get(self) -> None:
-        self._json(200, {"node": self.agent.node, "reachable": self.agent.log_reachable()})
+        self._json(200, {"node": self.agent.node, "reachable": self.agent.log_answering()})
 
 
 class MetricsHandler(_Handler):

@@ -156,6 +156,15 @@ class Settings:
     health_check_timeout: float = setting(0.5, "one healthcheck call to a dependency (s)")
     health_critical: tuple[str, ...] = setting(("mongodb",), "checks whose failure means ``failure`` (503)")
 
+    def __post_init__(self) -> None:
+        # A node must turn unready before publishes stop waiting for it: between the two, readers
+        # could still reach a node that no acknowledged publish has purged.
+        if self.purge_node_dead_after <= self.purge_node_unready_after:
+            raise ValueError(
+                f"PURGE_NODE_DEAD_AFTER ({self.purge_node_dead_after:g}) must be longer than "
+                f"PURGE_NODE_UNREADY_AFTER ({self.purge_node_unready_after:g})"
+            )
+
     def process_count(self) -> int:
         """How many renderer processes run: ``PROCESSES``, or one per CPU this process may use."""
         return self.processes or available_cpus()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
+
 from devstack.servers import REPO
 from renderer.settings import Settings, table
 
@@ -24,3 +26,9 @@ def test_settings_come_from_the_environment_with_their_types() -> None:
     assert settings.page_ttl == 60 and settings.ttl_jitter == 0.0
     assert settings.health_critical == ("mongodb", "redis")
     assert Settings.from_env({}) == Settings()
+
+
+def test_a_node_turns_unready_before_publishes_stop_waiting_for_it() -> None:
+    with pytest.raises(ValueError, match="PURGE_NODE_DEAD_AFTER"):
+        Settings.from_env({"PURGE_NODE_UNREADY_AFTER": "30"})  # the fleet test's broken variant
+    assert Settings.from_env({"PURGE_NODE_UNREADY_AFTER": "5", "PURGE_NODE_DEAD_AFTER": "6"})

@@ -225,11 +225,13 @@ class RedisPages:
         """Tell every renderer process that ``slug`` changed (pub/sub), so they drop in-process copies."""
         await self.guard.run(deadline, self.client.publish, contract.INVALIDATION_CHANNEL, slug)
 
-    async def _replica_has_it(self, wait_ms: int) -> int | None:
+    async def _nothing_to_wait_for(self) -> bool:
         if isinstance(self.client, aioredis.RedisCluster):
-            return None  # WAIT is per shard: not checked on a Cluster
-        if not self.has_replicas and not (await self.client.execute_command("ROLE"))[2]:
-            return None  # a primary without replicas: nothing to wait for
+            return True  # WAIT is per shard: not checked on a Cluster
+        # A primary without replicas (behind Sentinel there must be one: never "nothing").
+        return not self.has_replicas and not (await self.client.execute_command("ROLE"))[2]
+
+    async def _replica_has_it(self, wait_ms: int) -> int:
         # WAIT counts the replicas that hold this connection's writes so far; the probe makes
         # this connection's latest write later than the caller's, which it follows in the
         # replication stream.
@@ -241,10 +243,11 @@ class RedisPages:
     async def replicated(self, deadline: Deadline) -> bool | None:
         """Whether a replica holds every write made so far (waited for up to ``deadline``, in
         slices that fit one Redis call); None when there is no replica to wait for."""
+        if await self.guard.run(deadline, self._nothing_to_wait_for):
+            return None
         while True:
-            acked = await self.guard.run(deadline, self._replica_has_it, REPLICA_WAIT_SLICE_MS)
-            if acked is None or acked > 0:
-                return None if acked is None else True
+            if await self.guard.run(deadline, self._replica_has_it, REPLICA_WAIT_SLICE_MS) > 0:
+                return True
             if deadline.remaining() < 2 * REPLICA_WAIT_SLICE_MS / 1000:
                 return False
 

@@ -209,41 +209,6 @@ def ready(agent: str) -> tuple[int, str]:
     return resp.status, str(json.loads(resp.body)["why"])
 
 
-def test_a_node_cut_off_from_the_log_turns_unready_and_a_log_down_for_everyone_takes_nobody_out(
-    make_stack: Callable[..., StackClients], proxy: HoldingProxy
-) -> None:
-    s = make_stack(varnish_nodes=1)
-    redis_port = int(s.stack.env["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
-    proxy.connect_to("127.0.0.1", redis_port)
-    # A second node whose agent reaches the log through a link we can cut.
-    public, admin, agent_port = servers.free_port(), servers.free_port(), servers.free_port()
-    run_dir = s.stack.run_dir
-    s.stack.started["varnish-9"] = servers.varnish(run_dir, public, s.stack.ports.renderer, admin).start()
-    agent_env = {"REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
-    s.stack.started["agent-9"] = servers.purge_agent(run_dir, agent_port, "varnish-9", admin, agent_env).start()
-    first, cut_off = s.stack.agent_urls[0], f"http://127.0.0.1:{agent_port}"
-    wait_until(lambda: ready(first)[0] == 200 and ready(cut_off)[0] == 200)
-
-    # Its link to the log is cut; its peer still reaches the log: it is the one cut off.
-    proxy.cut()
-    status, why = wait_until(lambda: (r := ready(cut_off))[0] == 503 and r, timeout=10)
-    assert "cut off from the purge log" in why, why
-    assert ready(first)[0] == 200
-    proxy.mend()
-    wait_until(lambda: ready(cut_off)[0] == 200, timeout=10)
-
-    # The log down for everyone: every node stays ready and serves what it has.
-    s.server("redis").kill()
-    for agent in (first, cut_off):
-        wait_until(lambda agent=agent: not json.loads(get(agent, "/log").body)["reachable"], timeout=10)
-    for agent in (first, cut_off):
-        status, why = ready(agent)
-        assert status == 200 and "unreachable for every peer too" in why, why
-    # A publish cannot put its purge in the log: refused (503), never acknowledged without it.
-    resp = put(s.renderer, unique_slug("sem-redis"), article())
-    assert resp.status == 503 and json.loads(resp.body)["committed"] is True, resp.text
-
-
 def test_a_starting_node_is_not_ready_before_it_has_read_the_log(
     make_stack: Callable[..., StackClients], proxy: HoldingProxy
 ) -> None:

@@ -1,0 +1,90 @@
+"""A fleet on one machine: Varnish hosts, each a network namespace running varnishd and its purge
+agent (as a Varnish pod runs both), in front of the stack's renderer, Redis and FerretDB, which
+stay on the machine itself and listen on its ``back`` address (see ``devstack.hosts``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from devstack import servers
+from devstack.hosts import Host, Network
+from devstack.stack import Ports, Stack, start_stack
+
+
+@dataclass
+class Node:
+    """One Varnish host: its name in the purge log, where readers and probes reach it."""
+
+    name: str
+    host: Host
+    public_url: str
+    agent_url: str
+
+
+@dataclass
+class Fleet:
+    """The stack on the machine and the Varnish hosts in front of it."""
+
+    stack: Stack
+    network: Network
+    nodes: list[Node] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the hosts' servers, remove the hosts, then stop the stack."""
+        try:
+            for name in [n for n in self.stack.started if n.startswith(("agent", "varnish"))]:
+                self.stack.started.pop(name).stop()
+            self.network.close()
+        finally:
+            self.stack.stop()
+
+
+def start_fleet(
+    run_dir: Path,
+    varnish_hosts: int = 3,
+    environ: Mapping[str, str] | None = None,
+    renderer_env: Mapping[str, str] | None = None,
+) -> Fleet:
+    """The stack (no Varnish on the machine; ``environ`` and ``renderer_env`` as ``start_stack``
+    takes them) and ``varnish_hosts`` Varnish hosts named ``edge-1``…, each reaching the renderer
+    and Redis over its back link."""
+    network = Network()
+    stack: Stack | None = None
+    try:
+        ports = Ports.free()
+        back = network.back_gateway
+        # Reached from the hosts over the back network (a private bridge: no password needed there).
+        bind = ["--bind", "127.0.0.1", back, "--protected-mode", "no"]
+        redis = servers.redis_server(run_dir, ports.redis, extra=bind).start()
+        stack_environ = {**(os.environ if environ is None else environ), "REDIS_URL": f"redis://{back}:{ports.redis}/0"}
+        stack = start_stack(
+            run_dir, ports, stack_environ, renderer_env={"ADDRESS": "0.0.0.0", **(renderer_env or {})}, varnish_nodes=0
+        )
+        stack.started["redis"] = redis
+        fleet = Fleet(stack, network)
+        for index in range(1, varnish_hosts + 1):
+            fleet.nodes.append(_start_node(fleet, f"edge-{index}", renderer_env or {}))
+        return fleet
+    except BaseException:
+        if stack is not None:
+            stack.stop()
+        network.close()
+        raise
+
+
+def _start_node(fleet: Fleet, name: str, renderer_env: Mapping[str, str]) -> Node:
+    stack, network = fleet.stack, fleet.network
+    host = network.add_host(name)
+    public, admin, agent_port = servers.free_port(), servers.free_port(), servers.free_port()
+    varnish = servers.varnish(
+        stack.run_dir, public, stack.ports.renderer, admin, backend_host=network.back_gateway, address="0.0.0.0"
+    )
+    varnish.argv, varnish.host = host.wrap(varnish.argv), host.front_ip
+    stack.started[f"varnish-{name}"] = varnish.start()
+    agent = servers.purge_agent(stack.run_dir, agent_port, name, admin, {**stack.env, **renderer_env}, host.front_ip)
+    agent.argv = host.wrap(agent.argv)
+    stack.started[f"agent-{name}"] = agent.start()
+    return Node(name, host, f"http://{host.front_ip}:{public}", f"http://{host.front_ip}:{agent_port}")

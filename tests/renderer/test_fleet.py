@@ -1,0 +1,219 @@
+"""A fleet across hosts (issue 33): Varnish hosts in network namespaces, each with its purge agent,
+in front of the renderer and Redis on the machine; faults are what a data centre does to a host.
+Production defaults throughout (a node turns unready 3 s after losing the log, publishes stop
+waiting for it 10 s after its last heartbeat, a publish answers within 5 s)."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import redis
+from pymongo import MongoClient
+
+from devstack.fleet import Fleet, Node, start_fleet
+from renderer.purge_log import LOG_KEY, node_group
+from renderer.settings import Settings
+from tests.conftest import EDITOR_TOKEN
+from tests.helpers import get, request, wait_until
+from tests.history import Op, check, check_final
+from tests.renderer.test_publish import AUTH, article, put
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    started = start_fleet(
+        tmp_path / "fleet", varnish_hosts=3, environ={"EDITOR_TOKENS": EDITOR_TOKEN}, renderer_env={"PROCESSES": "1"}
+    )
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def ready(node: Node) -> bool:
+    try:
+        return get(node.agent_url, "/ready", timeout=2).status == 200
+    except OSError:
+        return False
+
+
+def read(node: Node, slug: str, client: int) -> Op | None:
+    """Ask the node's readiness, then, if it is ready, read the article through it. The read counts
+    from the moment readiness was asked: what a load balancer that just probed the node sends."""
+    asked = time.monotonic()
+    if not ready(node):
+        return None
+    try:
+        resp = get(node.public_url, f"/noticia/{slug}.ghtml", timeout=5)
+    except OSError:
+        return None
+    version = int(resp.headers.get("X-Page-Version", "0")) if resp.status == 200 else None
+    return Op(client, "get", slug, asked, time.monotonic(), resp.status, version, where=node.name)
+
+
+def publish(fleet: Fleet, slug: str, title: str) -> tuple[Op, list[str]]:
+    """One save; the op and the nodes its answer names as not yet purged."""
+    renderer = fleet.stack.renderer_url
+    started = time.monotonic()
+    resp = put(renderer, slug, article(title))
+    body = json.loads(resp.body)
+    op = Op(-1, "put", slug, started, time.monotonic(), resp.status, body.get("version"))
+    return op, list(body.get("pending", []))
+
+
+def as_seen_by(node: Node, writes: list[tuple[Op, list[str]]]) -> list[Op]:
+    """The writes acknowledged for ``node``: a 202 that names it promised nothing about it yet."""
+    return [
+        op if node.name not in pending else Op(op.client, op.kind, op.slug, op.start, op.end, 0, None)
+        for op, pending in writes
+    ]
+
+
+def test_a_varnish_host_cut_off_during_publishes_turns_unready_and_comes_back_exact(fleet: Fleet) -> None:
+    settings = Settings()
+    cut = fleet.nodes[2]
+    # Articles edited throughout, and one per publish made during the partition (edited once: a
+    # purge the cut node never applies would show in its copy, not be hidden by a later one).
+    steady = [f"frota-{n}" for n in range(4)]
+    once = [f"frota-parte-{n}" for n in range(24)]
+    for slug in steady + once:
+        assert put(fleet.stack.renderer_url, slug, article(f"{slug} v1")).status == 201
+    for node in fleet.nodes:  # every node holds version 1 of everything
+        for slug in steady + once:
+            assert get(node.public_url, f"/noticia/{slug}.ghtml").status == 200
+
+    writes: list[tuple[Op, list[str]]] = []
+    reads: list[Op] = []
+    stop = threading.Event()
+
+    def reader(index: int, node: Node) -> None:
+        rng = random.Random(index)
+        while not stop.is_set():
+            op = read(node, rng.choice(steady + once), index)
+            if op is None:
+                time.sleep(0.05)
+            else:
+                reads.append(op)
+
+    threads = [threading.Thread(target=reader, args=(i, node), daemon=True) for i, node in enumerate(fleet.nodes)]
+    for thread in threads:
+        thread.start()
+    try:
+        version = 2
+        for n in range(20):
+            writes.append(publish(fleet, steady[n % len(steady)], f"v{version}"))
+            version += 1
+        cut.host.cut()
+        cut_at = time.monotonic()
+        parted = iter(once)
+        # Long enough for publishes to stop waiting for the node (its heartbeat older than the bound).
+        while time.monotonic() - cut_at < settings.purge_node_dead_after + 3 or len(writes) < 60:
+            slug = next(parted, None) or steady[len(writes) % len(steady)]
+            writes.append(publish(fleet, slug, f"{slug} parte"))
+        cut.host.mend()
+        mended_at = time.monotonic()
+        while len(writes) < 100:
+            writes.append(publish(fleet, steady[len(writes) % len(steady)], "depois"))
+        wait_until(lambda: ready(cut), timeout=30)
+        time.sleep(1)  # reads from the node back in the fleet
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+    # Every publish answered within its deadline: 200 (every live node applied it) or 202 naming
+    # the cut node, which stops being waited for once its heartbeat is older than the bound.
+    for op, pending in writes:
+        assert op.status in (200, 202) and pending in ([], [cut.name]), (op, pending)
+        assert op.end - op.start < settings.publish_deadline + 2, op
+    during = [(op, pending) for op, pending in writes if cut_at < op.start < mended_at]
+    assert any(pending for _, pending in during), "the cut node was never waited for"
+    assert during[-1][1] == [], "publishes still wait for a node that stopped answering"
+    # The bounds nest: the cut node's last "ready" came before the first publish that no longer
+    # waited for it.
+    first_skip = min(op.end for op, pending in during if op.status == 200)
+    last_ready = max(op.start for op in reads if op.where == cut.name and op.start < mended_at)
+    print(f"cut node: ready {last_ready - cut_at:.1f} s after the cut, skipped after {first_skip - cut_at:.1f} s")
+    assert last_ready < first_skip
+
+    # No node that said ready served a version older than one acknowledged for it before.
+    for node in fleet.nodes:
+        history = as_seen_by(node, writes) + [op for op in reads if op.where == node.name]
+        assert not check(history, settle=0.0), check(history, settle=0.0)[:5]
+    assert len([op for op in reads if op.where == cut.name and op.start > mended_at]) > 0
+
+    # Back and caught up: every node shows what MongoDB holds, the partition's saves included.
+    articles = MongoClient(fleet.stack.env["MONGODB_URL"])[fleet.stack.env["MONGODB_DB"]]["articles"]
+    truth = {doc["slug"]: (doc["version"], True) for doc in articles.find({"slug": {"$in": steady + once}})}
+    final = [op for node in fleet.nodes for slug in truth if (op := read(node, slug, 0)) is not None]
+    assert len(final) == len(truth) * len(fleet.nodes) and not check_final(final, truth), check_final(final, truth)
+    # Nothing handed to the cut node is left unapplied (an event Redis sent into the partition,
+    # never received, stays pending in its group until the agent reads its pending entries again).
+    log = redis.Redis.from_url(fleet.stack.env["REDIS_URL"])
+    for node in fleet.nodes:
+        assert log.xpending(LOG_KEY, node_group(node.name))["pending"] == 0, node.name
+
+
+def test_the_log_down_for_everyone_takes_no_node_out_and_a_takedown_waits_for_it(fleet: Fleet) -> None:
+    settings = Settings()
+    slugs = [f"sem-log-{n}" for n in range(6)]
+    for slug in slugs:
+        assert put(fleet.stack.renderer_url, slug, article(f"{slug} v1")).status == 201
+    probes: list[tuple[str, float, int]] = []  # (node, asked at, status)
+    failed_reads: list[tuple[str, str, int | str]] = []
+    stop = threading.Event()
+
+    def reader(node: Node) -> None:
+        rng = random.Random(node.name)
+        while not stop.is_set():
+            asked = time.monotonic()
+            try:
+                probes.append((node.name, asked, get(node.agent_url, "/ready", timeout=2).status))
+                slug = rng.choice(slugs)
+                resp = get(node.public_url, f"/noticia/{slug}.ghtml", timeout=5)
+                if resp.status != 200:
+                    failed_reads.append((node.name, slug, resp.status))
+            except OSError as exc:
+                failed_reads.append((node.name, "?", str(exc)))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=reader, args=(node,), daemon=True) for node in fleet.nodes]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: len(probes) > 30)
+        fleet.stack.started["redis"].kill()
+        killed_at = time.monotonic()
+        # A takedown while the log is down: refused (it cannot put its purge in the log), not
+        # acknowledged with readers still shown the article by some node.
+        resp = request(fleet.stack.renderer_url, "DELETE", f"/api/articles/{slugs[0]}", None, AUTH)
+        assert resp.status == 503 and json.loads(resp.body)["committed"] is True, resp.body
+        # Past the bound after which a node cut off alone turns unready, and a few heartbeats more.
+        wait_until(lambda: time.monotonic() - killed_at > settings.purge_node_unready_after * 2 + 2, timeout=30)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+    after = [(name, at - killed_at, status) for name, at, status in probes if at > killed_at]
+    assert len({name for name, _, _ in after}) == 3
+    assert [p for p in after if p[2] != 200] == [], "a node left the load balancer while Redis was down"
+    assert failed_reads == []
+
+    # The log back (empty: a restart without persistence): every node bans what it holds before
+    # it is ready again, and the takedown's retry is acknowledged and gone from every node.
+    fleet.stack.started["redis"].start()
+
+    # Retried as the CMS does, until the renderer's breaker lets a call through to Redis again.
+    def retried() -> bool:
+        return request(fleet.stack.renderer_url, "DELETE", f"/api/articles/{slugs[0]}", None, AUTH).status == 200
+
+    wait_until(retried, timeout=settings.breaker_reset_timeout * 3, interval=1)
+    for node in fleet.nodes:
+        wait_until(lambda node=node: ready(node), timeout=15)
+        assert get(node.public_url, f"/noticia/{slugs[0]}.ghtml").status == 404
