@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 from pymongo import MongoClient
 
-from devstack import box_cost, breaking, servers
+from devstack import box_cost, breaking, fleet_bench, servers
 from devstack.probes import concurrent_gets, cpu_seconds, metric, tier_names, unnamed_tier, varnish_counters
 from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
@@ -545,6 +545,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         zstack.stop()
         results.update(publishing(run_dir / "publishing", args.breaking_seconds))
         results.update(box_cost.box_at_cdn(run_dir / "box", BENCH_TOKEN, args.box_seconds))
+        progress("9. two editors racing on one article, with 1, 4 and 16 Varnish nodes")
+        results.update(fleet_bench.fleet_publishing(run_dir / "fleet", args.fleet_seconds))
         return results
     finally:
         for server in started:
@@ -668,6 +670,8 @@ def table(results: dict[str, Any]) -> str:
         lines += breaking.lines(results)
     if "box_at_cdn" in results:
         lines += box_cost.lines(results)
+    if "fleet_publishing" in results:
+        lines += fleet_bench.lines(results)
     return "\n".join(lines)
 
 
@@ -734,11 +738,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorter phases (a few minutes in all)")
     parser.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
     parser.add_argument(
-        "--only", choices=["publishing", "box"], help="run only phases 6 and 7 (publishing) or 8 (box), and print them"
+        "--only",
+        choices=["publishing", "box", "fleet"],
+        help="run only phases 6 and 7 (publishing), 8 (box) or 9 (fleet), and print them",
     )
     args = parser.parse_args(argv)
     args.breaking_seconds = 30.0
     args.box_seconds = 20.0 if args.quick else 60.0
+    args.fleet_seconds = 10.0 if args.quick else 20.0
+    if args.only == "fleet":
+        run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
+        print("\n".join(fleet_bench.lines(fleet_bench.fleet_publishing(run_dir, args.fleet_seconds))))
+        return 0
     if args.only == "publishing":
         print("\n".join(breaking.lines(publishing(Path(tempfile.mkdtemp(prefix="pagecache-bench-")), 30.0))))
         return 0

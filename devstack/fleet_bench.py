@@ -1,0 +1,185 @@
+"""Publishing to a fleet, measured (``scripts/bench`` phase 9; alone: ``scripts/bench --only fleet``):
+with 1, 4 and 16 Varnish nodes side by side, two editors race on one article (each saves it about
+once a second, half a second apart) while readers read it at 500 req/s spread over every node.
+
+For each node count: publish-to-visible (from a save's start until every node has served that
+version or a newer one: p50, p99) and the CPU the publishing renderer spends per publish. The
+editors publish through a renderer of their own, so its CPU is the publishes' alone (readers'
+misses go to the stack's renderer). The module uses only ``start_stack`` and the editors' API, so
+the same file measures an older release from its checkout (the before of a before/after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from devstack import servers
+from devstack.probes import cpu_seconds
+from devstack.stack import Ports, Stack, start_stack
+
+TOKEN = "bench-" + "0" * 40
+TITLE = re.compile(rb"Urgente (\d+)")
+NODE_COUNTS = (1, 4, 16)
+
+
+def _article(number: int) -> bytes:
+    body = {"title": f"Urgente {number}", "section": "urgente", "body_html": "<p>Texto.</p>", "authors": ["Redação"]}
+    return json.dumps(body).encode()
+
+
+def _pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds: float, rate: float) -> dict[str, Any]:
+    slug = f"corrida-{random.randrange(10**9)}"
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    numbers = iter(range(1, 10**6))
+    publishes: list[tuple[int, float, float, int]] = []  # number, start, end, status
+    reads: list[tuple[int, float, float, int | None]] = []  # node, start, end, number seen
+    stop = asyncio.Event()
+    nodes = stack.public_urls
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=10)
+    ) as session:
+
+        async def save(number: int) -> int:
+            url = f"{editors_url}/api/articles/{slug}"
+            async with session.put(url, data=_article(number), headers=headers) as resp:
+                await resp.read()
+                return resp.status
+
+        await save(next(numbers))
+        for node in nodes:  # every node holds the article before the race
+            async with session.get(f"{node}/noticia/{slug}.ghtml") as resp:
+                await resp.read()
+
+        async def editor(offset: float) -> None:
+            await asyncio.sleep(offset)
+            began = time.monotonic()
+            while time.monotonic() - began < seconds:
+                start = time.monotonic()
+                number = next(numbers)
+                status = await save(number)
+                publishes.append((number, start, time.monotonic(), status))
+                await asyncio.sleep(max(0.0, start + 1.0 - time.monotonic()))
+
+        async def reader(index: int, workers: int) -> None:
+            interval = workers / rate
+            next_at = time.monotonic() + index * interval / workers
+            node = index % len(nodes)
+            url = f"{nodes[node]}/noticia/{slug}.ghtml"
+            while not stop.is_set():
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += interval
+                start = time.monotonic()
+                try:
+                    async with session.get(url) as resp:
+                        body = await resp.read()
+                    found = TITLE.search(body)
+                    reads.append((node, start, time.monotonic(), int(found.group(1)) if found else None))
+                except (TimeoutError, aiohttp.ClientError):
+                    reads.append((node, start, time.monotonic(), None))
+
+        async def editors() -> None:
+            await asyncio.gather(editor(0.0), editor(0.5))
+            stop.set()
+
+        cpu_before = sum(cpu_seconds(pid) for pid in editors_pids)
+        workers = max(64, 4 * len(nodes))
+        await asyncio.gather(editors(), *(reader(i, workers) for i in range(workers)))
+        cpu = sum(cpu_seconds(pid) for pid in editors_pids) - cpu_before
+
+    visible: list[float] = []
+    never = 0
+    for number, start, _, status in publishes:
+        if status not in (200, 201, 202):
+            continue
+        firsts = []
+        for index in range(len(nodes)):
+            seen = [end for n, s, end, v in reads if n == index and s >= start and v is not None and v >= number]
+            if seen:
+                firsts.append(min(seen))
+        if len(firsts) == len(nodes):
+            visible.append(max(firsts) - start)
+        else:
+            never += 1
+    answered = [end - start for _, start, end, _ in publishes]
+    statuses: dict[int, int] = {}
+    for _, _, _, status in publishes:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "nodes": len(nodes),
+        "publishes": len(publishes),
+        "statuses": statuses,
+        "reads": len(reads),
+        "read_errors": sum(1 for *_, v in reads if v is None),
+        "visible_p50_ms": 1000 * _pct(visible, 0.5),
+        "visible_p99_ms": 1000 * _pct(visible, 0.99),
+        "never_visible": never,
+        "answer_p50_ms": 1000 * _pct(answered, 0.5),
+        "answer_p99_ms": 1000 * _pct(answered, 0.99),
+        "cpu_ms_per_publish": 1000 * cpu / max(1, len(publishes)),
+    }
+
+
+def measure(run_dir: Path, nodes: int, seconds: float = 20.0, rate: float = 500.0) -> dict[str, Any]:
+    """One node count on a stack of its own: the two editors' race, measured."""
+    stack = start_stack(
+        run_dir, Ports.free(), environ={"EDITOR_TOKENS": TOKEN}, renderer_env={"PROCESSES": "2"}, varnish_nodes=nodes
+    )
+    try:
+        editors_env = {**stack.env, "EDITOR_TOKENS": TOKEN, "PROCESSES": "1"}
+        editors = servers.renderer(run_dir, servers.free_port(), editors_env).start()
+        try:
+            pids = [editors.pid or 0, *servers.child_pids(editors.pid or 0)]
+            return asyncio.run(_race(stack, f"http://127.0.0.1:{editors.port}", pids, seconds, rate))
+        finally:
+            editors.stop()
+    finally:
+        stack.stop()
+
+
+def fleet_publishing(run_dir: Path, seconds: float = 20.0) -> dict[str, Any]:
+    """Every node count in ``NODE_COUNTS``, one after another."""
+    return {"fleet_publishing": [measure(run_dir / f"nodes-{n}", n, seconds) for n in NODE_COUNTS]}
+
+
+def lines(results: dict[str, Any]) -> list[str]:
+    """The bench table's lines for these measurements."""
+    out = [
+        "9. two editors racing on one article (a save each ~1 s), 500 req/s of readers over every node",
+        "   nodes  publish-to-visible on every node p50 / p99   publish answered p50 / p99   "
+        "publishing renderer CPU per publish   statuses",
+    ]
+    for r in results["fleet_publishing"]:
+        out.append(
+            f"   {r['nodes']:>5}  {r['visible_p50_ms']:>8.0f} / {r['visible_p99_ms']:<6.0f} ms "
+            f"(never: {r['never_visible']})"
+            f"          {r['answer_p50_ms']:>6.0f} / {r['answer_p99_ms']:<6.0f} ms        "
+            f"{r['cpu_ms_per_publish']:>6.1f} ms                           {r['statuses']}"
+        )
+    return out
+
+
+def main() -> None:
+    """``python -m devstack.fleet_bench``: phase 9 alone, also from an older release's checkout
+    (copy this file there) for the before of a before/after."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--run-dir", default="/tmp/pagecache-fleet-bench")
+    args = parser.parse_args()
+    print("\n".join(lines(fleet_publishing(Path(args.run_dir), args.seconds))))
+
+
+if __name__ == "__main__":
+    main()
