@@ -47,6 +47,7 @@ from renderer.settings import Settings
 log = logging.getLogger("pagecache.purge_agent")
 
 HEARTBEAT_SECONDS = 1.0
+PRUNE_EVERY = 60.0  # or the log's retention, if shorter
 READ_BLOCK_MS = 1000
 
 
@@ -128,6 +129,7 @@ class Agent:
         self.lag_events = 0
         self.lag_seconds = 0.0
         self.peers: dict[str, str] = {}  # the other nodes' agent URLs, as the log last said
+        self.pruned_at = time.monotonic()
         self._session = LazySession(self.timeout)
 
     # -- the log ---------------------------------------------------------------------------------
@@ -366,7 +368,19 @@ class Agent:
                 log.debug("heartbeat failed: %s", describe_error(exc))
             ready, _ = await self.readiness()
             self.metrics.ready.labels(self.node).set(1 if ready else 0)
+            if time.monotonic() - self.pruned_at >= min(PRUNE_EVERY, self.log.retention):
+                await self._prune()
             await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _prune(self) -> None:
+        self.pruned_at = time.monotonic()
+        try:
+            removed = await self.log.prune(Deadline.after(self.redis_timeout * 10))
+        except Exception as exc:
+            log.info("pruning the log's departed failed: %s", describe_error(exc))
+            return
+        if removed:
+            log.info("the log forgot who left the fleet: %s", ", ".join(removed))
 
     async def _beat(self) -> None:
         behind = await self._call(self.client.xrange, LOG_KEY, "(" + self.applied, "+", 1000)

@@ -21,6 +21,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+import redis.exceptions as redis_errors
+
 from renderer.purge import Purge
 from renderer.resilience import Deadline
 
@@ -138,9 +140,12 @@ class NodeState:
         return now - self.seen <= dead_after
 
 
+NODE_GROUP_PREFIX = "node:"
+
+
 def node_group(node: str) -> str:
     """The consumer group a node's agent reads with."""
-    return f"node:{node}"
+    return f"{NODE_GROUP_PREFIX}{node}"
 
 
 class PurgeLog:
@@ -182,6 +187,38 @@ class PurgeLog:
         """Every node that has said something, dead or alive."""
         raw = await self.guard.run(deadline, self.client.hgetall, NODES_KEY)
         return {_text(name): NodeState.from_json(value) for name, value in raw.items()}
+
+    async def prune(self, deadline: Deadline) -> list[str]:
+        """Forget who left the fleet longer ago than the log keeps (any agent may do it, any number
+        of times): the consumer group of a node that is not a member seen within ``retention`` and
+        that nobody has read with for as long (back, it would ban everything anyway), a dead node's
+        entry, and the CDN group's consumers (renderer processes) idle that long with nothing
+        pending. Returns what it removed."""
+        now, idle_ms = time.time(), self.retention * 1000
+        states = await self.nodes(deadline)
+        removed = []
+        try:
+            groups = await self.guard.run(deadline, self.client.xinfo_groups, LOG_KEY)
+        except redis_errors.ResponseError:
+            groups = []  # no stream yet
+        for group in groups:
+            name = _text(group["name"])
+            consumers = await self.guard.run(deadline, self.client.xinfo_consumers, LOG_KEY, name)
+            idle = [_text(c["name"]) for c in consumers if c["pending"] == 0 and c["idle"] > idle_ms]
+            if name == CDN_GROUP:
+                for consumer in idle:
+                    await self.guard.run(deadline, self.client.xgroup_delconsumer, LOG_KEY, name, consumer)
+                    removed.append(f"{name}/{consumer}")
+            elif name.startswith(NODE_GROUP_PREFIX) and len(idle) == len(consumers):
+                state = states.get(name[len(NODE_GROUP_PREFIX) :])
+                if state is None or not state.live(now, self.retention):
+                    await self.guard.run(deadline, self.client.xgroup_destroy, LOG_KEY, name)
+                    removed.append(name)
+        for node, state in states.items():
+            if not state.live(now, self.retention):
+                await self.guard.run(deadline, self.client.hdel, NODES_KEY, node)
+                removed.append(f"{NODES_KEY}/{node}")
+        return removed
 
     async def unapplied(self, deadline: Deadline, group: str) -> int:
         """How many events ``group`` has read and not acknowledged (0 when it does not exist)."""

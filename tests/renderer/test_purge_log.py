@@ -14,7 +14,7 @@ from typing import Callable
 from devstack import servers
 from devstack.probes import metric
 from renderer.purge import MAX_HEADER_BYTES, Purge
-from renderer.purge_log import HORIZON_KEY, LOG_KEY, id_key
+from renderer.purge_log import CDN_GROUP, HORIZON_KEY, LOG_KEY, id_key, node_group
 from tests.conftest import StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy
@@ -171,7 +171,10 @@ def test_a_node_away_longer_than_the_log_keeps_bans_everything_and_one_back_soon
     s.server("agent-2").start()
     assert metric(agent, FULL_BANS) == 1
     assert title_on(second, slug) == "Versão 3"
-    assert "fell off the log's retention" in s.server("agent-2").log_path.read_text()
+    # Its cursor behind what the log keeps, or its group already forgotten (the log prunes the
+    # groups of nodes gone longer than it keeps): a full ban either way, its second (the first
+    # when it was new, none on the short absence).
+    assert s.server("agent-2").log_path.read_text().count("bans everything before turning ready") == 2
 
 
 def test_a_log_that_cannot_take_the_purge_is_a_failed_step_not_pending(
@@ -228,3 +231,27 @@ def test_a_starting_node_is_not_ready_before_it_has_read_the_log(
     assert status == 503 and "has not read the purge log yet" in why, why
     proxy.mend()
     wait_until(lambda: ready(f"http://127.0.0.1:{agent_port}")[0] == 200, timeout=10)
+
+
+def test_the_log_forgets_who_left_longer_ago_than_it_keeps(make_stack: Callable[..., StackClients]) -> None:
+    # Under an autoscaler every new pod is a new name, a new consumer group: the groups of nodes
+    # gone for longer than the log keeps (they would ban on return anyway) and the CDN group's idle
+    # consumers (renderer processes that ended) must not pile up.
+    s = make_stack(varnish_nodes=2, PURGE_MAX_AGE="3")
+    s.redis.xgroup_create(LOG_KEY, CDN_GROUP, "$", mkstream=True)
+    s.redis.xgroup_createconsumer(LOG_KEY, CDN_GROUP, "renderer-that-ended")
+    assert put(s.renderer, unique_slug("antes"), article()).status == 201
+    s.server("agent-2").stop()
+
+    def groups() -> set[str]:
+        return {g["name"].decode() for g in s.redis.xinfo_groups(LOG_KEY)}
+
+    assert groups() == {node_group("varnish"), node_group("varnish-2"), CDN_GROUP}
+    wait_until(lambda: groups() == {node_group("varnish"), CDN_GROUP}, timeout=15)
+    assert [c["name"] for c in s.redis.xinfo_consumers(LOG_KEY, CDN_GROUP)] == []
+    # The node that stays keeps its place: it still applies what comes.
+    slug = unique_slug("depois")
+    assert (
+        put(s.renderer, slug, article()).status == 201
+        and s.redis.xpending(LOG_KEY, node_group("varnish"))["pending"] == 0
+    )
