@@ -15,7 +15,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 
@@ -44,6 +44,30 @@ async def _put(session: aiohttp.ClientSession, api: str, token: str, slug: str, 
         return resp.status
 
 
+async def read_titles(
+    session: aiohttp.ClientSession,
+    url: str,
+    interval: float,
+    offset: float,
+    stop: asyncio.Event,
+    record: Callable[[tuple[float, float, int | None]], None],
+) -> None:
+    """Read ``url`` every ``interval`` s, starting ``offset`` s from now, until ``stop``; ``record``
+    each read's (start, end, the "Urgente <n>" it showed: None for none or no answer)."""
+    next_at = time.monotonic() + offset
+    while not stop.is_set():
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        next_at += interval
+        start = time.monotonic()
+        try:
+            async with session.get(url) as resp:
+                body = await resp.read()
+            found = TITLE.search(body)
+            record((start, time.monotonic(), int(found.group(1)) if found else None))
+        except (TimeoutError, aiohttp.ClientError):
+            record((start, time.monotonic(), None))
+
+
 async def _breaking(stack: Stack, token: str, slug: str, seconds: float, rate: float) -> dict[str, Any]:
     publishes: list[Publish] = []
     reads: list[tuple[float, float, int | None]] = []  # start, end, the "Urgente <n>" seen
@@ -61,20 +85,8 @@ async def _breaking(stack: Stack, token: str, slug: str, seconds: float, rate: f
             stop.set()
 
         async def reader(index: int, workers: int) -> None:
-            interval = workers / rate
-            next_at = time.monotonic() + index * interval / workers
             url = f"{stack.site_url}/noticia/{slug}.ghtml"
-            while not stop.is_set():
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                next_at += interval
-                start = time.monotonic()
-                try:
-                    async with session.get(url) as resp:
-                        body = await resp.read()
-                    found = TITLE.search(body)
-                    reads.append((start, time.monotonic(), int(found.group(1)) if found else None))
-                except (TimeoutError, aiohttp.ClientError):
-                    reads.append((start, time.monotonic(), None))
+            await read_titles(session, url, workers / rate, index / rate, stop, reads.append)
 
         reads_before = metric(stack.renderer_url, "pagecache_mongodb_reads_total")
         workers = 64

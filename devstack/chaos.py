@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from devstack import probes, servers
+from devstack.fleet import start_fleet
 from devstack.probes import metric, tier_names, unnamed_tier
 from devstack.samples import forget_listings, load_samples, outdate_listings, sample_articles
 from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
@@ -50,11 +51,16 @@ class Scenario:
 
     name: str
     server: str
-    hurt: str  # kill | freeze | kill-stale-only | kill-worker | kill-redis-slow-mongodb | kill-primary | cold-fronts
+    # kill | freeze | kill-stale-only | kill-worker | kill-redis-slow-mongodb | kill-primary | cold-fronts
+    # | cut-host | kill-host (``server`` names a host then)
+    hurt: str
     before: float
     during: float
     after: float
     sentinel: bool = False  # runs on a stack of its own whose Redis is behind Sentinel
+    # Runs on a fleet of its own: Varnish hosts in network namespaces behind HAProxy, which sends
+    # readers to the hosts whose purge agent says ready.
+    hosts: bool = False
     # Articles added for this scenario alone (written behind the publisher's back, then each front
     # read once, as a publish would leave them); half of its readers ask for a section front.
     fronts_of: int = 0
@@ -73,6 +79,10 @@ SCENARIOS = [
     # ~15 %, with 2,000 articles, whose listing query the stand-in answers by a full scan (0.4 s).
     Scenario("cold fronts behind a slow database", "ferretdb", "cold-fronts", 3, 12, 6, fronts_of=2000),
     Scenario("Redis primary killed, Sentinel fails over", "redis", "kill-primary", 6, 12, 8, sentinel=True),
+    # Issue 33: a Varnish host cut off from the renderers and the purge log (its back link down;
+    # readers still reach it), then one that loses every process at once.
+    Scenario("a Varnish host cut off behind HAProxy", "edge-3", "cut-host", 3, 10, 8, hosts=True),
+    Scenario("a Varnish host killed behind HAProxy", "edge-3", "kill-host", 3, 8, 8, hosts=True),
 ]
 
 _duty_cycles: dict[str, threading.Event] = {}
@@ -141,6 +151,12 @@ def redis_primary(stack: Stack) -> servers.Server:
 
 def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> None:
     """Do the scenario's damage to real processes (``mongodb_capacity``: what a slowed FerretDB keeps)."""
+    if scenario.hurt == "cut-host":
+        stack.hosts[scenario.server].cut()
+        return
+    if scenario.hurt == "kill-host":
+        stack.hosts[scenario.server].kill()
+        return
     server = stack.started[scenario.server]
     if scenario.hurt == "kill-primary":
         redis_primary(stack).kill()
@@ -166,6 +182,13 @@ def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> No
 
 def heal(stack: Stack, scenario: Scenario) -> None:
     """Undo the damage (a crashed worker is replaced by the renderer's own supervisor)."""
+    if scenario.hurt == "cut-host":
+        stack.hosts[scenario.server].mend()
+        return
+    if scenario.hurt == "kill-host":
+        for kind in ("varnish", "agent"):  # the host's servers come back (its agent rejoins)
+            stack.started[f"{kind}-{scenario.server}"].start()
+        return
     server = stack.started[scenario.server]
     if scenario.hurt == "kill-primary":
         for name in ("redis", "redis-replica"):  # back as a replica: Sentinel reconfigures it
@@ -432,6 +455,19 @@ def stack_with_sentinel(beside: Stack) -> Iterator[Stack]:
         own.stop()
 
 
+@contextmanager
+def fleet_of_hosts(beside: Stack) -> Iterator[Stack]:
+    """A fleet of its own, in ``beside``'s run directory: three Varnish hosts behind HAProxy; the
+    sample articles loaded."""
+    run_dir = Path(tempfile.mkdtemp(prefix="fleet-", dir=beside.run_dir))
+    fleet = start_fleet(run_dir, 3, environ={}, load_balancer=True)
+    try:
+        load_samples(fleet.stack.env["MONGODB_URL"], fleet.stack.env["MONGODB_DB"], fleet.stack.env["REDIS_URL"])
+        yield fleet.stack
+    finally:
+        fleet.stop()
+
+
 def table(outcomes: list[Outcome]) -> str:
     """A plain-text table a person can read."""
     rows = [
@@ -545,13 +581,17 @@ def main(argv: list[str] | None = None) -> int:
     scale = 0.5 if args.quick else 1.0
     chosen = [s for s in SCENARIOS if not args.scenario or args.scenario.lower() in s.name.lower()]
     outcomes = []
-    on_this_stack = [s for s in chosen if not s.sentinel]
+    on_this_stack = [s for s in chosen if not s.sentinel and not s.hosts]
     if on_this_stack:
         outcomes += run_scenarios(stack, on_this_stack, args.rate, scale, args.articles, args.mongodb_capacity)
     failovers = [s for s in chosen if s.sentinel]
     if failovers:
         with stack_with_sentinel(stack) as own:
             outcomes += run_scenarios(own, failovers, args.rate, scale, args.articles, args.mongodb_capacity)
+    on_hosts = [s for s in chosen if s.hosts]
+    if on_hosts:
+        with fleet_of_hosts(stack) as own:
+            outcomes += run_scenarios(own, on_hosts, args.rate, scale, args.articles, args.mongodb_capacity)
     print(table(outcomes))
     if args.mongodb_capacity != 0.15:
         print(f"(the overload scenario ran MongoDB at {args.mongodb_capacity:.0%} of its time, not 15 %)")

@@ -47,10 +47,12 @@ def start_fleet(
     varnish_hosts: int = 3,
     environ: Mapping[str, str] | None = None,
     renderer_env: Mapping[str, str] | None = None,
+    load_balancer: bool = False,
 ) -> Fleet:
     """The stack (no Varnish on the machine; ``environ`` and ``renderer_env`` as ``start_stack``
     takes them) and ``varnish_hosts`` Varnish hosts named ``edge-1``…, each reaching the renderer
-    and Redis over its back link."""
+    and Redis over its back link. ``load_balancer``: HAProxy in front of the hosts, sending readers
+    to those whose agent says ready (the stack's ``site_url``)."""
     network = Network()
     stack: Stack | None = None
     try:
@@ -65,8 +67,16 @@ def start_fleet(
         )
         stack.started["redis"] = redis
         fleet = Fleet(stack, network)
+        stack.hosts = network.hosts
         for index in range(1, varnish_hosts + 1):
             fleet.nodes.append(_start_node(fleet, f"edge-{index}", renderer_env or {}))
+        if load_balancer:
+            port = servers.free_port()
+            backends = [
+                servers.Backend(n.name, n.host.front_ip, _port(n.public_url), _port(n.agent_url)) for n in fleet.nodes
+            ]
+            stack.started["haproxy"] = servers.haproxy(run_dir, port, "/ready", backends).start()
+            stack.edge_url = f"http://127.0.0.1:{port}"
         return fleet
     except BaseException:
         if stack is not None:
@@ -88,3 +98,7 @@ def _start_node(fleet: Fleet, name: str, renderer_env: Mapping[str, str]) -> Nod
     agent.argv = host.wrap(agent.argv)
     stack.started[f"agent-{name}"] = agent.start()
     return Node(name, host, f"http://{host.front_ip}:{public}", f"http://{host.front_ip}:{agent_port}")
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])

@@ -5,8 +5,9 @@ once a second, half a second apart) while readers read it at 500 req/s spread ov
 For each node count: publish-to-visible (from a save's start until every node has served that
 version or a newer one: p50, p99) and the CPU the publishing renderer spends per publish. The
 editors publish through a renderer of their own, so its CPU is the publishes' alone (readers'
-misses go to the stack's renderer). The module uses only ``start_stack`` and the editors' API, so
-the same file measures an older release from its checkout (the before of a before/after).
+misses go to the stack's renderer). It uses only ``start_stack``, the editors' API and the
+readers of phase 6, so it measures an older release from its checkout too (the README's "before"
+is 1801755, this file run there with the reader written out).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import asyncio
 import json
 import random
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +23,11 @@ from typing import Any
 import aiohttp
 
 from devstack import servers
+from devstack.breaking import read_titles
 from devstack.probes import cpu_seconds
 from devstack.stack import Ports, Stack, start_stack
 
 TOKEN = "bench-" + "0" * 40
-TITLE = re.compile(rb"Urgente (\d+)")
 NODE_COUNTS = (1, 4, 16)
 
 
@@ -74,21 +74,9 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
                 await asyncio.sleep(max(0.0, start + 1.0 - time.monotonic()))
 
         async def reader(index: int, workers: int) -> None:
-            interval = workers / rate
-            next_at = time.monotonic() + index * interval / workers
             node = index % len(nodes)
             url = f"{nodes[node]}/noticia/{slug}.ghtml"
-            while not stop.is_set():
-                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-                next_at += interval
-                start = time.monotonic()
-                try:
-                    async with session.get(url) as resp:
-                        body = await resp.read()
-                    found = TITLE.search(body)
-                    reads.append((node, start, time.monotonic(), int(found.group(1)) if found else None))
-                except (TimeoutError, aiohttp.ClientError):
-                    reads.append((node, start, time.monotonic(), None))
+            await read_titles(session, url, workers / rate, index / rate, stop, lambda r: reads.append((node, *r)))
 
         async def editors() -> None:
             await asyncio.gather(editor(0.0), editor(0.5))

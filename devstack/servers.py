@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -455,6 +456,60 @@ def purge_agent(
     }
     argv = [sys.executable, "-m", "renderer.purge_agent"]
     return Server("agent", argv, port, run_dir / f"agent-{port}.log", full_env, "/ready", cwd=REPO, host=host)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One server behind the load balancer: where readers' requests go, and where it is checked."""
+
+    name: str
+    host: str
+    port: int
+    check_port: int
+
+
+def haproxy_config(port: int, stats: Path | None, check_path: str, backends: Sequence[Backend]) -> str:
+    """HAProxy in front of ``backends``, round robin over those whose ``check_path`` (on their
+    ``check_port``) answers 200: down after two failed checks 300 ms apart, up after two good ones;
+    a request that gets no answer or a 503 from one server is tried on another. ``stats``: a
+    stats socket (a path under about 100 bytes)."""
+    lines = [
+        "global",
+        *([f"    stats socket {stats} mode 600 level admin"] if stats else []),
+        "defaults",
+        "    mode http",
+        "    timeout connect 1s",
+        "    timeout client 10s",
+        "    timeout server 10s",
+        "    retries 2",
+        "    option redispatch",
+        # A page request that fails on one server (no connection, a 503) is tried on another:
+        # a node cut off from the renderers answers 503 for what it does not hold until its
+        # readiness check takes it out.
+        "    retry-on conn-failure empty-response response-timeout 503",
+        "frontend readers",
+        f"    bind 127.0.0.1:{port}",
+        "    default_backend servers",
+        "backend servers",
+        "    balance roundrobin",
+        f"    option httpchk GET {check_path}",
+        "    http-check expect status 200",
+        *(
+            f"    server {b.name} {b.host}:{b.port} check port {b.check_port} inter 300ms fall 2 rise 2"
+            for b in backends
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def haproxy(run_dir: Path, port: int, check_path: str, backends: Sequence[Backend]) -> Server:
+    """Debian's HAProxy (``haproxy_config``, no stats socket), its config in ``run_dir``."""
+    base = run_dir / f"haproxy-{port}"
+    base.mkdir(parents=True, exist_ok=True)
+    config = base / "haproxy.cfg"
+    config.write_text(haproxy_config(port, None, check_path, backends))
+    argv = [require_binary("haproxy"), "-db", "-f", str(config)]
+    return Server("haproxy", argv, port, run_dir / f"haproxy-{port}.log")
 
 
 SENTINEL_SERVICE = "pagecache"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 from devstack import servers
+from devstack.hosts import Host
 from devstack.servers import Server
 from renderer.backends.mongo_articles import COLLECTION as ARTICLES
 from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
@@ -78,13 +79,17 @@ class Stack:
     started: dict[str, Server] = field(default_factory=dict)
     cdn_url: str | None = None  # the emulated CDN in front of the Varnish nodes, when there is one
     cdn_api_url: str | None = None  # its purge API stub
+    # A load balancer in front of the Varnish nodes (readers' way in, without a CDN), if any.
+    edge_url: str | None = None
+    # The hosts (network namespaces) some of its servers run in, by name (``devstack.fleet``).
+    hosts: dict[str, Host] = field(default_factory=dict)
 
     @property
     def site_url(self) -> str:
-        """Where readers go: the emulated CDN if there is one, else the first Varnish node's public
-        listener (without Varnish, the renderer)."""
-        if self.cdn_url:
-            return self.cdn_url
+        """Where readers go: the emulated CDN if there is one, else the load balancer in front of
+        the Varnish nodes, else the first node's public listener (without Varnish, the renderer)."""
+        if front := self.cdn_url or self.edge_url:
+            return front
         return self.public_urls[0] if self.public_urls else self.env.get("SITE_URL", self.renderer_url)
 
     @property
@@ -140,7 +145,7 @@ class Stack:
         """Stop every server this run started, the front first."""
         front_first = sorted(
             self.started,
-            key=lambda n: ("cdn", "agent", "varnish", "renderer", "ferretdb", "sentinel", "redis").index(
+            key=lambda n: ("cdn", "haproxy", "agent", "varnish", "renderer", "ferretdb", "sentinel", "redis").index(
                 n.split("-")[0]
             ),
         )

@@ -44,6 +44,10 @@ def test_chaos_scenarios_hide_every_outage_from_readers_of_read_pages(
     assert set(failover["statuses"]) <= {"200", "404"}, failover
     reads = failover["mongodb_reads_per_second"]
     assert reads["during"] <= 2 * max(reads["before"], 2.0), failover
+    # A Varnish host cut off, then one killed, behind HAProxy: readers only ever get pages (the
+    # cut host turns unready and leaves the balancer; a dead one's connections are sent elsewhere).
+    for name in ("a Varnish host cut off behind HAProxy", "a Varnish host killed behind HAProxy"):
+        assert set(named[name]["statuses"]) <= {"200", "404"}, named[name]
     assert out.stat().st_size > 20_000
     # Every server is back after the scenarios, restarted ones under new pids that the stack adopts.
     s.stack.refresh_from_state()

@@ -21,27 +21,6 @@ from tests.conftest import StackClients
 from tests.helpers import get, request, wait_until
 
 
-def haproxy_config(port: int, stats: Path, backends: dict[str, int]) -> str:
-    lines = [
-        "global",
-        f"    stats socket {stats} mode 600 level admin",
-        "defaults",
-        "    mode http",
-        "    timeout connect 1s",
-        "    timeout client 10s",
-        "    timeout server 10s",
-        "frontend readers",
-        f"    bind 127.0.0.1:{port}",
-        "    default_backend renderers",
-        "backend renderers",
-        "    balance roundrobin",
-        "    option httpchk GET /healthcheck",
-        "    http-check expect status 200",
-        *(f"    server {name} 127.0.0.1:{p} check inter 300ms fall 2 rise 2" for name, p in backends.items()),
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def show_servers_state(stats: Path) -> dict[str, str]:
     """Server name -> UP/DOWN, from HAProxy's stats socket (``show stat``)."""
     with socket.socket(socket.AF_UNIX) as sock:
@@ -51,7 +30,7 @@ def show_servers_state(stats: Path) -> dict[str, str]:
         while chunk := sock.recv(65536):
             data += chunk
     rows = [line.split(",") for line in data.decode().splitlines() if line and not line.startswith("#")]
-    return {row[1]: row[17] for row in rows if row[0] == "renderers" and row[1] not in ("FRONTEND", "BACKEND")}
+    return {row[1]: row[17] for row in rows if row[0] == "servers" and row[1] not in ("FRONTEND", "BACKEND")}
 
 
 @pytest.fixture
@@ -91,7 +70,8 @@ def test_haproxy_takes_out_the_failing_renderer_and_keeps_the_degraded_one(
         pytest.fail("haproxy is not installed: scripts/provision installs it")
     port, stats = servers.free_port(), tmp_path / "haproxy.sock"
     config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy_config(port, stats, {name: server.port for name, server in started.items()}))
+    backends = [servers.Backend(name, "127.0.0.1", server.port, server.port) for name, server in started.items()]
+    config.write_text(servers.haproxy_config(port, stats, "/healthcheck", backends))
     checked = subprocess.run([binary, "-c", "-f", str(config)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     proc = subprocess.Popen([binary, "-db", "-f", str(config)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
