@@ -399,7 +399,7 @@ class Agent:
             for name, raw in nodes.items()
             if _text(name) != self.node
             and (state := NodeState.from_json(raw)).url
-            and state.live(now, self.log.retention)
+            and state.live(now, self.log.dead_after)  # a dead peer could not tell us anything
         }
 
     async def leave(self) -> None:

@@ -217,3 +217,27 @@ def test_the_log_down_for_everyone_takes_no_node_out_and_a_takedown_waits_for_it
     for node in fleet.nodes:
         wait_until(lambda node=node: ready(node), timeout=15)
         assert get(node.public_url, f"/noticia/{slugs[0]}.ghtml").status == 404
+
+
+def test_a_node_whose_peers_died_stays_ready_when_the_log_goes_down(fleet: Fleet) -> None:
+    # Two of three hosts lose power (their agents never leave the fleet); once publishes stop
+    # waiting for them, Redis dies too. The last node must not count the dead as peers that could
+    # have told it the log is up: it is the whole fleet now, and it keeps serving.
+    survivor = fleet.nodes[0]
+    for node in fleet.nodes[1:]:
+        node.host.kill()
+
+    def publishes_skip_the_dead() -> bool:
+        resp = put(fleet.stack.renderer_url, f"sem-pares-{time.monotonic_ns()}", article("Sem pares"))
+        return resp.status == 201 and json.loads(resp.body)["pending"] == []
+
+    wait_until(publishes_skip_the_dead, timeout=30, interval=1)
+    time.sleep(2)  # a heartbeat or two: the survivor has read the fleet since
+    fleet.stack.started["redis"].kill()
+    killed_at = time.monotonic()
+    settings = Settings()
+    answers = []
+    while time.monotonic() - killed_at < settings.purge_node_unready_after * 2 + 2:
+        answers.append(get(survivor.agent_url, "/ready", timeout=3).status)
+        time.sleep(0.2)
+    assert set(answers) == {200}, answers
