@@ -222,8 +222,10 @@ def test_a_starting_node_is_not_ready_before_it_has_read_the_log(
     proxy.cut()
     public, admin, agent_port = servers.free_port(), servers.free_port(), servers.free_port()
     s.stack.started["varnish-9"] = servers.varnish(s.stack.run_dir, public, s.stack.ports.renderer, admin).start()
+    # A wide bound, so that a slow start on a loaded machine is still inside it when we ask.
+    bounds = {"PURGE_NODE_UNREADY_AFTER": "10", "PURGE_NODE_DEAD_AFTER": "20"}
     agent = servers.purge_agent(
-        s.stack.run_dir, agent_port, "varnish-9", admin, {"REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
+        s.stack.run_dir, agent_port, "varnish-9", admin, {"REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", **bounds}
     )
     agent.ready_path = None  # started: listening, whatever it answers
     s.stack.started["agent-9"] = agent.start()
