@@ -81,8 +81,8 @@ SCENARIOS = [
     Scenario("Redis primary killed, Sentinel fails over", "redis", "kill-primary", 6, 12, 8, sentinel=True),
     # Issue 33: a Varnish host cut off from the renderers and the purge log (its back link down;
     # readers still reach it), then one that loses every process at once.
-    Scenario("a Varnish host cut off behind HAProxy", "edge-3", "cut-host", 3, 10, 8, hosts=True),
-    Scenario("a Varnish host killed behind HAProxy", "edge-3", "kill-host", 3, 8, 8, hosts=True),
+    Scenario("a Varnish host cut off behind HAProxy", "edge-3", "cut-host", 3, 10, 5, hosts=True),
+    Scenario("a Varnish host killed behind HAProxy", "edge-3", "kill-host", 3, 6, 5, hosts=True),
 ]
 
 _duty_cycles: dict[str, threading.Event] = {}

@@ -55,6 +55,7 @@ def start_fleet(
     to those whose agent says ready (the stack's ``site_url``)."""
     network = Network()
     stack: Stack | None = None
+    redis: servers.Server | None = None
     try:
         ports = Ports.free()
         back = network.back_gateway
@@ -81,6 +82,8 @@ def start_fleet(
     except BaseException:
         if stack is not None:
             stack.stop()
+        elif redis is not None:
+            redis.stop()
         network.close()
         raise
 
