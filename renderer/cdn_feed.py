@@ -78,6 +78,8 @@ class CdnFeed:
             try:
                 newest = max((i for i, e in due if not e.cdn_only), key=id_key, default=None)
                 if newest is not None:
+                    # A node still behind at the deadline does not hold the CDN back: when it applies
+                    # the event (later than the publish deadline) it appends a rebound for the CDN.
                     await self.log.wait_applied(deadline, newest, await self.log.last_ack(deadline))
                 await self.cdn.purge(deadline, purge)
             except Exception as exc:
@@ -106,6 +108,10 @@ class CdnFeed:
             answer = await self.reader.xreadgroup(CDN_GROUP, self.consumer, {LOG_KEY: ">"}, BATCH, READ_BLOCK_MS)
             entries = [entry for _, stream_entries in answer or [] for entry in stream_entries]
         return [(_text(i), PurgeEvent.from_fields(values)) for i, values in entries if values]
+
+    async def close(self) -> None:
+        """Close the CDN API's connection pool."""
+        await self.cdn.close()
 
     async def run(self) -> None:
         """Read and purge until cancelled."""

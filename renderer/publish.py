@@ -69,8 +69,8 @@ def _report(
     status: int, body: dict[str, Any], steps: dict[str, Any], pending: list[str], etag: str | None = None
 ) -> PublishReport:
     """The answer to a committed change: ``status`` when every step is done; 202 when only purges
-    that the log holds remain (a node applies them when it can); 503 when a step failed (the same request, sent again,
-    finishes it: publishing is idempotent)."""
+    that the log holds remain (a node applies them when it can); 503 when a step failed (the same
+    request, sent again, finishes it: publishing is idempotent)."""
     body = {**body, "committed": True, "steps": steps, "pending": pending}
     failed = sorted(
         name for name, outcome in steps.items() if isinstance(outcome, str) and outcome.startswith("failed")

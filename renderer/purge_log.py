@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import redis.exceptions as redis_errors
@@ -120,7 +120,6 @@ class NodeState:
     url: str = ""  # the agent's HTTP listener, for peers
     lag_events: int = 0
     lag_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The hash field's value."""

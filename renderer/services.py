@@ -259,7 +259,7 @@ class Services:
         await self.publisher.close()
         self.access_log.flush()
         if self.cdn_feed is not None:
-            await self.cdn_feed.cdn.close()
+            await self.cdn_feed.close()
         await self.purge_log.reader.aclose()
         if self._pubsub is not None:
             await self._pubsub.aclose()
