@@ -186,6 +186,7 @@ def heal(stack: Stack, scenario: Scenario) -> None:
         stack.hosts[scenario.server].mend()
         return
     if scenario.hurt == "kill-host":
+        stack.hosts[scenario.server].boot()
         for kind in ("varnish", "agent"):  # the host's servers come back (its agent rejoins)
             stack.started[f"{kind}-{scenario.server}"].start()
         return

@@ -48,25 +48,34 @@ def start_fleet(
     environ: Mapping[str, str] | None = None,
     renderer_env: Mapping[str, str] | None = None,
     load_balancer: bool = False,
+    redis_hosts: bool = False,
 ) -> Fleet:
     """The stack (no Varnish on the machine; ``environ`` and ``renderer_env`` as ``start_stack``
     takes them) and ``varnish_hosts`` Varnish hosts named ``edge-1``…, each reaching the renderer
     and Redis over its back link. ``load_balancer``: HAProxy in front of the hosts, sending readers
-    to those whose agent says ready (the stack's ``site_url``)."""
+    to those whose agent says ready (the stack's ``site_url``). ``redis_hosts``: Redis is a primary
+    on host ``redis-1`` and a replica on ``redis-2``, each with a sentinel, and a third sentinel on
+    the machine, instead of one Redis on the machine."""
     network = Network()
     stack: Stack | None = None
-    redis: servers.Server | None = None
+    redis: dict[str, servers.Server] = {}
     try:
         ports = Ports.free()
-        back = network.back_gateway
         # Reached from the hosts over the back network (a private bridge: no password needed there).
-        bind = ["--bind", "127.0.0.1", back, "--protected-mode", "no"]
-        redis = servers.redis_server(run_dir, ports.redis, extra=bind).start()
-        stack_environ = {**(os.environ if environ is None else environ), "REDIS_URL": f"redis://{back}:{ports.redis}/0"}
+        here = servers.Place(network.back_gateway)
+        if redis_hosts:
+            primary, replica = (network.add_host(name) for name in ("redis-1", "redis-2"))
+            at = [servers.Place(host.back_ip, host.wrap) for host in (primary, replica)]
+            redis, redis_url = servers.redis_sentinel_group(run_dir, at[0], at[1], (at[0], at[1], here))
+        else:
+            bind = ["--bind", "127.0.0.1", here.address, "--protected-mode", "no"]
+            redis = {"redis": servers.redis_server(run_dir, ports.redis, extra=bind).start()}
+            redis_url = f"redis://{here.address}:{ports.redis}/0"
+        stack_environ = {**(os.environ if environ is None else environ), "REDIS_URL": redis_url}
         stack = start_stack(
             run_dir, ports, stack_environ, renderer_env={"ADDRESS": "0.0.0.0", **(renderer_env or {})}, varnish_nodes=0
         )
-        stack.started["redis"] = redis
+        stack.started.update(redis)
         fleet = Fleet(stack, network)
         stack.hosts = network.hosts
         for index in range(1, varnish_hosts + 1):
@@ -82,8 +91,8 @@ def start_fleet(
     except BaseException:
         if stack is not None:
             stack.stop()
-        elif redis is not None:
-            redis.stop()
+        for server in redis.values() if stack is None else ():
+            server.stop()
         network.close()
         raise
 

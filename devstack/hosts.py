@@ -7,7 +7,8 @@ joined to this machine by two bridges, as a cache host is to a data centre's two
 The machine itself (the root namespace) holds an address on both and plays everything that is not
 a host here: the renderers, Redis, FerretDB, the readers. Faults are what a data centre does to a
 host: ``cut()`` takes its back link down (a partition: readers still reach it, it reaches nothing
-behind it), ``kill()`` ends every process in it at once. Needs root and ``iproute2``; names are
+behind it), ``kill()`` is a power loss (every process ends at once and the host goes silent), and
+``boot()`` brings it back with nothing running. Needs root and ``iproute2``; names are
 per run, so two runs on one machine do not collide.
 """
 
@@ -45,6 +46,7 @@ class Host:
     front_ip: str
     back_ip: str
     back_link: str  # the machine's end of its back link: down is a partition
+    front_link: str
 
     def wrap(self, argv: list[str]) -> list[str]:
         """``argv`` run inside this host."""
@@ -63,7 +65,21 @@ class Host:
         return [int(pid) for pid in _ip("netns", "pids", self.netns).split()]
 
     def kill(self) -> None:
-        """SIGKILL every process in the host at once, as a host that loses power."""
+        """A power loss: SIGKILL every process in the host at once, and both links down. Killing
+        the processes alone would leave its kernel answering for them: refusing connections at
+        once, and still sending what they had written (a primary's replication stream reaching a
+        replica after they died), which a host without power does not do."""
+        self.end_processes()
+        for link in (self.front_link, self.back_link):
+            _ip("link", "set", link, "down")
+
+    def boot(self) -> None:
+        """Back after a power loss, with nothing running yet: both links up."""
+        for link in (self.front_link, self.back_link):
+            _ip("link", "set", link, "up")
+
+    def end_processes(self) -> None:
+        """SIGKILL every process running in the host."""
         for pid in self.pids():
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -84,7 +100,11 @@ class Network:
         self.front_gateway, self.back_gateway = str(self.front[1]), str(self.back[1])
         try:
             for bridge, subnet in ((self.front_bridge, self.front), (self.back_bridge, self.back)):
-                _ip("link", "add", bridge, "type", "bridge")
+                # An address of its own: otherwise a bridge takes the lowest of its ports' and
+                # changes it as hosts join, and hosts that cached the old one lose the gateway
+                # until their ARP entry goes stale (seconds of connect timeouts, found by chance).
+                mac = "02:" + ":".join(f"{random.randrange(256):02x}" for _ in range(5))
+                _ip("link", "add", bridge, "address", mac, "type", "bridge")
                 _ip("addr", "add", f"{subnet[1]}/{subnet.prefixlen}", "dev", bridge)
                 _ip("link", "set", bridge, "up")
         except BaseException:
@@ -95,7 +115,9 @@ class Network:
         """A new host named ``name``, on both networks."""
         index = len(self.hosts) + 2
         netns = f"pc{self.tag}-{name}"
-        host = Host(name, netns, str(self.front[index]), str(self.back[index]), f"pc{self.tag}b{index}")
+        host = Host(
+            name, netns, str(self.front[index]), str(self.back[index]), f"pc{self.tag}b{index}", f"pc{self.tag}f{index}"
+        )
         self.hosts[name] = host
         _ip("netns", "add", netns)
         _ip("-n", netns, "link", "set", "lo", "up")
@@ -115,7 +137,7 @@ class Network:
         """Kill what runs in the hosts, remove them and the bridges."""
         for host in self.hosts.values():
             try:
-                host.kill()
+                host.end_processes()
                 _ip("netns", "del", host.netns)  # its ends of the veth pairs go with it
             except HostError:
                 pass

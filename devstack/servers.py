@@ -14,7 +14,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 FERRETDB_VERSION = "v1.24.2"
@@ -515,30 +515,56 @@ def haproxy(run_dir: Path, port: int, check_path: str, backends: Sequence[Backen
 SENTINEL_SERVICE = "pagecache"
 
 
-def redis_sentinel_group(run_dir: Path) -> tuple[dict[str, Server], str]:
-    """A Redis primary (``redis``), one replica (``redis-replica``) and three sentinels
-    (``sentinel-1``…, ``redis-server --sentinel``) on loopback, started; and the
-    ``redis+sentinel://`` URL that names them. Sentinel declares the primary down after 1 s and
-    fails over within a few seconds."""
+@dataclass(frozen=True)
+class Place:
+    """Where a server of a group runs: ``wrap`` turns its argv into one run there (a host's
+    ``Host.wrap``; the identity on the machine), ``address`` is where the others reach it."""
+
+    address: str = "127.0.0.1"
+    wrap: Callable[[list[str]], list[str]] = list
+
+
+def redis_sentinel_group(
+    run_dir: Path,
+    primary_at: Place = Place(),
+    replica_at: Place = Place(),
+    sentinels_at: Sequence[Place] = (Place(),) * 3,
+) -> tuple[dict[str, Server], str]:
+    """A Redis primary (``redis``), one replica (``redis-replica``) and a sentinel at each of
+    ``sentinels_at`` (``sentinel-1``…, ``redis-server --sentinel``, a majority of them the quorum),
+    started; and the ``redis+sentinel://`` URL that names them. By default all on loopback.
+    Sentinel declares the primary down after 1 s and fails over within a few seconds."""
     primary_port, replica_port = free_port(), free_port()
-    primary = redis_server(run_dir, primary_port).start()
-    replica = redis_server(run_dir, replica_port, extra=["--replicaof", "127.0.0.1", str(primary_port)]).start()
+
+    def placed(server: Server, place: Place) -> Server:
+        if place.address != "127.0.0.1":  # reached from elsewhere, on a private network
+            server.argv += ["--bind", place.address, "127.0.0.1", "--protected-mode", "no"]
+        server.argv, server.host = place.wrap(server.argv), place.address
+        return server.start()
+
+    # A replica (again) syncs at once, not after the default 5 s wait for others to share the transfer.
+    sync_now = ["--repl-diskless-sync-delay", "0"]
+    primary = placed(redis_server(run_dir, primary_port, extra=sync_now), primary_at)
+    replica_of = ["--replicaof", primary_at.address, str(primary_port)]
+    replica = placed(redis_server(run_dir, replica_port, extra=[*sync_now, *replica_of]), replica_at)
     group = {"redis": primary, "redis-replica": replica}
-    for n in range(1, 4):
+    quorum = len(sentinels_at) // 2 + 1
+    for n, place in enumerate(sentinels_at, start=1):
         port = free_port()
         directory = run_dir / f"sentinel-{port}"
         directory.mkdir(parents=True, exist_ok=True)
         conf = directory / "sentinel.conf"  # sentinels rewrite their own file: it must be writable
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {directory}\n"
-            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 2\n"
+            f"port {port}\nbind {place.address}\nprotected-mode no\ndir {directory}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} {primary_at.address} {primary_port} {quorum}\n"
             f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n"
             f"sentinel failover-timeout {SENTINEL_SERVICE} 5000\n"
             f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
         )
-        argv = [require_binary("redis-server"), str(conf), "--sentinel"]
-        group[f"sentinel-{n}"] = Server("sentinel", argv, port, run_dir / f"sentinel-{port}.log").start()
-    hosts = ",".join(f"127.0.0.1:{server.port}" for name, server in group.items() if name.startswith("sentinel"))
+        argv = place.wrap([require_binary("redis-server"), str(conf), "--sentinel"])
+        sentinel = Server("sentinel", argv, port, run_dir / f"sentinel-{port}.log", host=place.address)
+        group[f"sentinel-{n}"] = sentinel.start()
+    hosts = ",".join(f"{s.host}:{s.port}" for name, s in group.items() if name.startswith("sentinel"))
     return group, f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}"
 
 

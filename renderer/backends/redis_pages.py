@@ -45,6 +45,10 @@ def sentinel_master(url: str, **options: Any) -> aioredis.Redis:
 
     Sentinel's client asks the sentinels where the master is when it connects, and again after a
     connection to it fails: a failover costs the calls in flight, then the new master is used.
+    It asks them in turn, the one that last answered first, so one whose host is down must fail
+    fast: every sentinel gets a share of the connect timeout and no retries, and all of them
+    together fit in one call's time. (Slower, a call's own timeout cancels the asking before a
+    live sentinel answers, the dead one stays first, and every later call times out the same way.)
     """
     rest = url[len("redis+sentinel://") :]
     hosts, _, path = rest.partition("/")
@@ -52,8 +56,8 @@ def sentinel_master(url: str, **options: Any) -> aioredis.Redis:
     if not hosts or not service:
         raise ValueError(f"a Sentinel URL is redis+sentinel://host:port[,host:port...]/service[/db]: {url!r}")
     sentinels = [(host.rsplit(":", 1)[0], int(host.rsplit(":", 1)[1])) for host in hosts.split(",")]
-    timeout = options.get("socket_timeout")
-    kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    share = options["socket_connect_timeout"] / (len(sentinels) + 1)
+    kwargs = {"socket_timeout": share, "socket_connect_timeout": share, "retry": Retry(NoBackoff(), 0)}
     sentinel = Sentinel(sentinels, sentinel_kwargs=kwargs)  # type: ignore[no-untyped-call]
     master: aioredis.Redis = sentinel.master_for(service, db=int(db or 0), **options)
     return master
