@@ -52,7 +52,7 @@ class Scenario:
     name: str
     server: str
     # kill | freeze | kill-stale-only | kill-worker | kill-redis-slow-mongodb | kill-primary | cold-fronts
-    # | cut-host | kill-host (``server`` names a host then)
+    # | cut-host | kill-host | slow-host (``server`` names a host then)
     hurt: str
     before: float
     during: float
@@ -66,6 +66,7 @@ class Scenario:
     fronts_of: int = 0
 
 
+SLOW_LINK_MS = 300  # what "slow-host" adds to every round trip over the host's back link
 SCENARIOS = [
     Scenario("FerretDB killed", "ferretdb", "kill", 3, 12, 10),
     Scenario("FerretDB killed, Redis holding only stale copies", "ferretdb", "kill-stale-only", 3, 10, 8),
@@ -83,6 +84,7 @@ SCENARIOS = [
     # readers still reach it), then one that loses every process at once.
     Scenario("a Varnish host cut off behind HAProxy", "edge-3", "cut-host", 3, 10, 5, hosts=True),
     Scenario("a Varnish host killed behind HAProxy", "edge-3", "kill-host", 3, 6, 5, hosts=True),
+    Scenario("a Varnish host's back link 300 ms slower", "edge-3", "slow-host", 3, 6, 4, hosts=True),
 ]
 
 _duty_cycles: dict[str, threading.Event] = {}
@@ -157,6 +159,10 @@ def hurt(stack: Stack, scenario: Scenario, mongodb_capacity: float = 0.15) -> No
     if scenario.hurt == "kill-host":
         stack.hosts[scenario.server].kill()
         return
+    if scenario.hurt == "slow-host":
+        assert stack.links is not None
+        stack.links.slow(scenario.server, SLOW_LINK_MS)
+        return
     server = stack.started[scenario.server]
     if scenario.hurt == "kill-primary":
         redis_primary(stack).kill()
@@ -184,6 +190,10 @@ def heal(stack: Stack, scenario: Scenario) -> None:
     """Undo the damage (a crashed worker is replaced by the renderer's own supervisor)."""
     if scenario.hurt == "cut-host":
         stack.hosts[scenario.server].mend()
+        return
+    if scenario.hurt == "slow-host":
+        assert stack.links is not None
+        stack.links.restore(scenario.server)
         return
     if scenario.hurt == "kill-host":
         stack.hosts[scenario.server].boot()
@@ -461,7 +471,7 @@ def fleet_of_hosts(beside: Stack) -> Iterator[Stack]:
     """A fleet of its own, in ``beside``'s run directory: three Varnish hosts behind HAProxy; the
     sample articles loaded."""
     run_dir = Path(tempfile.mkdtemp(prefix="fleet-", dir=beside.run_dir))
-    fleet = start_fleet(run_dir, 3, environ={}, load_balancer=True)
+    fleet = start_fleet(run_dir, 3, environ={}, load_balancer=True, slow_links=True)
     try:
         load_samples(fleet.stack.env["MONGODB_URL"], fleet.stack.env["MONGODB_DB"], fleet.stack.env["REDIS_URL"])
         yield fleet.stack

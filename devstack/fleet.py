@@ -11,6 +11,7 @@ from typing import Mapping
 
 from devstack import servers
 from devstack.hosts import Host, Network
+from devstack.links import SlowLinks
 from devstack.stack import Ports, Stack, start_stack
 
 
@@ -49,13 +50,17 @@ def start_fleet(
     renderer_env: Mapping[str, str] | None = None,
     load_balancer: bool = False,
     redis_hosts: bool = False,
+    slow_links: bool = False,
 ) -> Fleet:
     """The stack (no Varnish on the machine; ``environ`` and ``renderer_env`` as ``start_stack``
     takes them) and ``varnish_hosts`` Varnish hosts named ``edge-1``…, each reaching the renderer
     and Redis over its back link. ``load_balancer``: HAProxy in front of the hosts, sending readers
     to those whose agent says ready (the stack's ``site_url``). ``redis_hosts``: Redis is a primary
     on host ``redis-1`` and a replica on ``redis-2``, each with a sentinel, and a third sentinel on
-    the machine, instead of one Redis on the machine."""
+    the machine, instead of one Redis on the machine. ``slow_links``: each Varnish host reaches the
+    renderer and Redis through toxiproxy, so that its link can be slowed (``Stack.links``)."""
+    if slow_links and redis_hosts:
+        raise ValueError("slow links proxy one Redis, not a Sentinel group")
     network = Network()
     stack: Stack | None = None
     redis: dict[str, servers.Server] = {}
@@ -78,6 +83,10 @@ def start_fleet(
         stack.started.update(redis)
         fleet = Fleet(stack, network)
         stack.hosts = network.hosts
+        if slow_links:
+            port = servers.free_port()
+            stack.started["toxiproxy"] = servers.toxiproxy(run_dir, port, here.address).start()
+            stack.links = SlowLinks(f"http://{here.address}:{port}", here.address)
         for index in range(1, varnish_hosts + 1):
             fleet.nodes.append(_start_node(fleet, f"edge-{index}", renderer_env or {}))
         if load_balancer:
@@ -101,12 +110,17 @@ def _start_node(fleet: Fleet, name: str, renderer_env: Mapping[str, str]) -> Nod
     stack, network = fleet.stack, fleet.network
     host = network.add_host(name)
     public, admin, agent_port = servers.free_port(), servers.free_port(), servers.free_port()
+    renderer_port, agent_env = stack.ports.renderer, {**stack.env, **renderer_env}
+    if stack.links is not None:  # through proxies of its own
+        renderer_port = stack.links.add(name, "renderer", servers.free_port(), f"127.0.0.1:{stack.ports.renderer}")
+        redis_port = stack.links.add(name, "redis", servers.free_port(), f"127.0.0.1:{stack.ports.redis}")
+        agent_env["REDIS_URL"] = f"redis://{network.back_gateway}:{redis_port}/0"
     varnish = servers.varnish(
-        stack.run_dir, public, stack.ports.renderer, admin, backend_host=network.back_gateway, address="0.0.0.0"
+        stack.run_dir, public, renderer_port, admin, backend_host=network.back_gateway, address="0.0.0.0"
     )
     varnish.argv, varnish.host = host.wrap(varnish.argv), host.front_ip
     stack.started[f"varnish-{name}"] = varnish.start()
-    agent = servers.purge_agent(stack.run_dir, agent_port, name, admin, {**stack.env, **renderer_env}, host.front_ip)
+    agent = servers.purge_agent(stack.run_dir, agent_port, name, admin, agent_env, host.front_ip)
     agent.argv = host.wrap(agent.argv)
     stack.started[f"agent-{name}"] = agent.start()
     return Node(name, host, f"http://{host.front_ip}:{public}", f"http://{host.front_ip}:{agent_port}")

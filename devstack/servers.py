@@ -26,6 +26,8 @@ FERRETDB_BIN = (
     / f"ferretdb-{FERRETDB_VERSION}-pagecache-{hashlib.sha256(FERRETDB_PATCH.read_bytes()).hexdigest()[:12]}"
     / "ferretdb"
 )
+TOXIPROXY_VERSION = "v2.12.0"
+TOXIPROXY_BIN = _CACHE / f"toxiproxy-{TOXIPROXY_VERSION}" / "toxiproxy-server"
 # FerretDB as released: only the test that shows why the patch exists runs it.
 FERRETDB_PLAIN_BIN = Path(os.environ.get("FERRETDB_PLAIN_BIN", _CACHE / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"))
 
@@ -437,6 +439,14 @@ def renderer(run_dir: Path, port: int, env: Mapping[str, str]) -> Server:
     argv = [sys.executable, "-m", "renderer"]
     log_path = run_dir / f"renderer-{port}.log"
     return Server("renderer", argv, port, log_path, full_env, "/healthcheck/live", cwd=REPO)
+
+
+def toxiproxy(run_dir: Path, port: int, address: str) -> Server:
+    """Shopify's toxiproxy (``devstack.links``): its API on ``address:port``, its proxies added later."""
+    if not TOXIPROXY_BIN.exists():
+        raise ServerError(f"toxiproxy not built at {TOXIPROXY_BIN}: run scripts/provision")
+    argv = [str(TOXIPROXY_BIN), "-host", address, "-port", str(port)]
+    return Server("toxiproxy", argv, port, run_dir / f"toxiproxy-{port}.log", host=address)
 
 
 def purge_agent(

@@ -10,6 +10,7 @@ from typing import Mapping
 
 from devstack import servers
 from devstack.hosts import Host
+from devstack.links import SlowLinks
 from devstack.servers import Server
 from renderer.backends.mongo_articles import COLLECTION as ARTICLES
 from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
@@ -83,6 +84,7 @@ class Stack:
     edge_url: str | None = None
     # The hosts (network namespaces) some of its servers run in, by name (``devstack.fleet``).
     hosts: dict[str, Host] = field(default_factory=dict)
+    links: SlowLinks | None = None  # the hosts' slow links, when they have them
 
     @property
     def site_url(self) -> str:
@@ -145,9 +147,17 @@ class Stack:
         """Stop every server this run started, the front first."""
         front_first = sorted(
             self.started,
-            key=lambda n: ("cdn", "haproxy", "agent", "varnish", "renderer", "ferretdb", "sentinel", "redis").index(
-                n.split("-")[0]
-            ),
+            key=lambda n: (
+                "cdn",
+                "haproxy",
+                "agent",
+                "varnish",
+                "toxiproxy",
+                "renderer",
+                "ferretdb",
+                "sentinel",
+                "redis",
+            ).index(n.split("-")[0]),
         )
         for name in front_first:
             self.started[name].stop()
