@@ -47,6 +47,7 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
     publishes: list[tuple[int, float, float, int]] = []  # number, start, end, status
     reads: list[tuple[int, float, float, int | None]] = []  # node, start, end, number seen
     stop = asyncio.Event()
+    laps: dict[str, list[float]] = {}  # a publish's steps, from its Server-Timing (older releases: none)
     nodes = stack.public_urls
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=10)
@@ -56,6 +57,10 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
             url = f"{editors_url}/api/articles/{slug}"
             async with session.put(url, data=_article(number), headers=headers) as resp:
                 await resp.read()
+                for part in resp.headers.get("Server-Timing", "").split(", "):
+                    name, _, ms = part.partition(";dur=")
+                    if ms:
+                        laps.setdefault(name, []).append(float(ms))
                 return resp.status
 
         await save(next(numbers))
@@ -117,6 +122,7 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
         "answer_p50_ms": 1000 * _pct(answered, 0.5),
         "answer_p99_ms": 1000 * _pct(answered, 0.99),
         "cpu_ms_per_publish": 1000 * cpu / max(1, len(publishes)),
+        "steps_p50_ms": {name: _pct(values, 0.5) for name, values in laps.items()},
     }
 
 
@@ -156,6 +162,10 @@ def lines(results: dict[str, Any]) -> list[str]:
             f"          {r['answer_p50_ms']:>6.0f} / {r['answer_p99_ms']:<6.0f} ms        "
             f"{r['cpu_ms_per_publish']:>6.1f} ms                           {r['statuses']}"
         )
+    for r in results["fleet_publishing"]:
+        if steps := r.get("steps_p50_ms"):
+            where = ", ".join(f"{name} {ms:.1f}" for name, ms in steps.items())
+            out.append(f"   {r['nodes']:>5}  a publish's steps, p50 ms: {where}")
     return out
 
 

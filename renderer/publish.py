@@ -51,6 +51,21 @@ class PublishReport:
     status: int
     body: dict[str, Any]
     etag: str | None = None
+    laps: dict[str, float] | None = None  # ms per step (``Server-Timing``)
+
+
+class Laps:
+    """How long each step of one change took, in order: ``lap(name)`` ends the step ``name``."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self._at = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """The time since the previous lap (or the start) was spent on ``name``."""
+        now = time.perf_counter()
+        self.ms[name] = self.ms.get(name, 0.0) + 1000 * (now - self._at)
+        self._at = now
 
 
 def listing_keys(sections: set[str]) -> list[str]:
@@ -66,7 +81,12 @@ def listing_cache_ids(sections: set[str]) -> list[str]:
 
 
 def _report(
-    status: int, body: dict[str, Any], steps: dict[str, Any], pending: list[str], etag: str | None = None
+    status: int,
+    body: dict[str, Any],
+    steps: dict[str, Any],
+    pending: list[str],
+    etag: str | None = None,
+    laps: Laps | None = None,
 ) -> PublishReport:
     """The answer to a committed change: ``status`` when every step is done; 202 when only purges
     that the log holds remain (a node applies them when it can); 503 when a step failed (the same
@@ -75,10 +95,15 @@ def _report(
     failed = sorted(
         name for name, outcome in steps.items() if isinstance(outcome, str) and outcome.startswith("failed")
     )
+    ms = laps.ms if laps is not None else None
     if failed:
         body["error"] = f"committed, but not fully applied ({', '.join(failed)} failed); send the same request again"
-        return PublishReport(503, body, etag)
-    return PublishReport(202 if pending else status, body, etag)
+        return PublishReport(503, body, etag, ms)
+    return PublishReport(202 if pending else status, body, etag, ms)
+
+
+def _first_failure(*outcomes: str) -> str:
+    return next((outcome for outcome in outcomes if outcome != OK), OK)
 
 
 def _failed(exc: BaseException) -> str:
@@ -122,20 +147,38 @@ class Publisher:
     ) -> PublishReport:
         """Create or update an article; 201 when created, 200 when updated."""
         READ_PATH.set("editor")
-        deadline = Deadline.after(self.deadline_seconds)
+        deadline, laps = Deadline.after(self.deadline_seconds), Laps()
         fields = {**article.fields, "body_html": sanitise_html(article.fields["body_html"])}
+        laps.lap("sanitise")
         saved = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
+        laps.lap("mongodb")
         doc, created = saved.doc, saved.created
         page = self.renderer.article(doc)
+        laps.lap("render")
         # The objects that show this article: its page, the home, the box, its section (old and new).
         sections = {doc["section"]} | ({saved.previous["section"]} if saved.previous else set())
         committed = f"committed version {saved.version}"
         if saved.version != doc["version"]:  # a retry found it under a later save: that one is current
             committed += f", since replaced by version {doc['version']}"
         steps: dict[str, Any] = {"validate": OK, "sanitise": OK, "mongodb": committed}
-        steps["redis"], box = await self._store(deadline, article.slug, page, sections)
-        steps["invalidate"] = await self._announce(deadline, article.slug)
         article_key = contract.article_surrogate_key(article.slug)
+        steps["redis"] = await self._store_page(deadline, article.slug, page)
+        laps.lap("redis")
+        box = 0
+        if steps["redis"] == OK:
+            # The way to the reader's first fresh read: the article's page goes from every node as
+            # soon as Redis holds it, without waiting for the listings (the nodes apply events in
+            # order, so waiting for the second event below waits for this one too).
+            steps["invalidate"] = await self._announce(deadline, article.slug)
+            await self._purge(
+                deadline, Purge(hard=(article_key,)), request_id, steps, article.slug, wait=False, cdn=False
+            )
+            laps.lap("article purge")
+            steps["redis"], box = await self._store_listings(deadline, sections)
+            laps.lap("listings")
+        # Once the listings are stored too, every process drops its in-process copies again.
+        steps["invalidate"] = _first_failure(steps.get("invalidate", OK), await self._announce(deadline, article.slug))
+        laps.lap("invalidate")
         listings = listing_keys(sections)
         # The article's page is hard-purged, new or updated: once the publish is acknowledged no
         # node may serve an older version, and a soft purge would serve it once more per node
@@ -144,14 +187,16 @@ class Publisher:
         # front when it is the section's first article. The listings are soft: one refetch each.
         hard = (article_key, contract.missing_section_key(doc["section"]))
         purge = Purge(hard=hard, soft=tuple(listings))
-        steps["varnish"], pending = await self._purge(deadline, purge, request_id, steps, article.slug, saved.version)
+        steps["varnish"], pending = await self._purge(
+            deadline, purge, request_id, steps, article.slug, saved.version, laps=laps
+        )
         # A box that changed (a new article in it, a title edited) reaches every page that shows
         # it with the second purge: one refetch of each page per node and CDN point of presence
         # per burst of publishes, soft, at most a few seconds after the burst ends.
         box_key = [contract.LATEST_SURROGATE_KEY] if box else []
         self._settle_later([article_key], listings + box_key, article.slug, steps["redis"] == OK, box)
         body = {"slug": article.slug, "version": saved.version, "etag": page.etag, "created": created}
-        return _report(201 if created else 200, body, steps, pending, page.etag)
+        return _report(201 if created else 200, body, steps, pending, page.etag, laps)
 
     async def unpublish(self, slug: str, expected_version: int | None, request_id: str | None) -> PublishReport:
         """Remove an article from every tier: afterwards it is a 404 everywhere."""
@@ -218,15 +263,29 @@ class Publisher:
             raise PublishRefused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
 
     async def _store(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> tuple[str, int]:
-        """Store the article's page, then render the listings that show it (the home, the box, its
+        """Store the article's page, then the listings that show it (``_store_listings``)."""
+        stored = await self._store_page(deadline, slug, page)
+        if stored != OK:
+            return stored, 0
+        return await self._store_listings(deadline, sections)
+
+    async def _store_page(self, deadline: Deadline, slug: str, page: Any) -> str:
+        """Store the article's page (fenced: a concurrent publish's newer copy is never replaced)."""
+        self.tiers.last_good.put(slug, page)
+        try:
+            await self.redis.put(deadline, slug, page)
+        except Exception as exc:
+            return _failed(exc)
+        return OK
+
+    async def _store_listings(self, deadline: Deadline, sections: set[str]) -> tuple[str, int]:
+        """Render the listings that show an article of ``sections`` (the home, the box, its
         sections) from the primary under a new generation and store them: readers never re-read a
         listing from a lagging secondary because a publish changed it. Every write is fenced, so a
         concurrent publish's newer copies are never replaced. The outcome, and the new box's
         version when the box changed (else 0)."""
-        self.tiers.last_good.put(slug, page)
         try:
             before = await self.redis.get(deadline, contract.LATEST_BOX_CACHE_ID)
-            await self.redis.put(deadline, slug, page)
             await self.mongo.bump_listings_generation(deadline)
             changed_at = time.monotonic()
             cache_ids = listing_cache_ids(sections)
@@ -332,15 +391,19 @@ class Publisher:
         version: int = 0,
         replicated: bool = False,
         wait: bool = True,
+        laps: Laps | None = None,
+        cdn: bool = True,
     ) -> tuple[dict[str, str], list[str]]:
         """Append the purge to the log and wait, within ``deadline``, until every live node (and the
         CDN's reader) has applied it: target -> "purged" or why not yet, and the targets pending.
         When the log can't take it, ``steps`` gets a failed ``purge log`` step. ``replicated``: the
         answer also waits until a Redis replica holds the event and every write before it (a
         takedown's record), so a failover loses neither."""
-        event = PurgeEvent(purge, slug, version, request_id or "", cdn=self.cdn_target is not None)
+        event = PurgeEvent(purge, slug, version, request_id or "", cdn=cdn and self.cdn_target is not None)
         try:
             event_id, after_ack = await self.log.append(deadline, event)
+            if laps is not None:
+                laps.lap("log")
         except Exception as exc:
             log.error("the purge log could not take %s: %r", purge.describe(), exc)
             if steps is not None:
@@ -356,5 +419,7 @@ class Publisher:
             # In the log, not confirmed applied: every node will apply it when it reads on.
             log.warning("could not follow purge %s: %r", event_id, exc, exc_info=True)
             return {"*": f"pending (could not follow the log: {type(exc).__name__})"}, ["*"]
+        if laps is not None:
+            laps.lap("nodes")
         results = {target: PURGED if done else NOT_APPLIED for target, done in applied.items()}
         return results, sorted(target for target, done in applied.items() if not done)

@@ -17,7 +17,7 @@ from redis.retry import Retry
 
 from renderer import contract
 from renderer.rendered_page import RenderedPage
-from renderer.resilience import Deadline, Guard
+from renderer.resilience import Deadline, DeadlineExceeded, Guard
 
 log = logging.getLogger("pagecache.redis")
 
@@ -250,8 +250,11 @@ class RedisPages:
         if await self.guard.run(deadline, self._nothing_to_wait_for):
             return None
         while True:
-            if await self.guard.run(deadline, self._replica_has_it, REPLICA_WAIT_SLICE_MS) > 0:
-                return True
+            try:
+                if await self.guard.run(deadline, self._replica_has_it, REPLICA_WAIT_SLICE_MS) > 0:
+                    return True
+            except DeadlineExceeded:
+                return False  # the last slice did not fit what was left: no replica in time
             if deadline.remaining() < 2 * REPLICA_WAIT_SLICE_MS / 1000:
                 return False
 

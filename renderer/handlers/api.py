@@ -137,6 +137,8 @@ class ApiHandler(AllowOn405):
             self.set_header("Retry-After", "5")
         if report.etag:
             self.set_header("ETag", report.etag)
+        if report.laps:
+            self.set_header("Server-Timing", ", ".join(f"{name};dur={ms:.1f}" for name, ms in report.laps.items()))
         self.write_json(report.status, report.body)
 
     def refuse(self, exc: InvalidArticle, action: str) -> None:

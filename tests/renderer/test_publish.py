@@ -76,6 +76,12 @@ def test_publish_reaches_both_varnish_nodes_from_redis_without_reading_mongodb(t
     assert report["steps"]["redis"] == "ok" and report["steps"]["invalidate"] == "ok"
     assert report["steps"]["varnish"] == {node: "purged" for node in node_names(s)}
     assert report["pending"] == []
+    # Where the publish spent its time, step by step, in order (what scripts/bench prints).
+    timing = [part.split(";dur=") for part in updated.headers["Server-Timing"].split(", ")]
+    assert [name for name, _ in timing] == [
+        "sanitise", "mongodb", "render", "redis", "article purge", "listings", "invalidate", "log", "nodes"
+    ]  # fmt: skip
+    assert all(float(ms) >= 0 for _, ms in timing)
 
     reads_after_publish = mongo_reads(s.renderer)
     for node in nodes(s):
