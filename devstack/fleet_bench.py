@@ -1,9 +1,11 @@
 """Publishing to a fleet, measured (``scripts/bench`` phase 9; alone: ``scripts/bench --only fleet``):
 with 1, 4 and 16 Varnish nodes side by side, two editors race on one article (each saves it about
-once a second, half a second apart) while readers read it at 500 req/s spread over every node.
+once a second, half a second apart) while readers read it at 500 req/s spread over every node and
+the emulated CDN (Fastly's API; in front of the first node).
 
 For each node count: publish-to-visible (from a save's start until every node has served that
-version or a newer one: p50, p99) and the CPU the publishing renderer spends per publish. The
+version or a newer one: p50, p99), the same through the CDN, and the CPU the publishing renderer
+spends per publish. The
 editors publish through a renderer of their own, so its CPU is the publishes' alone (readers'
 misses go to the stack's renderer). It uses only ``start_stack``, the editors' API and the
 readers of phase 6, so it measures an older release from its checkout too (the README's "before"
@@ -25,7 +27,7 @@ import aiohttp
 from devstack import servers
 from devstack.breaking import read_titles
 from devstack.probes import cpu_seconds
-from devstack.stack import Ports, Stack, start_stack
+from devstack.stack import Ports, Stack, emulated_cdn_settings, start_stack
 
 TOKEN = "bench-" + "0" * 40
 NODE_COUNTS = (1, 4, 16)
@@ -49,6 +51,7 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
     stop = asyncio.Event()
     laps: dict[str, list[float]] = {}  # a publish's steps, from its Server-Timing (older releases: none)
     nodes = stack.public_urls
+    targets = [*nodes, *([stack.cdn_url] if stack.cdn_url else [])]  # the CDN, in front of node 1, last
     async with aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256), timeout=aiohttp.ClientTimeout(total=10)
     ) as session:
@@ -79,8 +82,8 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
                 await asyncio.sleep(max(0.0, start + 1.0 - time.monotonic()))
 
         async def reader(index: int, workers: int) -> None:
-            node = index % len(nodes)
-            url = f"{nodes[node]}/noticia/{slug}.ghtml"
+            node = index % len(targets)
+            url = f"{targets[node]}/noticia/{slug}.ghtml"
             await read_titles(session, url, workers / rate, index / rate, stop, lambda r: reads.append((node, *r)))
 
         async def editors() -> None:
@@ -88,22 +91,25 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
             stop.set()
 
         cpu_before = sum(cpu_seconds(pid) for pid in editors_pids)
-        workers = max(64, 4 * len(nodes))
+        workers = max(64, 4 * len(targets))
         await asyncio.gather(editors(), *(reader(i, workers) for i in range(workers)))
         cpu = sum(cpu_seconds(pid) for pid in editors_pids) - cpu_before
 
     visible: list[float] = []
+    via_cdn: list[float] = []
     never = 0
     for number, start, _, status in publishes:
         if status not in (200, 201, 202):
             continue
         firsts = []
-        for index in range(len(nodes)):
+        for index in range(len(targets)):
             seen = [end for n, s, end, v in reads if n == index and s >= start and v is not None and v >= number]
             if seen:
                 firsts.append(min(seen))
-        if len(firsts) == len(nodes):
-            visible.append(max(firsts) - start)
+        if len(firsts) == len(targets):
+            visible.append(max(firsts[: len(nodes)]) - start)
+            if len(targets) > len(nodes):
+                via_cdn.append(firsts[-1] - start)
         else:
             never += 1
     answered = [end - start for _, start, end, _ in publishes]
@@ -119,6 +125,8 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
         "visible_p50_ms": 1000 * _pct(visible, 0.5),
         "visible_p99_ms": 1000 * _pct(visible, 0.99),
         "never_visible": never,
+        "cdn_visible_p50_ms": 1000 * _pct(via_cdn, 0.5),
+        "cdn_visible_p99_ms": 1000 * _pct(via_cdn, 0.99),
         "answer_p50_ms": 1000 * _pct(answered, 0.5),
         "answer_p99_ms": 1000 * _pct(answered, 0.99),
         "cpu_ms_per_publish": 1000 * cpu / max(1, len(publishes)),
@@ -129,10 +137,16 @@ async def _race(stack: Stack, editors_url: str, editors_pids: list[int], seconds
 def measure(run_dir: Path, nodes: int, seconds: float = 20.0, rate: float = 500.0) -> dict[str, Any]:
     """One node count on a stack of its own: the two editors' race, measured."""
     stack = start_stack(
-        run_dir, Ports.free(), environ={"EDITOR_TOKENS": TOKEN}, renderer_env={"PROCESSES": "2"}, varnish_nodes=nodes
+        run_dir,
+        Ports.free(),
+        environ={"EDITOR_TOKENS": TOKEN},
+        renderer_env={"PROCESSES": "2"},
+        varnish_nodes=nodes,
+        cdn="fastly",
     )
     try:
-        editors_env = {**stack.env, "EDITOR_TOKENS": TOKEN, "PROCESSES": "1"}
+        cdn_env = emulated_cdn_settings("fastly", stack.cdn_api_url or "")
+        editors_env = {**stack.env, **cdn_env, "EDITOR_TOKENS": TOKEN, "PROCESSES": "1"}
         editors = servers.renderer(run_dir, servers.free_port(), editors_env).start()
         try:
             pids = [editors.pid or 0, *servers.child_pids(editors.pid or 0)]
@@ -151,14 +165,17 @@ def fleet_publishing(run_dir: Path, seconds: float = 20.0) -> dict[str, Any]:
 def lines(results: dict[str, Any]) -> list[str]:
     """The bench table's lines for these measurements."""
     out = [
-        "9. two editors racing on one article (a save each ~1 s), 500 req/s of readers over every node",
-        "   nodes  publish-to-visible on every node p50 / p99   publish answered p50 / p99   "
-        "publishing renderer CPU per publish   statuses",
+        "9. two editors racing on one article (a save each ~1 s), 500 req/s of readers over every node "
+        "and the emulated CDN (Fastly, in front of node 1)",
+        "   nodes  publish-to-visible on every node p50 / p99   through the CDN p50 / p99   "
+        "publish answered p50 / p99   publishing renderer CPU per publish   statuses",
     ]
     for r in results["fleet_publishing"]:
         out.append(
             f"   {r['nodes']:>5}  {r['visible_p50_ms']:>8.0f} / {r['visible_p99_ms']:<6.0f} ms "
             f"(never: {r['never_visible']})"
+            f"          {r.get('cdn_visible_p50_ms', float('nan')):>6.0f} / "
+            f"{r.get('cdn_visible_p99_ms', float('nan')):<6.0f} ms      "
             f"          {r['answer_p50_ms']:>6.0f} / {r['answer_p99_ms']:<6.0f} ms        "
             f"{r['cpu_ms_per_publish']:>6.1f} ms                           {r['statuses']}"
         )
