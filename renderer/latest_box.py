@@ -19,7 +19,7 @@ from typing import Awaitable, Callable
 from renderer import contract
 from renderer.metrics import READ_PATH
 from renderer.render import LATEST_BOX_SLOT
-from renderer.rendered_page import RenderedPage
+from renderer.rendered_page import RenderedPage, may_replace
 from renderer.resilience import Deadline
 from renderer.tiers import Served
 
@@ -45,7 +45,8 @@ class LatestBox:
         except Exception as exc:
             log.info("latest-news box not refreshed: %r", exc)
             return
-        if served.page.status == 200 and (self.current is None or served.page.version >= self.current.version):
+        held = self.current.version if self.current is not None else None
+        if served.page.status == 200 and may_replace(served.page.version, held):
             self.current = served.page
 
     async def at_least(self, version: int, deadline: Deadline) -> RenderedPage | None:

@@ -14,6 +14,15 @@ from functools import cached_property
 from tornado.httputil import format_timestamp
 
 
+def may_replace(offered: int, held: int | None) -> bool:
+    """The one fence every cache obeys: a copy of version ``offered`` may replace one of version
+    ``held`` (None: nothing held) unless it is older. An equal version replaces: the same content,
+    fresher. Its server-side twins say the same: Redis's set-if-not-older script
+    (``backends/redis_pages.py``) and the stored listings' update filter (``generation $lte``,
+    ``backends/mongo_articles.py``)."""
+    return held is None or offered >= held
+
+
 @dataclass(frozen=True)
 class RenderedPage:
     """A page ready to send: ``status`` is 200 or 404 (negative cache)."""

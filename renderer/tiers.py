@@ -22,7 +22,7 @@ from renderer.breaker import CircuitOpen
 from renderer.limiter import AdaptiveLimit, Overloaded, measuring_mongodb
 from renderer.metrics import READ_PATH, Metrics
 from renderer.render import PageRenderer
-from renderer.rendered_page import RenderedPage
+from renderer.rendered_page import RenderedPage, may_replace
 from renderer.resilience import Deadline, DeadlineExceeded
 
 log = logging.getLogger("pagecache.tiers")
@@ -132,7 +132,7 @@ class LastGood:
         if self._size <= 0:
             return
         held = self._pages.get(cache_id)
-        if held is not None and held.version > page.version:
+        if not may_replace(page.version, held.version if held is not None else None):
             return
         if page.status != 200:
             self._pages.pop(cache_id, None)

@@ -272,15 +272,16 @@ class MongoArticles:
     async def _keep_listing(
         self, section: str | None, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]
     ) -> None:
-        """Store a listing unless one of its generation or newer is stored: fenced like Redis's
-        records, so a slow reader never replaces a newer listing. A section without articles gets no
-        document (a scanner's made-up section must not create one); an existing one is emptied."""
-        fenced = {"_id": listing_id(section), "generation": {"$lt": generation}}
+        """Store a listing unless a newer generation is stored (``rendered_page.may_replace``: an
+        equal one is replaced, the same generation read later), so a slow reader never replaces a
+        newer listing. A section without articles gets no document (a scanner's made-up section
+        must not create one); an existing one is emptied."""
+        fenced = {"_id": listing_id(section), "generation": {"$lte": generation}}
         update = {"$set": {"generation": generation, "changed_at": changed_at, "depth": depth, "articles": articles}}
         try:
             await self.listings.update_one(fenced, update, upsert=bool(articles))
         except mongo_errors.DuplicateKeyError:
-            pass  # one of this generation or newer is there: the upsert lost to it
+            pass  # a newer one is there: the upsert lost to it
         except mongo_errors.PyMongoError as exc:
             log.info("listing %s not kept: %r", listing_id(section), exc)  # the next miss queries again
 

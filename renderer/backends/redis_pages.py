@@ -95,7 +95,8 @@ def connect_pubsub(url: str, timeout: float) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, **options)
 
 
-# The only way a page enters Redis: set-if-not-older, in one round trip. A record of version n is
+# The only way a page enters Redis: set-if-not-older (``rendered_page.may_replace``, kept
+# server-side), in one round trip. A record of version n is
 # never replaced by one of a lower version, whoever writes it (a publish, a takedown, a reader's
 # write-back, a background refresh) and in whatever order they arrive; an equal version replaces
 # it (the same content, fresher). A value that can't be decoded (corrupt, or an older release's)
