@@ -6,5 +6,6 @@ timeouts, concurrency, caching and the status (the py-healthcheck model, async).
 
 from healthcheck.checks import Check, CheckResult, describe_error
 from healthcheck.runner import HealthCheck, Report
+from healthcheck.single_flight import SingleFlight
 
-__all__ = ["Check", "CheckResult", "HealthCheck", "Report", "describe_error"]
+__all__ = ["Check", "CheckResult", "HealthCheck", "Report", "SingleFlight", "describe_error"]

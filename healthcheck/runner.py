@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Callable, Sequence
 
 from healthcheck.checks import Check, CheckResult, describe_error
+from healthcheck.single_flight import SingleFlight
 
 SUCCESS = "success"
 DEGRADED = "degraded"
@@ -59,22 +60,18 @@ class HealthCheck:
         self._on_result = on_result  # called once per check actually run (metrics)
         self._cached: Report | None = None
         self._cached_until = 0.0
-        self._running: asyncio.Future[Report] | None = None
+        self._runs: SingleFlight[None, Report] = SingleFlight()
 
     async def report(self) -> Report:
         """The current report, from cache while it is fresh."""
         if self._cached is not None and time.monotonic() < self._cached_until:
             return self._cached
-        if self._running is None:
-            self._running = asyncio.ensure_future(self._run())
-            self._running.add_done_callback(self._finished)
-        return await asyncio.shield(self._running)
+        return await self._runs.do(None, self._run_and_cache)
 
-    def _finished(self, future: asyncio.Future[Report]) -> None:
-        self._running = None
-        if not future.cancelled() and future.exception() is None:
-            self._cached = future.result()
-            self._cached_until = time.monotonic() + self.cache_seconds
+    async def _run_and_cache(self) -> Report:
+        report = await self._run()
+        self._cached, self._cached_until = report, time.monotonic() + self.cache_seconds
+        return report
 
     async def _run(self) -> Report:
         results = await asyncio.gather(*(self._run_one(check) for check in self.checks))

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from healthcheck import SingleFlight
 from renderer import contract
 from renderer.articles import ArticleInput
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
@@ -136,8 +137,8 @@ class Publisher:
         self._unsettled_hard: set[str] = set()
         self._unsettled_box = 0  # the newest box version a settle pass must name
         self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
-        # The newest render of each listing, with when it began (before it read the generation).
-        self._listing_renders: dict[str, tuple[float, asyncio.Future[Any]]] = {}
+        # Renders of each listing in flight, shared by publishes whose change came before they began.
+        self._listing_renders: SingleFlight[str, Any] = SingleFlight()
         self._first_change = 0.0  # of the burst not settled yet
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None
@@ -301,12 +302,8 @@ class Publisher:
         """Store listing ``cache_id`` as rendered from the primary by a render that began after
         ``changed_at`` (this change's generation bump), so it shows the change. Concurrent
         publishes share such a render: a burst of them costs a few renders, not one each."""
-        running = self._listing_renders.get(cache_id)
-        if running is None or running[0] < changed_at:
-            began = time.monotonic()
-            running = (began, asyncio.ensure_future(self.tiers.listings.loader(self.mongo, cache_id)(deadline)))
-            self._listing_renders[cache_id] = running
-        listing = await asyncio.shield(running[1])
+        render = self.tiers.listings.loader(self.mongo, cache_id)
+        listing = await self._listing_renders.do(cache_id, lambda: render(deadline), since=changed_at)
         self.tiers.last_good.put(cache_id, listing)
         await self.redis.put(deadline, cache_id, listing)
         return listing

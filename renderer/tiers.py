@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Awaitable, Callable
 
+from healthcheck import SingleFlight
 from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
@@ -206,8 +207,8 @@ class Tiers:
         self.limit = limit
         self.last_good = LastGood(last_good_size, last_good_max_age)
         self._drop_memory_when_redis_answers = False
-        self._inflight: dict[str, asyncio.Future[Served]] = {}
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        self._lookups: SingleFlight[str, Served] = SingleFlight()
+        self._refreshes: SingleFlight[str, None] = SingleFlight()
 
     def distrust_memory(self, at_once: bool) -> None:
         """Drop every in-process copy (this process may have missed invalidations): ``at_once``,
@@ -240,24 +241,11 @@ class Tiers:
 
     async def _serve(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
         """One lookup per page per process at a time; concurrent requests share its result."""
-        inflight = self._inflight.get(cache_id)
-        if inflight is not None:
-            self.metrics.coalesced.labels("process").inc()
-            shared = await asyncio.shield(inflight)
-            return replace(shared, cache_status=f"{shared.cache_status}; detail=coalesced")
-        future: asyncio.Future[Served] = asyncio.get_running_loop().create_future()
-        self._inflight[cache_id] = future
-        try:
-            served = await self._lookup(deadline, cache_id, load)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # waiters still get it; no "never retrieved" warning without them
-            raise
-        else:
-            future.set_result(served)
+        served, shared = await self._lookups.run_here(cache_id, lambda: self._lookup(deadline, cache_id, load))
+        if not shared:
             return served
-        finally:
-            del self._inflight[cache_id]
+        self.metrics.coalesced.labels("process").inc()
+        return replace(served, cache_status=f"{served.cache_status}; detail=coalesced")
 
     async def _lookup(self, deadline: Deadline, cache_id: str, load: Loader) -> Served:
         try:
@@ -288,11 +276,7 @@ class Tiers:
     def _refresh_later(self, cache_id: str, load: Loader) -> None:
         """Refresh ``cache_id`` in the background, once per page in this process; never awaited by
         the request that noticed it."""
-        if cache_id in self._refreshing:
-            return
-        task = asyncio.get_running_loop().create_task(self._refresh(cache_id, load))
-        self._refreshing[cache_id] = task
-        task.add_done_callback(lambda _: self._refreshing.pop(cache_id, None))
+        self._refreshes.start(cache_id, lambda: self._refresh(cache_id, load))
 
     async def _refresh(self, cache_id: str, load: Loader) -> None:
         """One refresh across processes (the fetch lock): read MongoDB within the refresh's own

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -15,6 +14,7 @@ import pymongo.errors as mongo_errors
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.server_type import SERVER_TYPE
 
+from healthcheck import SingleFlight
 from renderer.articles import article_fields
 from renderer.resilience import Deadline, Guard
 
@@ -184,7 +184,7 @@ class MongoArticles:
         self._listed = collection.with_options(read_preference=ReadPreference.PRIMARY)
         self.guard = guard
         self._on_read = on_read  # counts every read sent to MongoDB
-        self._queries: dict[tuple[str, int, int], asyncio.Future[list[dict[str, Any]]]] = {}
+        self._queries: SingleFlight[tuple[str, int, int], list[dict[str, Any]]] = SingleFlight()
 
     def _fail_fast_if_unreachable(self) -> None:
         if self.fail_fast:
@@ -251,23 +251,13 @@ class MongoArticles:
         for every caller that wants them meanwhile: the home and the box list the same articles,
         and a publish renders both at once. A caller that gives up leaves the query to the rest; it
         runs in the first caller's context, so within that caller's time limit."""
-        key = (listing_id(section), generation, depth)
-        running = self._queries.get(key)
-        if running is None:
 
-            async def query_and_keep() -> list[dict[str, Any]]:
-                articles = await self._query_latest(depth, section)
-                await self._keep_listing(section, generation, changed_at, depth, articles)
-                return articles
+        async def query_and_keep() -> list[dict[str, Any]]:
+            articles = await self._query_latest(depth, section)
+            await self._keep_listing(section, generation, changed_at, depth, articles)
+            return articles
 
-            def forget(done: asyncio.Future[list[dict[str, Any]]]) -> None:
-                del self._queries[key]
-                if not done.cancelled():
-                    done.exception()  # seen, even when every caller had given up
-
-            running = self._queries[key] = asyncio.ensure_future(query_and_keep())
-            running.add_done_callback(forget)
-        return await asyncio.shield(running)
+        return await self._queries.do((listing_id(section), generation, depth), query_and_keep)
 
     async def _keep_listing(
         self, section: str | None, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]
