@@ -171,9 +171,8 @@ class Publisher:
             # soon as Redis holds it, without waiting for the listings (the nodes apply events in
             # order, so waiting for the second event below waits for this one too).
             steps["invalidate"] = await self._announce(deadline, article.slug)
-            await self._purge(
-                deadline, Purge(hard=(article_key,)), request_id, steps, article.slug, wait=False, cdn=False
-            )
+            early = Purge(hard=(article_key,))
+            await self._purge(deadline, early, request_id, steps, article.slug, saved.version, wait=False, cdn=False)
             laps.lap("article purge")
             steps["redis"], box = await self._store_listings(deadline, sections)
             laps.lap("listings")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
-from pymongo import MongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from devstack import servers
 from devstack.samples import article_document, load_samples, outdate_listings
@@ -186,3 +186,17 @@ def proxy() -> Iterator[HoldingProxy]:
     held = HoldingProxy()
     yield held
     held.close()
+
+
+@pytest.fixture
+async def primary_mongo(stack: StackClients) -> AsyncIterator[Any]:
+    """The write path's ``MongoArticles`` on the shared stack's stand-in, one attempt per call."""
+    from renderer.backends import mongo_articles
+    from renderer.breaker import AsyncCircuitBreaker
+    from renderer.resilience import Guard, RetryPolicy
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.stack.env["MONGODB_URL"], tz_aware=True)
+    breaker = AsyncCircuitBreaker("test-writes", fail_max=1000, reset_timeout=1)
+    guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
+    yield mongo_articles.MongoArticles(client, stack.stack.env["MONGODB_DB"], guard, primary=True)
+    await client.close()

@@ -9,16 +9,12 @@ the new one in. Here each coding is asked the same question and must answer as t
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from renderer.backends import mongo_articles
 from renderer.backends.redis_pages import _SET_IF_NOT_OLDER
-from renderer.breaker import AsyncCircuitBreaker
 from renderer.rendered_page import RenderedPage, may_replace
-from renderer.resilience import Guard, RetryPolicy
 from renderer.tiers import LastGood
 from tests.conftest import StackClients
 from tests.helpers import unique_slug
@@ -53,23 +49,14 @@ def test_the_redis_script_keeps_the_rule(stack: StackClients, held: int | None, 
     assert bool(stored) == may_replace(offered, held)
 
 
-@pytest.fixture
-async def mongo(stack: StackClients) -> AsyncIterator[mongo_articles.MongoArticles]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.stack.env["MONGODB_URL"], tz_aware=True)
-    breaker = AsyncCircuitBreaker("fence-test", fail_max=1000, reset_timeout=1)
-    guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
-    yield mongo_articles.MongoArticles(client, stack.stack.env["MONGODB_DB"], guard, primary=True)
-    await client.close()
-
-
 @pytest.mark.parametrize(("held", "offered"), CASES)
 async def test_the_stored_listings_keep_the_rule(
-    mongo: mongo_articles.MongoArticles, held: int | None, offered: int
+    primary_mongo: mongo_articles.MongoArticles, held: int | None, offered: int
 ) -> None:
     section = unique_slug("cerca")
     if held is not None:
-        await mongo._keep_listing(section, held, 0.0, 1, [{"slug": "held"}])
-    await mongo._keep_listing(section, offered, 0.0, 1, [{"slug": "offered"}])
-    stored = await mongo.listings.find_one({"_id": mongo_articles.listing_id(section)})
+        await primary_mongo._keep_listing(section, held, 0.0, 1, [{"slug": "held"}])
+    await primary_mongo._keep_listing(section, offered, 0.0, 1, [{"slug": "offered"}])
+    stored = await primary_mongo.listings.find_one({"_id": mongo_articles.listing_id(section)})
     assert stored is not None
     assert (stored["articles"] == [{"slug": "offered"}]) == may_replace(offered, held), json.dumps(stored, default=str)

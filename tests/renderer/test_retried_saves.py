@@ -9,14 +9,11 @@ the guard's retry does; the reply loss itself is shown over the wire in test_pub
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 
 from renderer.backends import mongo_articles
-from renderer.breaker import AsyncCircuitBreaker
-from renderer.resilience import Guard, RetryPolicy
 from tests.conftest import StackClients
 from tests.helpers import unique_slug
 
@@ -25,27 +22,17 @@ def fields(title: str, section: str) -> dict[str, Any]:
     return {"title": title, "subtitle": "Linha fina", "section": section, "body_html": "<p>x</p>", "authors": ["R"]}
 
 
-@pytest.fixture
-async def mongo(stack: StackClients) -> AsyncIterator[mongo_articles.MongoArticles]:
-    """The write path's ``MongoArticles`` on the shared stack's stand-in, one attempt per call."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.stack.env["MONGODB_URL"], tz_aware=True)
-    breaker = AsyncCircuitBreaker("retry-test", fail_max=1000, reset_timeout=1)
-    guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
-    yield mongo_articles.MongoArticles(client, stack.stack.env["MONGODB_DB"], guard, primary=True)
-    await client.close()
-
-
 @pytest.mark.parametrize("if_match", [False, True])
 async def test_a_retry_finds_its_own_write_under_a_later_one(
-    stack: StackClients, mongo: mongo_articles.MongoArticles, if_match: bool
+    stack: StackClients, primary_mongo: mongo_articles.MongoArticles, if_match: bool
 ) -> None:
     slug = unique_slug("retentativa")
-    await mongo._save(slug, fields("Versão 1", "rio"), None, "w-1")
+    await primary_mongo._save(slug, fields("Versão 1", "rio"), None, "w-1")
     expected = 1 if if_match else None
-    a = await mongo._save(slug, fields("Versão A", "economia"), expected, "w-a")  # its reply is lost
+    a = await primary_mongo._save(slug, fields("Versão A", "economia"), expected, "w-a")  # its reply is lost
     assert a.doc["version"] == 2
-    await mongo._save(slug, fields("Versão B", "economia"), None, "w-b")
-    retried = await mongo._save(slug, fields("Versão A", "economia"), expected, "w-a")
+    await primary_mongo._save(slug, fields("Versão B", "economia"), None, "w-b")
+    retried = await primary_mongo._save(slug, fields("Versão A", "economia"), expected, "w-a")
     stored = stack.articles.find_one({"_id": slug})
     assert stored is not None and stored["version"] == 3 and stored["title"] == "Versão B"  # not applied again
     assert retried.version == 2  # what A committed
@@ -54,14 +41,14 @@ async def test_a_retry_finds_its_own_write_under_a_later_one(
 
 
 async def test_a_retried_takedown_is_not_applied_again_over_a_later_save(
-    stack: StackClients, mongo: mongo_articles.MongoArticles
+    stack: StackClients, primary_mongo: mongo_articles.MongoArticles
 ) -> None:
     slug = unique_slug("retentativa")
-    await mongo._save(slug, fields("Versão 1", "rio"), None, "w-1")
-    down = await mongo._unpublish(slug, None, "w-down")  # its reply is lost
+    await primary_mongo._save(slug, fields("Versão 1", "rio"), None, "w-1")
+    down = await primary_mongo._unpublish(slug, None, "w-down")  # its reply is lost
     assert down is not None and down["version"] == 2
-    await mongo._save(slug, fields("De volta", "rio"), None, "w-back")  # the desk republishes
-    retried = await mongo._unpublish(slug, None, "w-down")
+    await primary_mongo._save(slug, fields("De volta", "rio"), None, "w-back")  # the desk republishes
+    retried = await primary_mongo._unpublish(slug, None, "w-down")
     stored = stack.articles.find_one({"_id": slug})
     assert stored is not None and stored["version"] == 3 and stored["published"]  # not taken down again
     assert retried is not None and retried["version"] == 2 and not retried["published"]
