@@ -32,8 +32,9 @@ SURROGATE_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,250}")
 MAX_DEPTH = 8
 
 
-class InvalidArticle(ValueError):
-    """The request cannot become an article; ``status`` is the HTTP answer (400, 413, 415)."""
+class Refused(ValueError):
+    """Nothing was changed, and the editors' API answers why: ``status`` is the HTTP answer (400,
+    401, 403, 413, 415 for the request; 404, 412, 503 from the publisher) and ``message`` says it."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -139,29 +140,27 @@ def article_fields(image_hosts: frozenset[str] = frozenset()) -> dict[str, Field
 
 
 def load_json(body: bytes) -> Any:
-    """Parse a request body, or raise a 400 ``InvalidArticle``: bounded nesting, valid Unicode only."""
+    """Parse a request body, or raise a 400 ``Refused``: bounded nesting, valid Unicode only."""
     try:
         data = json.loads(body)
     except RecursionError:
-        raise InvalidArticle(400, f"body is nested deeper than {MAX_DEPTH} levels") from None
+        raise Refused(400, f"body is nested deeper than {MAX_DEPTH} levels") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArticle(400, f"body is not valid JSON: {exc}") from None
+        raise Refused(400, f"body is not valid JSON: {exc}") from None
     # Walked without recursion: the check itself must not be what a deep document breaks.
     pending: list[tuple[Any, int]] = [(data, 1)]
     while pending:
         value, depth = pending.pop()
         if isinstance(value, (dict, list)):
             if depth > MAX_DEPTH:
-                raise InvalidArticle(400, f"body is nested deeper than {MAX_DEPTH} levels")
+                raise Refused(400, f"body is nested deeper than {MAX_DEPTH} levels")
             items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
             pending.extend((item, depth + 1) for item in items)
         elif isinstance(value, str):
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                raise InvalidArticle(
-                    400, "body has a lone UTF-16 surrogate (\\ud800-\\udfff): not valid Unicode"
-                ) from None
+                raise Refused(400, "body has a lone UTF-16 surrogate (\\ud800-\\udfff): not valid Unicode") from None
     return data
 
 
@@ -176,34 +175,34 @@ class ArticleInput:
 def require_json(content_type: str) -> None:
     """415 unless the body is declared JSON."""
     if content_type.split(";")[0].strip().lower() != "application/json":
-        raise InvalidArticle(415, "body must be JSON (Content-Type: application/json)")
+        raise Refused(415, "body must be JSON (Content-Type: application/json)")
 
 
 def parse_article(slug: str, body: bytes, content_type: str, image_hosts: frozenset[str] = frozenset()) -> ArticleInput:
-    """Validate a ``PUT /api/articles/<slug>`` request, or raise ``InvalidArticle`` saying what is wrong.
+    """Validate a ``PUT /api/articles/<slug>`` request, or raise ``Refused`` saying what is wrong.
 
     The byte cap is enforced while the body arrives (``handlers.api``), before this is called.
     """
     if not contract.is_valid_slug(slug):
-        raise InvalidArticle(400, "slug must be lowercase letters, digits and single hyphens, at most 200 characters")
+        raise Refused(400, "slug must be lowercase letters, digits and single hyphens, at most 200 characters")
     require_json(content_type)
     data = load_json(body)
     if not isinstance(data, dict):
-        raise InvalidArticle(400, "body must be a JSON object")
+        raise Refused(400, "body must be a JSON object")
     table = article_fields(image_hosts)
     unknown = sorted(set(data) - set(table))
     if unknown:
-        raise InvalidArticle(400, f"unknown fields: {', '.join(unknown)}")
+        raise Refused(400, f"unknown fields: {', '.join(unknown)}")
     fields: dict[str, Any] = {}
     for name, (required, check, _schema) in table.items():
         if name not in data:
             if required:
-                raise InvalidArticle(400, f"{name} is required")
+                raise Refused(400, f"{name} is required")
             continue
         try:
             fields[name] = check(data[name])
         except ValueError as exc:
-            raise InvalidArticle(400, f"{name} {exc}") from None
+            raise Refused(400, f"{name} {exc}") from None
     return ArticleInput(slug, fields)
 
 
@@ -212,18 +211,18 @@ def parse_purge(body: bytes, content_type: str) -> list[str]:
     require_json(content_type)
     data = load_json(body)
     if not isinstance(data, dict) or not data or set(data) - {"slug", "keys"}:
-        raise InvalidArticle(400, 'body must be {"slug": "<slug>"} and/or {"keys": ["<surrogate key>", ...]}')
+        raise Refused(400, 'body must be {"slug": "<slug>"} and/or {"keys": ["<surrogate key>", ...]}')
     keys: list[str] = []
     if "slug" in data:
         if not isinstance(data["slug"], str) or not contract.is_valid_slug(data["slug"]):
-            raise InvalidArticle(400, "slug is not a valid article slug")
+            raise Refused(400, "slug is not a valid article slug")
         keys.append(contract.article_surrogate_key(data["slug"]))
     if "keys" in data:
         raw = data["keys"]
         if not isinstance(raw, list) or not raw or len(raw) > 100:
-            raise InvalidArticle(400, "keys must be a list of 1 to 100 surrogate keys")
+            raise Refused(400, "keys must be a list of 1 to 100 surrogate keys")
         for key in raw:
             if not isinstance(key, str) or not SURROGATE_KEY.fullmatch(key):
-                raise InvalidArticle(400, "each key must be lowercase letters, digits and hyphens")
+                raise Refused(400, "each key must be lowercase letters, digits and hyphens")
             keys.append(key)
     return keys

@@ -18,7 +18,7 @@ from typing import Any
 
 from healthcheck import SingleFlight
 from renderer import contract
-from renderer.articles import ArticleInput
+from renderer.articles import ArticleInput, Refused
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
 from renderer.metrics import READ_PATH
@@ -34,15 +34,6 @@ NOT_APPLIED = "pending (not applied within the deadline; the log keeps it)"
 # The second purge waits for a quiet spell of ``settle_seconds``, but never longer than this many
 # of them after the first change of a burst: an article saved every second still gets it.
 SETTLE_MAX_WAITS = 5
-
-
-class PublishRefused(Exception):
-    """Nothing was changed; ``status`` says why (404, 412, 503)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -204,7 +195,7 @@ class Publisher:
         deadline = Deadline.after(self.deadline_seconds)
         doc = await self._commit(self.mongo.unpublish(deadline, slug, expected_version))
         if doc is None:
-            raise PublishRefused(404, f"no article {slug!r}")
+            raise Refused(404, f"no article {slug!r}")
         steps: dict[str, Any] = {"mongodb": f"unpublished as version {doc['version']}"}
         sections = {doc["section"]}
         # The takedown is just a newer version of the page, that is a 404: it replaces the article
@@ -257,10 +248,10 @@ class Publisher:
         try:
             return await write
         except VersionConflict as exc:
-            raise PublishRefused(412, f"version conflict: {exc}; fetch the article again and retry") from exc
+            raise Refused(412, f"version conflict: {exc}; fetch the article again and retry") from exc
         except Exception as exc:
             log.warning("MongoDB refused a write: %r", exc)
-            raise PublishRefused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
+            raise Refused(503, f"MongoDB could not take the change ({type(exc).__name__}); retry") from exc
 
     async def _store(self, deadline: Deadline, slug: str, page: Any, sections: set[str]) -> tuple[str, int]:
         """Store the article's page, then the listings that show it (``_store_listings``)."""

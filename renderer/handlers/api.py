@@ -12,10 +12,10 @@ import tornado.web
 
 from healthcheck import describe_error
 from renderer import logs, openapi
-from renderer.articles import InvalidArticle, parse_article, parse_purge
+from renderer.articles import Refused, parse_article, parse_purge
 from renderer.contract import is_valid_slug
 from renderer.handlers.allow import AllowOn405
-from renderer.publish import PublishRefused, PublishReport
+from renderer.publish import PublishReport
 from renderer.resilience import Deadline
 from renderer.services import Services
 
@@ -28,7 +28,7 @@ def parse_if_match(header: str | None) -> int | None:
     try:
         return int(tag.split("-", 1)[0])
     except ValueError:
-        raise InvalidArticle(400, "If-Match must be an ETag returned by this API") from None
+        raise Refused(400, "If-Match must be an ETag returned by this API") from None
 
 
 # A refused body is read to its end and thrown away, up to this many times the cap, so that the
@@ -46,7 +46,7 @@ class ApiHandler(AllowOn405):
 
     def initialize(self, services: Services) -> None:
         self.services = services
-        self.refusal: InvalidArticle | None = None
+        self.refusal: Refused | None = None
         self.chunks: list[bytes] = []
         self.received = 0
         logs.begin_request(self)
@@ -66,31 +66,31 @@ class ApiHandler(AllowOn405):
         length = self.request.headers.get("Content-Length", "")
         declared = int(length) if length.isdigit() else 0
         if declared > cap:
-            self.refusal = InvalidArticle(413, f"body is larger than {cap} bytes")
+            self.refusal = Refused(413, f"body is larger than {cap} bytes")
         too_much = declared > cap * DRAIN_FACTOR
         # Past the cap, Tornado would answer a bare 400 after ours: let it read (we keep nothing).
         self.request.connection.set_max_body_size(declared if too_much else cap * DRAIN_FACTOR)  # type: ignore[union-attr]
         if self.refusal is not None and (self.request.method in ("GET", "HEAD", "DELETE") or too_much):
             self.answer_refusal()  # nothing to drain, or too much: answer now and close
 
-    def _authorise(self) -> InvalidArticle | None:
+    def _authorise(self) -> Refused | None:
         scheme, _, credentials = self.request.headers.get("Authorization", "").partition(" ")
         # The scheme is case-insensitive (RFC 9110 §11.1), and one or more spaces may follow it.
         given = credentials.lstrip(" ").encode()
         if scheme.lower() != "bearer" or not given:
             self.set_header("WWW-Authenticate", 'Bearer realm="pagecache"')
-            return InvalidArticle(401, "an editor token is required (Authorization: Bearer <token>)")
+            return Refused(401, "an editor token is required (Authorization: Bearer <token>)")
         valid = False
         for token in self.services.editor_tokens:
             # No short-circuit: every configured token is compared, each in constant time.
             valid |= hmac.compare_digest(given, token.encode())
-        return None if valid else InvalidArticle(403, "this token may not publish")
+        return None if valid else Refused(403, "this token may not publish")
 
     def data_received(self, chunk: bytes) -> None:
         self.received += len(chunk)
         cap = self.services.settings.publish_max_bytes
         if self.received > cap and self.refusal is None:
-            self.refusal = InvalidArticle(413, f"body is larger than {cap} bytes")
+            self.refusal = Refused(413, f"body is larger than {cap} bytes")
         if self.refusal is None:
             self.chunks.append(chunk)
         else:
@@ -126,11 +126,8 @@ class ApiHandler(AllowOn405):
         """Await ``work`` (a PublishReport) and answer with it, or with why nothing changed."""
         try:
             report: PublishReport = await work
-        except PublishRefused as exc:
-            if exc.status == 503:
-                self.set_header("Retry-After", "5")
-            self.services.metrics.publishes.labels(action, exc.status).inc()
-            self.write_json(exc.status, {"error": exc.message})
+        except Refused as exc:
+            self.refuse(exc, action)
             return
         self.services.metrics.publishes.labels(action, report.status).inc()
         if report.status == 503:
@@ -141,7 +138,10 @@ class ApiHandler(AllowOn405):
             self.set_header("Server-Timing", ", ".join(f"{name};dur={ms:.1f}" for name, ms in report.laps.items()))
         self.write_json(report.status, report.body)
 
-    def refuse(self, exc: InvalidArticle, action: str) -> None:
+    def refuse(self, exc: Refused, action: str) -> None:
+        """Answer why nothing changed (a 503 says when to come back)."""
+        if exc.status == 503:
+            self.set_header("Retry-After", "5")
         self.services.metrics.publishes.labels(action, exc.status).inc()
         self.write_json(exc.status, {"error": exc.message})
 
@@ -160,7 +160,7 @@ class ArticleApiHandler(ApiHandler):
                 frozenset(self.services.settings.image_hosts),
             )
             expected = parse_if_match(self.request.headers.get("If-Match"))
-        except InvalidArticle as exc:
+        except Refused as exc:
             self.refuse(exc, "publish")
             return
         await self.respond("publish", self.services.publisher.publish(article, expected, self.request_id()))
@@ -170,9 +170,9 @@ class ArticleApiHandler(ApiHandler):
             return
         try:
             if not is_valid_slug(slug):
-                raise InvalidArticle(400, "not a valid article slug")
+                raise Refused(400, "not a valid article slug")
             expected = parse_if_match(self.request.headers.get("If-Match"))
-        except InvalidArticle as exc:
+        except Refused as exc:
             self.refuse(exc, "unpublish")
             return
         await self.respond("unpublish", self.services.publisher.unpublish(slug, expected, self.request_id()))
@@ -186,7 +186,7 @@ class PurgeApiHandler(ApiHandler):
             return
         try:
             keys = parse_purge(self.body, self.request.headers.get("Content-Type", ""))
-        except InvalidArticle as exc:
+        except Refused as exc:
             self.refuse(exc, "purge")
             return
         await self.respond("purge", self.services.publisher.purge(keys, self.request_id()))

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from renderer import openapi, security
-from renderer.articles import InvalidArticle, parse_article
+from renderer.articles import Refused, parse_article
 from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import get, request, unique_slug
 from tests.renderer.test_publish import AUTH, article, put
@@ -199,7 +199,7 @@ def test_openapi_schema_and_validation_agree(payload: dict[str, Any]) -> None:
     try:
         parse_article("uma-noticia", json.dumps(payload).encode(), "application/json")
         server_says = True
-    except InvalidArticle:
+    except Refused:
         server_says = False
     assert schema_says == server_says, (payload, list(VALIDATOR.iter_errors(payload))[:1])
 
@@ -217,7 +217,7 @@ def test_an_http_image_is_refused_because_pages_load_images_over_https_only() ->
     body = json.dumps(
         {"title": "T", "section": "rio", "body_html": "<p>x</p>", "image_url": "http://example.org/a.jpg"}
     )
-    with pytest.raises(InvalidArticle) as refused:
+    with pytest.raises(Refused) as refused:
         parse_article("imagem-http", body.encode(), "application/json")
     assert refused.value.status == 400 and "https" in refused.value.message
     assert "img-src 'self' https: data:" in security.page_headers("<style></style>", 0)["Content-Security-Policy"]
