@@ -112,8 +112,8 @@ def _start_node(fleet: Fleet, name: str, renderer_env: Mapping[str, str]) -> Nod
     public, admin, agent_port = servers.free_port(), servers.free_port(), servers.free_port()
     renderer_port, agent_env = stack.ports.renderer, {**stack.env, **renderer_env}
     if stack.links is not None:  # through proxies of its own
-        renderer_port = stack.links.add(name, "renderer", servers.free_port(), f"127.0.0.1:{stack.ports.renderer}")
-        redis_port = stack.links.add(name, "redis", servers.free_port(), f"127.0.0.1:{stack.ports.redis}")
+        renderer_port = stack.links.add(name, "renderer", f"127.0.0.1:{stack.ports.renderer}")
+        redis_port = stack.links.add(name, "redis", f"127.0.0.1:{stack.ports.redis}")
         agent_env["REDIS_URL"] = f"redis://{network.back_gateway}:{redis_port}/0"
     varnish = servers.varnish(
         stack.run_dir, public, renderer_port, admin, backend_host=network.back_gateway, address="0.0.0.0"

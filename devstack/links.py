@@ -15,6 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from devstack.servers import free_port
+
 TOXICS = ("upstream", "downstream")
 
 
@@ -34,8 +36,9 @@ class SlowLinks:
             answer = resp.read()
         return json.loads(answer) if answer else None
 
-    def add(self, host: str, name: str, listen_port: int, upstream: str) -> int:
-        """A proxy for ``host`` to ``upstream`` (``address:port``), listening on ``listen_port``."""
+    def add(self, host: str, name: str, upstream: str) -> int:
+        """A proxy for ``host`` to ``upstream`` (``address:port``): the port it listens on."""
+        listen_port = free_port()
         proxy = f"{host}-{name}"
         listen = f"{self.listen_host}:{listen_port}"
         self._call("POST", "/proxies", {"name": proxy, "listen": listen, "upstream": upstream, "enabled": True})

@@ -21,7 +21,10 @@ V = TypeVar("V")
 class SingleFlight(Generic[K, V]):
     """The calls in flight, by key, with when each began."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_results: bool = False) -> None:
+        # ``keep_results``: a call that succeeded stays shared after it ends, until a newer call of
+        # its key replaces it (for ``since``: a result begun after a change still shows it).
+        self.keep_results = keep_results
         self._running: dict[K, tuple[float, asyncio.Future[V]]] = {}
 
     def __contains__(self, key: K) -> bool:
@@ -68,8 +71,7 @@ class SingleFlight(Generic[K, V]):
             self._finished(key, future)
 
     def _finished(self, key: K, done: asyncio.Future[V]) -> None:
+        failed = done.cancelled() or done.exception() is not None  # retrieved: never "unretrieved"
         held = self._running.get(key)
-        if held is not None and held[1] is done:  # a newer call may have taken the key since
-            del self._running[key]
-        if not done.cancelled():
-            done.exception()
+        if held is not None and held[1] is done and (failed or not self.keep_results):
+            del self._running[key]  # unless a newer call has taken the key since

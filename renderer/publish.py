@@ -128,8 +128,9 @@ class Publisher:
         self._unsettled_hard: set[str] = set()
         self._unsettled_box = 0  # the newest box version a settle pass must name
         self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
-        # Renders of each listing in flight, shared by publishes whose change came before they began.
-        self._listing_renders: SingleFlight[str, Any] = SingleFlight()
+        # The newest render of each listing, in flight or done, shared by publishes whose change
+        # came before it began: a burst of publishes costs a few renders, not one each.
+        self._listing_renders: SingleFlight[str, Any] = SingleFlight(keep_results=True)
         self._first_change = 0.0  # of the burst not settled yet
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None

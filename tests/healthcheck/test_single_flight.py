@@ -77,3 +77,13 @@ async def test_any_hashable_key(key: object) -> None:
     call = Counted()
     call.gate.set()
     assert await flight.do(key, call) == 1
+
+
+async def test_kept_results_are_shared_after_the_call_until_since_asks_for_a_newer_one() -> None:
+    flight: SingleFlight[str, int] = SingleFlight(keep_results=True)
+    call = Counted()
+    call.gate.set()
+    changed = time.monotonic()
+    assert await flight.do("k", call, since=changed) == 1
+    assert await flight.do("k", call, since=changed) == 1 and call.calls == 1  # begun after: shared
+    assert await flight.do("k", call, since=time.monotonic()) == 2  # a change since: a new call

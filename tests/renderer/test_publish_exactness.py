@@ -139,8 +139,11 @@ def test_a_takedown_without_if_match_never_conflicts_with_saves(stack: StackClie
     saver.start()
     takedowns: Counter[int] = Counter()
     try:
-        until = time.monotonic() + 8
-        while time.monotonic() < until:
+        # 8 s, or longer on a loaded machine until each side has done enough to mean something.
+        began = time.monotonic()
+        while time.monotonic() - began < 8 or (
+            min(sum(takedowns.values()), sum(saves.values())) < 20 and time.monotonic() - began < 60
+        ):
             takedowns[request(stack.renderer, "DELETE", f"/api/articles/{slug}", None, AUTH).status] += 1
             time.sleep(0.1)
     finally:
