@@ -12,7 +12,6 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from renderer import contract
-from renderer.backends.mongo_articles import LISTINGS_COLLECTION
 
 SAMPLES = Path(__file__).with_name("sample_articles.json")
 
@@ -63,7 +62,7 @@ def load_samples(mongodb_url: str, db_name: str, redis_url: str | None = None) -
 def outdate_listings(database: Database[Any]) -> None:
     """Move the listings' generation on, as a publish does: for articles written straight into
     MongoDB, so that no stored listing still counts as current without them."""
-    database[LISTINGS_COLLECTION].update_one(
+    database[contract.LISTINGS_COLLECTION].update_one(
         {"_id": "generation"}, {"$inc": {"value": 1}, "$set": {"changed_at": time.time()}}, upsert=True
     )
 

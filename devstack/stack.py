@@ -12,8 +12,9 @@ from devstack import servers
 from devstack.hosts import Host
 from devstack.links import SlowLinks
 from devstack.servers import Server
-from renderer.backends.mongo_articles import COLLECTION as ARTICLES
-from renderer.backends.mongo_articles import LISTINGS_COLLECTION as LISTINGS
+from renderer import contract
+
+COLLECTIONS = (contract.ARTICLES_COLLECTION, contract.LISTINGS_COLLECTION)
 
 # The purge API stub's account for each vendor: (the setting naming it, its id, its token).
 STUB_ACCOUNTS = {
@@ -216,7 +217,9 @@ def start_stack(
             stack.started["redis"] = servers.redis_server(run_dir, ports.redis).start()
         if "MONGODB_URL" not in environ:
             stack.started["ferretdb"] = servers.ferretdb(run_dir, ports.mongodb).start()
-            servers.index_ferretdb_ids(run_dir, ports.mongodb, env["MONGODB_DB"], (ARTICLES, LISTINGS))
+            servers.index_ferretdb_ids(
+                run_dir, ports.mongodb, env["MONGODB_DB"], (contract.ARTICLES_COLLECTION, contract.LISTINGS_COLLECTION)
+            )
         renderer_env = {**env, **cdn_env, **(renderer_env or {})}
         stack.started["renderer"] = servers.renderer(run_dir, ports.renderer, renderer_env).start()
         agent_env = {**env, **(renderer_env or {})}

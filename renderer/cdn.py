@@ -1,27 +1,25 @@
 """Purging the CDN in front of Varnish through its API: Fastly's or Cloudflare's
 (docs/architecture.rst, "The CDN tier").
 
-The CDN is one more purge target beside the Varnish nodes, purged after them: see
-``renderer.purge.Purger``. Each vendor's API is a small class that turns a ``Purge`` into
+The CDN is one more reader of the purge log beside the Varnish nodes' agents, purging after them
+(``renderer.cdn_feed``). Each vendor's API is a small class that turns a ``Purge`` into
 the calls it takes (batched to the vendor's cap); ``CdnPurger`` sends them within the publish's
 deadline behind its own guard (timeout, retries, breaker) and the plan's rate limit.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
+from renderer import contract
 from renderer.http_session import LazySession
-from renderer.rate_limit import RateLimit
-from renderer.resilience import Deadline, Guard
-
-if TYPE_CHECKING:  # renderer.purge imports this module
-    from renderer.purge import Purge
+from renderer.purge import Purge
+from renderer.rate_limit import RateLimit, SharedRateLimit, TokenBucket
+from renderer.resilience import Deadline, Guard, HoldOff
 
 
 class CdnRefused(Exception):
@@ -33,12 +31,8 @@ class CdnRefused(Exception):
         self.retry_after = retry_after
 
 
-class Throttled(Exception):
+class Throttled(HoldOff):
     """This request must wait ``wait`` seconds for the rate limit (or a 429's Retry-After)."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"rate limited for {wait:.2f}s")
-        self.wait = wait
 
 
 class RateLimited(Exception):
@@ -173,14 +167,10 @@ class CdnPurger:
         the rate limit or a 429 holds back waits for its turn if that comes within ``deadline``
         (outside any attempt's timeout), else ``RateLimited``: the purge is queued."""
         for call in self.api.calls(purge):
-            while True:
-                try:
-                    await self.guard.run(deadline, self._send, call)
-                    break
-                except Throttled as throttled:
-                    if throttled.wait >= deadline.remaining():
-                        raise RateLimited(f"no purge request allowed for {throttled.wait:.1f}s") from throttled
-                    await asyncio.sleep(throttled.wait)
+            try:
+                await self.guard.run(deadline, self._send, call)  # a Throttled call waits its turn there
+            except Throttled as throttled:
+                raise RateLimited(f"no purge request allowed for {throttled.wait:.1f}s") from throttled
 
 
 def make_api(name: str, settings: Any) -> PurgeApi | None:
@@ -203,3 +193,16 @@ def make_api(name: str, settings: Any) -> PurgeApi | None:
     if missing:
         raise ValueError(f"CDN_PURGER={name} needs {', '.join(missing)}")
     return api
+
+
+def purge_rate_limit(api: PurgeApi, settings: Any, redis_client: Any) -> RateLimit:
+    """The plan's purge rate limit, kept by every renderer that shares ``redis_client`` together
+    (``contract.cdn_purge_rate_key``); while Redis can't answer, each process keeps to its share of
+    one instance's. Only Cloudflare publishes a purge rate limit per plan; Fastly's purges are not
+    rate limited (a 429 would still hold them back for its Retry-After)."""
+    rate, burst = (1000.0, 1000)
+    if api.name == "cloudflare":
+        rate, burst = settings.cloudflare_purge_rate, settings.cloudflare_purge_burst
+    share = settings.process_count()
+    fallback = TokenBucket(rate / share, max(1, burst // share))
+    return SharedRateLimit(redis_client, contract.cdn_purge_rate_key(api.name), rate, burst, fallback)

@@ -5,13 +5,20 @@ Changing one of these changes a contract with Varnish, the CDN or the CMS.
 """
 
 import re
+from typing import Callable
 
-SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 SLUG_MAX_LENGTH = 200
+SLUG_PATTERN = re.compile(rf"^(?=.{{1,{SLUG_MAX_LENGTH}}}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 # A section is a path segment (/rio/): slug-shaped, and never a name another route owns.
 RESERVED_SECTIONS = ("noticia", "api", "healthcheck", "metrics", "robots", "favicon")
-SECTION_PATTERN = re.compile(rf"^(?!(?:{'|'.join(RESERVED_SECTIONS)})$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 SECTION_MAX_LENGTH = 60
+SECTION_PATTERN = re.compile(
+    rf"^(?=.{{1,{SECTION_MAX_LENGTH}}}$)(?!(?:{'|'.join(RESERVED_SECTIONS)})$)[a-z0-9]+(?:-[a-z0-9]+)*$"
+)
+
+# MongoDB: the articles (``_id`` = slug), and the listings (their generation, each one's newest articles).
+ARTICLES_COLLECTION = "articles"
+LISTINGS_COLLECTION = "listings"
 
 PAGE_KEY_PREFIX = "page:"
 LOCK_KEY_PREFIX = "lock:page:"
@@ -49,14 +56,12 @@ HOME_SURROGATE_KEY = "home"
 INVALIDATION_CHANNEL = "pagecache:invalidate"
 
 
-def is_valid_slug(slug: str) -> bool:
-    """True when ``slug`` may name an article (checked before any backend is touched)."""
-    return len(slug) <= SLUG_MAX_LENGTH and SLUG_PATTERN.fullmatch(slug) is not None
-
-
-def is_valid_section(section: str) -> bool:
-    """True when ``section`` may name a section front."""
-    return len(section) <= SECTION_MAX_LENGTH and SECTION_PATTERN.fullmatch(section) is not None
+# The names' grammar and the keys are data: bound methods of a pattern and a string, so that a
+# page request runs no code of this module (docs/architecture.rst, "Reading the code").
+is_valid_slug: Callable[[str], object] = SLUG_PATTERN.fullmatch
+"""Truthy when ``slug`` may name an article (checked before any backend is touched)."""
+is_valid_section: Callable[[str], object] = SECTION_PATTERN.fullmatch
+"""Truthy when ``section`` may name a section front."""
 
 
 SECTION_ID_PREFIX = f"{LISTING_PREFIX}section:"
@@ -77,9 +82,13 @@ def is_listing(cache_id: str) -> bool:
     return cache_id.startswith(LISTING_PREFIX)
 
 
-def page_key(cache_id: str) -> str:
-    """Redis key of the page's record: fresh, then revalidating, then its last good copy."""
-    return PAGE_KEY_PREFIX + cache_id
+page_key: Callable[[str], str] = PAGE_KEY_PREFIX.__add__
+"""Redis key of the page's record: fresh, then revalidating, then its last good copy."""
+
+
+def cdn_purge_rate_key(api_name: str) -> str:
+    """Redis key of the CDN plan's shared purge rate limit (one per account, for every renderer)."""
+    return f"cdn-purge-rate:{api_name}"
 
 
 def lock_key(cache_id: str) -> str:

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Callable
 
 import redis.asyncio as aioredis
 
 from renderer import contract
+from renderer.last_good import LastGood
 
 log = logging.getLogger("pagecache.invalidation")
 
 HEARTBEAT = b"pagecache-heartbeat"
+
+
+@dataclass(frozen=True)
+class InProcessCopies:
+    """What this process forgets when it hears of a publish, or that it may have missed some."""
+
+    last_good: LastGood
+    distrust: Callable[[bool], None]  # drop every copy: at once (True), or once Redis answers again
+    box_changed: Callable[[], None]  # read the "latest news" box again soon
+    on_gap: Callable[[], None] = lambda: None  # counts each gap
+
+    def published(self, slug: str) -> None:
+        """``slug`` was published or taken down: its copy goes, and every listing's (any of them
+        may show the article: its section's front, the home, the box)."""
+        self.last_good.drop(slug)
+        self.last_good.drop_listings()
+        self.box_changed()
+
+    def missed(self, deaf: bool) -> None:
+        """Invalidations may have been missed: no copy can be trusted any more. Deaf, at once;
+        back after an outage, once Redis answers a read (until then they are what readers get, as
+        during the outage itself: say, while a Sentinel failover completes)."""
+        log.warning("invalidations may have been missed: in-process copies dropped%s", "" if deaf else " soon")
+        self.on_gap()
+        self.distrust(deaf)
+        self.box_changed()
 
 
 class Deaf(ConnectionError):

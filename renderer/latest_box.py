@@ -17,7 +17,6 @@ from dataclasses import replace
 from typing import Awaitable, Callable
 
 from renderer import contract
-from renderer.metrics import READ_PATH
 from renderer.render import LATEST_BOX_SLOT
 from renderer.rendered_page import RenderedPage, may_replace
 from renderer.resilience import Deadline
@@ -38,10 +37,11 @@ class LatestBox:
         self.current: RenderedPage | None = None
         self._wake = asyncio.Event()
 
-    async def refresh(self) -> None:
-        """Read the box now; keep the copy there is when that fails or answers no box."""
+    async def refresh(self, caller: str = "box") -> None:
+        """Read the box now (for ``caller``: its own refresh, else a reader that needs a newer
+        box); keep the copy there is when that fails or answers no box."""
         try:
-            served = await self._fetch(Deadline.after(self.deadline_seconds))
+            served = await self._fetch(Deadline.after(self.deadline_seconds, caller))
         except Exception as exc:
             log.info("latest-news box not refreshed: %r", exc)
             return
@@ -54,7 +54,7 @@ class LatestBox:
         if version and (self.current is None or self.current.version < version) and deadline.remaining() > 0:
             try:
                 async with asyncio.timeout(deadline.remaining()):
-                    await self.refresh()
+                    await self.refresh(deadline.caller)
             except TimeoutError:
                 pass
         return self.current
@@ -65,7 +65,6 @@ class LatestBox:
 
     async def run(self) -> None:
         """Refresh when told to, or every ``refresh_seconds``, until cancelled."""
-        READ_PATH.set("box")  # its MongoDB reads are nobody's page request
         while True:
             await self.refresh()
             try:

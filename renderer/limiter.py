@@ -5,7 +5,7 @@ The limit follows Netflix concurrency-limits' Gradient2: a short-term latency (t
 against a long-term one (what this database usually does). While the short one stays near the long
 one the limit grows by a small queue allowance; when calls slow down the limit shrinks in
 proportion, down to ``min_limit``. A sample is the time spent in MongoDB calls alone
-(``measuring_mongodb``); waiters start only while the calls in flight are under the limit as it
+(``Deadline.measured``); waiters start only while the calls in flight are under the limit as it
 is now (docs/architecture.rst compares the shape with Gradient2's). No maintained Python library
 does this for asyncio (checked: ``aiolimiter`` is a rate limiter, ``concurrency-limiter`` a
 fixed semaphore, ``adaptive-concurrency`` sizes batches), so it is written here, small.
@@ -20,32 +20,6 @@ import asyncio
 import math
 import time
 from collections import deque
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import Iterator
-
-# The durations of the MongoDB attempts of the read that holds a slot in this task (and the tasks
-# it starts): what the limit learns from, without rendering or retry backoff.
-_MONGODB_TIME: ContextVar[list[float] | None] = ContextVar("pagecache_mongodb_time", default=None)
-
-
-def spent_in_mongodb(seconds: float) -> None:
-    """Record one MongoDB attempt's duration for the read measured in this task, if any (the
-    MongoDB guard's observer calls this)."""
-    spent = _MONGODB_TIME.get()
-    if spent is not None:
-        spent.append(seconds)
-
-
-@contextmanager
-def measuring_mongodb() -> Iterator[list[float]]:
-    """Collect the durations of the MongoDB attempts made inside the block."""
-    spent: list[float] = []
-    token = _MONGODB_TIME.set(spent)
-    try:
-        yield spent
-    finally:
-        _MONGODB_TIME.reset(token)
 
 
 class Overloaded(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from contextvars import ContextVar
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
@@ -13,7 +12,6 @@ from renderer.limiter import AdaptiveLimit
 
 # Who a MongoDB read is for: "reader" (a request waits on it), "refresh" (a background refresh of
 # a page in its revalidation window) or "editor" (the publish path). Set by whoever starts the work.
-READ_PATH: ContextVar[str] = ContextVar("pagecache_read_path", default="reader")
 
 BREAKER_STATES = {"closed": 0, "half-open": 1, "open": 2}
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0)
@@ -35,6 +33,18 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
+class _Children(dict[tuple[str, int], Counter]):
+    """Labelled children of a counter, each made on first use."""
+
+    def __init__(self, counter: Counter) -> None:
+        super().__init__()
+        self._counter = counter
+
+    def __missing__(self, labels: tuple[str, int]) -> Counter:
+        child = self[labels] = self._counter.labels(*labels)
+        return child
+
+
 class Metrics:
     """Every metric the renderer records, in a registry of its own."""
 
@@ -44,7 +54,8 @@ class Metrics:
         self.requests = Counter(
             "pagecache_requests", "Pages answered, by tier and HTTP status", ["tier", "status"], registry=r
         )
-        self._answered: dict[tuple[str, int], Counter] = {}
+        # ``metrics.answered[tier, status].inc()``: each child looked up once, not on every request.
+        self.answered = _Children(self.requests)
         self.mongodb_reads = Counter(
             "pagecache_mongodb_reads",
             "Reads sent to MongoDB, by path: a reader waiting, a background refresh, the editors' API, "
@@ -195,16 +206,9 @@ class Metrics:
         self.mongodb_latency_estimate.labels("short").set(limit.short_rtt)
         self.mongodb_latency_estimate.labels("long").set(limit.long_rtt)
 
-    def mongodb_read(self) -> None:
-        """Count one MongoDB read on the path that runs it (``READ_PATH``)."""
-        self.mongodb_reads.labels(READ_PATH.get()).inc()
-
-    def answered(self, tier: str, status: int) -> None:
-        """Count one page answer (the labelled child is looked up once per tier and status)."""
-        child = self._answered.get((tier, status))
-        if child is None:
-            child = self._answered[(tier, status)] = self.requests.labels(tier, status)
-        child.inc()
+    def mongodb_read(self, caller: str) -> None:
+        """Count one MongoDB read for ``caller`` (``Deadline.caller``: the path that runs it)."""
+        self.mongodb_reads.labels(caller).inc()
 
     def breaker_changed(self, backend: str, old: str, new: str) -> None:
         """Listener for ``AsyncCircuitBreaker`` transitions."""

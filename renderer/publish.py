@@ -21,12 +21,12 @@ from renderer import contract
 from renderer.articles import ArticleInput, Refused
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
 from renderer.backends.redis_pages import RedisPages
-from renderer.metrics import READ_PATH
+from renderer.last_good import LastGood
+from renderer.listings import Listings
 from renderer.purge import PURGED, Purge
 from renderer.purge_log import PurgeEvent, PurgeLog
 from renderer.render import PageRenderer, sanitise_html
 from renderer.resilience import Deadline
-from renderer.tiers import Tiers
 
 log = logging.getLogger("pagecache.publish")
 OK = "ok"
@@ -110,7 +110,8 @@ class Publisher:
         mongo: MongoArticles,
         redis: RedisPages,
         renderer: PageRenderer,
-        tiers: Tiers,
+        listings: Listings,
+        last_good: LastGood,
         purge_log: PurgeLog,
         cdn_target: str | None,
         deadline_seconds: float,
@@ -119,7 +120,8 @@ class Publisher:
         self.mongo = mongo
         self.redis = redis
         self.renderer = renderer
-        self.tiers = tiers
+        self.listings = listings  # rendered from the primary, with the write path's patience
+        self.last_good = last_good  # this process's copies, which a publish replaces at once
         self.log = purge_log
         self.cdn_target = cdn_target  # the CDN's reader of the log, when there is a CDN to purge
         self.deadline_seconds = deadline_seconds
@@ -139,8 +141,7 @@ class Publisher:
         self, article: ArticleInput, expected_version: int | None, request_id: str | None
     ) -> PublishReport:
         """Create or update an article; 201 when created, 200 when updated."""
-        READ_PATH.set("editor")
-        deadline, laps = Deadline.after(self.deadline_seconds), Laps()
+        deadline, laps = Deadline.after(self.deadline_seconds, "editor"), Laps()
         fields = {**article.fields, "body_html": sanitise_html(article.fields["body_html"])}
         laps.lap("sanitise")
         saved = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
@@ -192,8 +193,7 @@ class Publisher:
 
     async def unpublish(self, slug: str, expected_version: int | None, request_id: str | None) -> PublishReport:
         """Remove an article from every tier: afterwards it is a 404 everywhere."""
-        READ_PATH.set("editor")
-        deadline = Deadline.after(self.deadline_seconds)
+        deadline = Deadline.after(self.deadline_seconds, "editor")
         doc = await self._commit(self.mongo.unpublish(deadline, slug, expected_version))
         if doc is None:
             raise Refused(404, f"no article {slug!r}")
@@ -222,7 +222,7 @@ class Publisher:
 
     async def purge(self, keys: list[str], request_id: str | None) -> PublishReport:
         """Soft-purge surrogate keys on every node."""
-        deadline = Deadline.after(self.deadline_seconds)
+        deadline = Deadline.after(self.deadline_seconds, "editor")
         steps: dict[str, Any] = {}
         nodes, pending = await self._purge(deadline, Purge(soft=tuple(keys)), request_id, steps)
         body: dict[str, Any] = {"keys": keys, "varnish": nodes, "pending": pending}
@@ -263,7 +263,7 @@ class Publisher:
 
     async def _store_page(self, deadline: Deadline, slug: str, page: Any) -> str:
         """Store the article's page (fenced: a concurrent publish's newer copy is never replaced)."""
-        self.tiers.last_good.put(slug, page)
+        self.last_good.put(slug, page)
         try:
             await self.redis.put(deadline, slug, page)
         except Exception as exc:
@@ -278,7 +278,7 @@ class Publisher:
         version when the box changed (else 0)."""
         try:
             before = await self.redis.get(deadline, contract.LATEST_BOX_CACHE_ID)
-            await self.mongo.bump_listings_generation(deadline)
+            await self.listings.bump_generation(deadline)
             changed_at = time.monotonic()
             cache_ids = listing_cache_ids(sections)
             stored = await asyncio.gather(
@@ -293,9 +293,9 @@ class Publisher:
         """Store listing ``cache_id`` as rendered from the primary by a render that began after
         ``changed_at`` (this change's generation bump), so it shows the change. Concurrent
         publishes share such a render: a burst of them costs a few renders, not one each."""
-        render = self.tiers.listings.loader(self.mongo, cache_id)
+        render = self.listings.loader(cache_id)
         listing = await self._listing_renders.do(cache_id, lambda: render(deadline), since=changed_at)
-        self.tiers.last_good.put(cache_id, listing)
+        self.last_good.put(cache_id, listing)
         await self.redis.put(deadline, cache_id, listing)
         return listing
 
@@ -331,7 +331,7 @@ class Publisher:
             while (wait := self._settle_at() - time.monotonic()) > 0:  # noqa: ASYNC110
                 await asyncio.sleep(wait)
             restore, self._restore = self._restore, set()
-            deadline = Deadline.after(self.deadline_seconds)
+            deadline = Deadline.after(self.deadline_seconds, "editor")
             for slug in restore:
                 await self._store_current(deadline, slug)
             hard, self._unsettled_hard = tuple(sorted(self._unsettled_hard)), set()

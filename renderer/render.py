@@ -35,6 +35,25 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"}}
 
 
+class RenderFailed(Exception):
+    """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
+
+
+def _render(render: Callable[..., RenderedPage], *args: Any, **kwargs: Any) -> RenderedPage:
+    try:
+        return render(*args, **kwargs)
+    except Exception as exc:
+        raise RenderFailed(repr(exc)) from exc
+
+
+def render_or_fail(render: Callable[..., RenderedPage], *args: Any, **kwargs: Any) -> RenderedPage:
+    """``render(*args, **kwargs)``, any exception of the template's turned into ``RenderFailed``."""
+    try:
+        return render(*args, **kwargs)
+    except Exception as exc:
+        raise RenderFailed(repr(exc)) from exc
+
+
 def sanitise_html(html: str) -> str:
     """Article HTML from the CMS made safe to embed (no stored XSS)."""
     return nh3.clean(

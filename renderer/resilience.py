@@ -4,29 +4,153 @@ deadline is a budget with a reserve").
 A call runs as: retry (tenacity, exponential backoff with jitter, only transient errors, never
 past the deadline) around breaker (one per backend) around timeout (the smaller of the backend's
 own timeout and what is left of the request's deadline).
+
+The breaker: an asyncio circuit breaker on top of pybreaker's state machine.
+
+pybreaker's ``call_async`` (its Tornado path) has a bug: once the reset timeout has elapsed, the
+open state calls the coroutine function without awaiting it, so the half-open trial "succeeds"
+and closes the breaker while the backend is still down. This adapter awaits the real call itself,
+moves the breaker to half-open itself (public ``half_open()``, open time tracked by a listener),
+lets exactly one trial through at a time, and then replays the outcome into pybreaker's
+synchronous ``call()`` so pybreaker still does all the counting and transitions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import statistics
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, ContextManager, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Awaitable, Callable, ContextManager, Iterable, TypeVar
 
+import pybreaker
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     stop_before_delay,
     wait_exponential_jitter,
 )
 
-from renderer.breaker import AsyncCircuitBreaker, CircuitOpen
-
 T = TypeVar("T")
+log = logging.getLogger("pagecache.breaker")
+
+CircuitOpen = pybreaker.CircuitBreakerError
+
+
+class _Transitions(pybreaker.CircuitBreakerListener):
+    """Records when the breaker opened (monotonic and wall clock) and logs every transition."""
+
+    def __init__(self, on_change: Callable[[str, str, str], None] | None) -> None:
+        self.opened_monotonic = 0.0
+        self.opened_wall = 0.0
+        self._on_change = on_change
+
+    def state_change(self, cb: pybreaker.CircuitBreaker, old: Any, new: Any) -> None:
+        if new.name == pybreaker.STATE_OPEN:
+            self.opened_monotonic = time.monotonic()
+            self.opened_wall = time.time()
+        old_name = old.name if old is not None else "none"
+        log.warning(
+            "breaker %s: %s -> %s",
+            cb.name,
+            old_name,
+            new.name,
+            extra={"breaker": cb.name, "from_state": old_name, "to_state": new.name},
+        )
+        if self._on_change is not None:
+            self._on_change(str(cb.name), old_name, new.name)
+
+
+def _replay(outcome: Any) -> Any:
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+class AsyncCircuitBreaker:
+    """One breaker per backend. ``await breaker.call(fn, *args)`` runs ``fn`` under its rules."""
+
+    def __init__(
+        self,
+        name: str,
+        fail_max: int,
+        reset_timeout: float,
+        exclude: Iterable[type[BaseException]] = (),
+        on_change: Callable[[str, str, str], None] | None = None,
+        neutral: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self._transitions = _Transitions(on_change)
+        self._breaker = pybreaker.CircuitBreaker(
+            fail_max=fail_max,
+            reset_timeout=reset_timeout,
+            exclude=list(exclude),
+            listeners=[self._transitions],
+            name=name,
+            # Callers want the backend's own error on the call that trips the breaker.
+            throw_new_error_on_trip=False,
+        )
+        self._trial_in_flight = False
+        # Outcomes that say nothing about the backend (the request's own deadline ran out): passed
+        # through without counting as a failure or as a success.
+        self._neutral = neutral
+
+    @property
+    def name(self) -> str:
+        """The backend this breaker guards."""
+        return str(self._breaker.name)
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        return str(self._breaker.current_state)
+
+    @property
+    def opened_at(self) -> float | None:
+        """Wall-clock time the breaker last opened, while it is not closed."""
+        if self.state == pybreaker.STATE_CLOSED:
+            return None
+        return self._transitions.opened_wall
+
+    def _admit(self) -> bool:
+        """Decide whether a call may run now; True when it is the half-open trial."""
+        state = self.state
+        if state == pybreaker.STATE_CLOSED:
+            return False
+        if self._trial_in_flight:
+            raise CircuitOpen(f"{self.name} breaker {state}: trial call in flight")
+        if state == pybreaker.STATE_OPEN:
+            waited = time.monotonic() - self._transitions.opened_monotonic
+            if waited < self._breaker.reset_timeout:
+                raise CircuitOpen(f"{self.name} breaker open")
+            self._breaker.half_open()
+        return True
+
+    async def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``func(*args)`` if the breaker admits it, and record the outcome.
+
+        Raises ``CircuitOpen`` at once, without calling ``func``, while the breaker is open.
+        """
+        trial = self._admit()
+        self._trial_in_flight = trial
+        try:
+            try:
+                outcome: Any = await func(*args)
+            except self._neutral:
+                raise
+            except Exception as exc:  # recorded by pybreaker below, then re-raised
+                outcome = exc
+            if not trial and self.state == pybreaker.STATE_OPEN:
+                # Other calls opened the breaker while this one was in flight: pybreaker's open
+                # state would refuse the replay and lose a real outcome (say, a committed write).
+                return _replay(outcome)  # type: ignore[no-any-return]
+            return self._breaker.call(_replay, outcome)  # type: ignore[no-any-return]
+        finally:
+            if trial:
+                self._trial_in_flight = False
 
 
 class DeadlineExceeded(TimeoutError):
@@ -36,14 +160,23 @@ class DeadlineExceeded(TimeoutError):
 
 @dataclass(frozen=True)
 class Deadline:
-    """The monotonic time by which a request must have its answer."""
+    """The monotonic time by which a request must have its answer, passed to every backend call
+    the request makes, with whom those calls serve (``caller``: ``reader``, ``refresh``, ``box``,
+    ``editor``; a label of the MongoDB read count) and, when ``measured``, where the duration of
+    each guarded attempt goes (what the MongoDB concurrency limit learns from)."""
 
     expires_at: float
+    caller: str = "reader"
+    attempts: list[float] | None = field(default=None, compare=False)
 
     @classmethod
-    def after(cls, seconds: float) -> Deadline:
+    def after(cls, seconds: float, caller: str = "reader") -> Deadline:
         """A deadline ``seconds`` from now."""
-        return cls(time.monotonic() + seconds)
+        return cls(time.monotonic() + seconds, caller)
+
+    def measured(self) -> Deadline:
+        """This deadline, recording the duration of every guarded attempt made under it in ``attempts``."""
+        return replace(self, attempts=[])
 
     def remaining(self) -> float:
         """Seconds left, never negative."""
@@ -52,7 +185,17 @@ class Deadline:
     def reserving(self, seconds: float) -> Deadline:
         """An earlier deadline that leaves ``seconds`` of this one for what comes after (the
         stale fallback's slice: docs/architecture.rst, "The deadline is a budget with a reserve")."""
-        return Deadline(self.expires_at - seconds)
+        return replace(self, expires_at=self.expires_at - seconds)
+
+
+class HoldOff(Exception):
+    """The backend asked to be called again in ``wait`` seconds (a rate limit, a 429). ``Guard``
+    waits that long and calls again, as often as the deadline allows, without spending an attempt
+    or the retry budget; when the wait would end past the deadline, it raises this."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(f"held off for {wait:.3f}s")
+        self.wait = wait
 
 
 @dataclass(frozen=True)
@@ -164,20 +307,44 @@ class Guard:
                     raise DeadlineExceeded(f"{self.breaker.name}: deadline reached after {budget:.3f}s") from exc
                 raise
             finally:
-                self._observe(time.perf_counter() - started)
+                spent = time.perf_counter() - started
+                self._observe(spent)
+                if deadline.attempts is not None:
+                    deadline.attempts.append(spent)
 
         return await self.breaker.call(timed)
 
     async def run(self, deadline: Deadline, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``func(*args)`` against the backend within ``deadline``; raise its last error."""
         self.budget.called()
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.policy.attempts) | stop_before_delay(max(deadline.remaining(), 0.0)),
+        held = 0  # attempts the backend held off: they wait as told and spend no attempt
+
+        def should_retry(exc: BaseException) -> bool:
+            nonlocal held
+            if isinstance(exc, HoldOff):
+                held += 1
+                return True
+            return self._should_retry(exc, deadline)
+
+        backoff = wait_exponential_jitter(
             # tenacity's default jitter is a whole second: far more than a request's deadline allows.
-            wait=wait_exponential_jitter(
-                multiplier=self.policy.initial_wait, jitter=self.policy.initial_wait, max=self.policy.max_wait
-            ),
-            retry=retry_if_exception(lambda exc: self._should_retry(exc, deadline)),
+            multiplier=self.policy.initial_wait,
+            jitter=self.policy.initial_wait,
+            max=self.policy.max_wait,
+        )
+
+        def wait(state: RetryCallState) -> float:
+            failed = state.outcome.exception() if state.outcome is not None else None
+            return failed.wait if isinstance(failed, HoldOff) else backoff(state)
+
+        def stop(state: RetryCallState) -> bool:
+            return state.attempt_number - held >= self.policy.attempts or out_of_time(state)
+
+        out_of_time = stop_before_delay(max(deadline.remaining(), 0.0))
+        retrying = AsyncRetrying(
+            stop=stop,
+            wait=wait,
+            retry=retry_if_exception(should_retry),
             reraise=True,
         )
         async for attempt in retrying:

@@ -17,7 +17,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from renderer import logs, metrics
-from renderer.app import make_app
+from renderer.app import AccessLog, make_app
 from renderer.services import Services
 from renderer.settings import Settings
 
@@ -30,7 +30,9 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     """Serve on ``sockets`` until SIGTERM/SIGINT, then drain in-flight requests and close pools."""
     services = Services.build(settings)
     await services.start()
-    app = make_app(services)
+    access_log = AccessLog()
+    flusher = asyncio.create_task(access_log.run())
+    app = make_app(services, access_log)
     # The editors' API streams bodies and sets its own cap (413 with a JSON reason); the default
     # applies to every other route, which takes no body at all.
     server = HTTPServer(
@@ -63,6 +65,8 @@ async def serve(settings: Settings, sockets: list[socket.socket]) -> None:
     # process alive: the requests are done, so bound the goodbye.
     # Closing finishes a pending second invalidation of recent publishes: one publish deadline.
     close_timeout = settings.publish_deadline + CLOSE_TIMEOUT
+    flusher.cancel()
+    access_log.flush()
     try:
         await asyncio.wait_for(services.close(), timeout=close_timeout)
     except TimeoutError:

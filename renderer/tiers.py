@@ -10,25 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
-from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from healthcheck import SingleFlight
 from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
-from renderer.breaker import CircuitOpen
-from renderer.limiter import AdaptiveLimit, Overloaded, measuring_mongodb
-from renderer.metrics import READ_PATH, Metrics
-from renderer.render import PageRenderer
-from renderer.rendered_page import RenderedPage, may_replace
-from renderer.resilience import Deadline, DeadlineExceeded
+from renderer.last_good import LastGood
+from renderer.limiter import AdaptiveLimit, Overloaded
+from renderer.listings import Listings, Loader
+from renderer.metrics import Metrics
+from renderer.render import PageRenderer, RenderFailed, render_or_fail
+from renderer.rendered_page import RenderedPage
+from renderer.resilience import CircuitOpen, Deadline, DeadlineExceeded
 
 log = logging.getLogger("pagecache.tiers")
 
-Loader = Callable[[Deadline], Awaitable[RenderedPage]]
 
 # How often a process that lost the fetch election looks for the winner's write.
 _WAIT_FIRST_POLL = 0.005
@@ -44,17 +42,6 @@ class Served:
     tier: str
     cache_status: str
     revalidating: bool = False
-
-
-class RenderFailed(Exception):
-    """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
-
-
-def _render(render: Callable[..., RenderedPage], *args: Any, **kwargs: Any) -> RenderedPage:
-    try:
-        return render(*args, **kwargs)
-    except Exception as exc:
-        raise RenderFailed(repr(exc)) from exc
 
 
 class Unavailable(Exception):
@@ -76,103 +63,6 @@ def _failure_reason(exc: BaseException) -> str:
     return "error"
 
 
-@dataclass(frozen=True)
-class Listings:
-    """The pages that list the newest articles: the home, the section fronts, the "latest news" box."""
-
-    renderer: PageRenderer
-    home_size: int
-    section_size: int
-    box_size: int
-
-    @property
-    def depth(self) -> int:
-        """How many articles a stored listing keeps: enough for any listing of its section."""
-        return max(self.home_size, self.section_size, self.box_size)
-
-    def loader(self, mongo: MongoArticles, cache_id: str) -> Loader:
-        """How listing ``cache_id`` is rendered from ``mongo``'s newest articles, labelled with the
-        listings' generation they are at least as new as: a copy labelled with an older generation
-        never replaces one the publisher stored."""
-        section = contract.section_of(cache_id)
-        render: Callable[[Any], RenderedPage]
-        if cache_id == contract.HOME_CACHE_ID:
-            render, size = self.renderer.home, self.home_size
-        elif cache_id == contract.LATEST_BOX_CACHE_ID:
-            render, size = self.renderer.latest_box, self.box_size
-        elif section is not None:
-            render, size = partial(self.renderer.section_front, section), self.section_size
-        else:
-            raise ValueError(f"not a listing: {cache_id!r}")
-
-        async def load(d: Deadline) -> RenderedPage:
-            listing = await mongo.listing(d, size, section, depth=self.depth)
-            page = _render(render, listing.articles, version=listing.generation)
-            # Last-Modified is when the generation began, which every publish and takedown moves:
-            # the newest publication time stays put after a title edit or a takedown (it only
-            # stands in before the first generation).
-            return replace(page, last_modified=listing.changed_at or page.last_modified)
-
-        return load
-
-
-class LastGood:
-    """A bounded in-process copy of the last good pages, for when Redis is down too. No copy older
-    than ``max_age`` (a Redis record's whole life) is given out: with Redis and MongoDB both down,
-    nothing could tell this process of a takedown, so its copies must not outlive Redis's."""
-
-    def __init__(self, size: int, max_age: float = float("inf")) -> None:
-        self._size = size
-        self._max_age = max_age
-        self._pages: OrderedDict[str, RenderedPage] = OrderedDict()
-
-    def put(self, cache_id: str, page: RenderedPage) -> None:
-        """Remember ``page`` unless an older version is offered, dropping the least recently
-        stored beyond the bound. A 404 is not kept, but it removes the older 200 it replaces (a
-        takedown, a front left without articles)."""
-        if self._size <= 0:
-            return
-        held = self._pages.get(cache_id)
-        if not may_replace(page.version, held.version if held is not None else None):
-            return
-        if page.status != 200:
-            self._pages.pop(cache_id, None)
-            return
-        self._pages[cache_id] = page
-        self._pages.move_to_end(cache_id)
-        if len(self._pages) > self._size:
-            self._pages.popitem(last=False)
-
-    def get(self, cache_id: str, now: float | None = None) -> RenderedPage | None:
-        """The remembered page, or None (also once it is older than ``max_age``)."""
-        page = self._pages.get(cache_id)
-        if page is not None and (time.time() if now is None else now) - page.rendered_at > self._max_age:
-            del self._pages[cache_id]
-            return None
-        return page
-
-    def clear(self) -> None:
-        """Forget every page (this process may have missed invalidations)."""
-        self._pages.clear()
-
-    def drop(self, cache_id: str) -> None:
-        """Forget a page (it was republished or unpublished)."""
-        self._pages.pop(cache_id, None)
-
-    def drop_listings(self) -> None:
-        """Forget every page that lists articles (the home, section fronts, the box)."""
-        for cache_id in [cache_id for cache_id in self._pages if contract.is_listing(cache_id)]:
-            del self._pages[cache_id]
-
-    def __len__(self) -> int:
-        return len(self._pages)
-
-    def holds_pages(self) -> bool:
-        """True when a reader could be served from here: a copy of anything but the "latest
-        news" box, which every process reads for itself and no reader asks for alone."""
-        return any(cache_id != contract.LATEST_BOX_CACHE_ID for cache_id in self._pages)
-
-
 class Tiers:
     """Redis, MongoDB and the renderer wired as the read path of one process."""
 
@@ -183,15 +73,14 @@ class Tiers:
         renderer: PageRenderer,
         metrics: Metrics,
         *,
-        lock_wait: float,
-        last_good_size: int,
-        retry_after: int,
         listings: Listings,
+        last_good: LastGood,
+        limit: AdaptiveLimit,
+        lock_wait: float,
+        retry_after: int,
         stale_reserve: float,
         refresh_deadline: float,
-        limit: AdaptiveLimit,
         memory_ttl: float,
-        last_good_max_age: float = float("inf"),
     ) -> None:
         self.redis = redis
         self.mongo = mongo
@@ -205,7 +94,7 @@ class Tiers:
         self.memory_ttl = memory_ttl  # how old an in-process copy may be to stand in for Redis
         # MongoDB reads of this process: at most what MongoDB answers in reasonable time.
         self.limit = limit
-        self.last_good = LastGood(last_good_size, last_good_max_age)
+        self.last_good = last_good
         self._drop_memory_when_redis_answers = False
         self._lookups: SingleFlight[str, Served] = SingleFlight()
         self._refreshes: SingleFlight[str, None] = SingleFlight()
@@ -223,17 +112,17 @@ class Tiers:
         async def load(d: Deadline) -> RenderedPage:
             doc = await self.mongo.article(d, slug)
             if doc is None:
-                return _render(self.renderer.not_found, slug)
+                return render_or_fail(self.renderer.not_found, slug)
             if not doc.get("published"):  # taken down: a 404 of the takedown's version
-                return _render(self.renderer.not_found, slug, version=int(doc["version"]))
-            return _render(self.renderer.article, doc)
+                return render_or_fail(self.renderer.not_found, slug, version=int(doc["version"]))
+            return render_or_fail(self.renderer.article, doc)
 
         return await self._serve(deadline, slug, load)
 
     async def listing(self, deadline: Deadline, cache_id: str) -> Served:
         """The home, a section front (its section already validated; a 404 when it has no
         articles) or the "latest news" box that the renderer puts into article pages."""
-        return await self._serve(deadline, cache_id, self.listings.loader(self.mongo, cache_id))
+        return await self._serve(deadline, cache_id, self.listings.loader(cache_id))
 
     def _redis_failed(self, exc: BaseException) -> None:
         self.metrics.backend_errors.labels("redis", _failure_reason(exc)).inc()
@@ -281,8 +170,7 @@ class Tiers:
     async def _refresh(self, cache_id: str, load: Loader) -> None:
         """One refresh across processes (the fetch lock): read MongoDB within the refresh's own
         deadline, then store what it read unless a newer version was stored meanwhile."""
-        READ_PATH.set("refresh")
-        deadline = Deadline.after(self.refresh_deadline)
+        deadline = Deadline.after(self.refresh_deadline, "refresh")
         outcome = "failed"
         lock = None
         try:
@@ -387,17 +275,18 @@ class Tiers:
         its MongoDB calls took (a timeout of theirs too: slowness is what the limit adapts to;
         a read cut short by the request's own deadline says nothing of the database)."""
         learnt = False  # errors are the breaker's business, not the limit's
-        with measuring_mongodb() as spent:
-            try:
-                page = await load(deadline)
-                learnt = True
-                return page
-            except TimeoutError as exc:
-                learnt = not isinstance(exc, DeadlineExceeded)
-                raise
-            finally:
-                self.limit.release(sum(spent) if learnt and spent else None)
-                self.metrics.mongodb_limit_changed(self.limit)
+        measured = deadline.measured()
+        try:
+            page = await load(measured)
+            learnt = True
+            return page
+        except TimeoutError as exc:
+            learnt = not isinstance(exc, DeadlineExceeded)
+            raise
+        finally:
+            spent = measured.attempts
+            self.limit.release(sum(spent) if learnt and spent else None)
+            self.metrics.mongodb_limit_changed(self.limit)
 
     async def _render_fresh(
         self, deadline: Deadline, cache_id: str, load: Loader, last_good: RenderedPage | None, redis_usable: bool

@@ -192,8 +192,7 @@ def proxy() -> Iterator[HoldingProxy]:
 async def primary_mongo(stack: StackClients) -> AsyncIterator[Any]:
     """The write path's ``MongoArticles`` on the shared stack's stand-in, one attempt per call."""
     from renderer.backends import mongo_articles
-    from renderer.breaker import AsyncCircuitBreaker
-    from renderer.resilience import Guard, RetryPolicy
+    from renderer.resilience import AsyncCircuitBreaker, Guard, RetryPolicy
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(stack.stack.env["MONGODB_URL"], tz_aware=True)
     breaker = AsyncCircuitBreaker("test-writes", fail_max=1000, reset_timeout=1)

@@ -31,8 +31,13 @@ class AllowOn405(tornado.web.RequestHandler):
         if result is not None:
             await result
 
-    def set_status(self, status_code: int, reason: str | None = None) -> None:
-        super().set_status(status_code, reason)
-        # send_error clears the headers, then sets the status, then writes: this is the moment.
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # send_error clears the headers, then sets the status, then writes: this is the moment
+        # (and only errors pay for it, not every answer).
         if status_code == 405:
             self.set_header("Allow", allowed_methods(type(self)))
+        self.write_error_body(status_code, **kwargs)
+
+    def write_error_body(self, status_code: int, **kwargs: Any) -> None:
+        """The error's body (Tornado's HTML page unless a handler says otherwise)."""
+        super().write_error(status_code, **kwargs)

@@ -49,7 +49,6 @@ class ApiHandler(AllowOn405):
         self.refusal: Refused | None = None
         self.chunks: list[bytes] = []
         self.received = 0
-        logs.begin_request(self)
 
     def compute_etag(self) -> None:
         return None
@@ -115,7 +114,7 @@ class ApiHandler(AllowOn405):
         self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps(body, default=str))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
+    def write_error_body(self, status_code: int, **kwargs: Any) -> None:
         self.write_json(status_code, {"error": self._reason})
 
     def request_id(self) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Awaitable
 
-from renderer import contract, logs, security
+from renderer import contract, security
 from renderer.handlers.allow import AllowOn405
 from renderer.latest_box import with_box
 from renderer.rendered_page import RenderedPage
@@ -64,7 +64,6 @@ class PageHandler(AllowOn405):
         self.services = services
         self.policy = policy
         self.tier = "none"
-        logs.begin_request(self)
 
     def on_finish(self) -> None:
         self.services.metrics.request_seconds.labels(self.tier).observe(self.request.request_time())
@@ -133,7 +132,7 @@ class PageHandler(AllowOn405):
             self.write_unavailable(exc)
             return
         self.tier = served.tier
-        self.services.metrics.answered(served.tier, served.page.status)
+        self.services.metrics.answered[served.tier, served.page.status].inc()
         page = served.page
         if box is not None and page.status == 200:
             shown = await self.services.latest_box.at_least(self.box_wanted(), box)
@@ -149,7 +148,7 @@ class PageHandler(AllowOn405):
 
     def write_unavailable(self, exc: Unavailable) -> None:
         """Nothing fresh, nothing stale: 503 at once, with when to come back."""
-        self.services.metrics.answered("none", 503)
+        self.services.metrics.answered["none", 503].inc()
         self.set_status(503)
         self.set_security_headers()
         self.set_header("Retry-After", str(exc.retry_after))
@@ -175,7 +174,7 @@ class PageHandler(AllowOn405):
 
     def write_not_found(self) -> None:
         """The 404 page, without touching any backend."""
-        self.services.metrics.answered("none", 404)
+        self.services.metrics.answered["none", 404].inc()
         self.write_page(self.services.renderer.generic_not_found)
 
 
@@ -218,7 +217,7 @@ class LatestBoxHandler(PageHandler):
         await self.answer(self.services.tiers.listing(self.deadline(), contract.LATEST_BOX_CACHE_ID))
 
     def write_unavailable(self, exc: Unavailable) -> None:
-        self.services.metrics.answered("none", 503)
+        self.services.metrics.answered["none", 503].inc()
         self.set_status(503)
         self.set_header("Cache-Control", "no-store")
         self.finish(b"")
@@ -254,7 +253,7 @@ class SmallFileHandler(PageHandler):
         self.file = file
 
     def get(self) -> None:
-        self.services.metrics.answered("none", 200)
+        self.services.metrics.answered["none", 200].inc()
         self.set_header("Content-Type", self.file.content_type)
         self.set_cache_headers("fresh")
         self.set_header("X-Content-Type-Options", "nosniff")

@@ -8,7 +8,7 @@ import warnings
 import pybreaker
 import pytest
 
-from renderer.breaker import AsyncCircuitBreaker, CircuitOpen
+from renderer.resilience import AsyncCircuitBreaker, CircuitOpen
 
 
 class Backend:

@@ -12,10 +12,10 @@ import json
 
 import pytest
 
-from renderer.backends import mongo_articles
+from renderer.backends import mongo_articles, mongo_listings
 from renderer.backends.redis_pages import _SET_IF_NOT_OLDER
+from renderer.last_good import LastGood
 from renderer.rendered_page import RenderedPage, may_replace
-from renderer.tiers import LastGood
 from tests.conftest import StackClients
 from tests.helpers import unique_slug
 
@@ -51,12 +51,15 @@ def test_the_redis_script_keeps_the_rule(stack: StackClients, held: int | None, 
 
 @pytest.mark.parametrize(("held", "offered"), CASES)
 async def test_the_stored_listings_keep_the_rule(
-    primary_mongo: mongo_articles.MongoArticles, held: int | None, offered: int
+    stack: StackClients, primary_mongo: mongo_articles.MongoArticles, held: int | None, offered: int
 ) -> None:
+    listings = mongo_listings.MongoListings(
+        primary_mongo.client, stack.stack.env["MONGODB_DB"], primary_mongo.guard, fail_fast=False
+    )
     section = unique_slug("cerca")
     if held is not None:
-        await primary_mongo._keep_listing(section, held, 0.0, 1, [{"slug": "held"}])
-    await primary_mongo._keep_listing(section, offered, 0.0, 1, [{"slug": "offered"}])
-    stored = await primary_mongo.listings.find_one({"_id": mongo_articles.listing_id(section)})
+        await listings._keep_listing(section, held, 0.0, 1, [{"slug": "held"}])
+    await listings._keep_listing(section, offered, 0.0, 1, [{"slug": "offered"}])
+    stored = await listings.listings.find_one({"_id": mongo_listings.listing_id(section)})
     assert stored is not None
     assert (stored["articles"] == [{"slug": "offered"}]) == may_replace(offered, held), json.dumps(stored, default=str)

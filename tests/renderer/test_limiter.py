@@ -117,7 +117,6 @@ def test_the_limit_learns_from_time_spent_in_mongodb_only() -> None:
     # sample is its time in MongoDB calls, not the template rendering or retry backoff around them.
     from types import SimpleNamespace
 
-    from renderer.limiter import spent_in_mongodb
     from renderer.resilience import Deadline, DeadlineExceeded
     from renderer.tiers import Tiers
 
@@ -133,7 +132,8 @@ def test_the_limit_learns_from_time_spent_in_mongodb_only() -> None:
         raise DeadlineExceeded("mongodb: deadline reached after 0.001s")
 
     async def slow_to_render(deadline: Deadline) -> str:
-        spent_in_mongodb(0.100)  # what the guard reports of its MongoDB attempt
+        assert deadline.attempts is not None
+        deadline.attempts.append(0.100)  # what the guard records of its MongoDB attempt
         await asyncio.sleep(0.3)  # rendering, backoff: not the database
         return "page"
 

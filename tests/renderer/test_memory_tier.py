@@ -11,8 +11,8 @@ import pytest
 from devstack import servers
 from devstack.probes import metric
 from renderer import contract
+from renderer.last_good import LastGood
 from renderer.rendered_page import RenderedPage
-from renderer.tiers import LastGood
 from tests.conftest import StackClients
 from tests.helpers import get, request, unique_slug, wait_until
 from tests.holding_proxy import HoldingProxy

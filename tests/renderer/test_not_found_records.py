@@ -19,9 +19,8 @@ from devstack.samples import article_document
 from renderer import contract
 from renderer.backends import redis_pages
 from renderer.backends.redis_pages import RedisPages
-from renderer.breaker import AsyncCircuitBreaker
 from renderer.render import PageRenderer
-from renderer.resilience import Deadline, Guard, RetryPolicy
+from renderer.resilience import AsyncCircuitBreaker, Deadline, Guard, RetryPolicy
 
 REAL_PAGES = 300
 MADE_UP = 20_000

@@ -19,9 +19,8 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from devstack import servers
 from devstack.samples import article_document
-from renderer.backends import mongo_articles
-from renderer.breaker import AsyncCircuitBreaker
-from renderer.resilience import Deadline, Guard, RetryPolicy
+from renderer.backends import mongo_articles, mongo_listings
+from renderer.resilience import AsyncCircuitBreaker, Deadline, Guard, RetryPolicy
 from tests.fake_replica_set import FakeReplicaSet
 
 
@@ -75,7 +74,10 @@ async def read_through(replica_set: FakeReplicaSet, reads: Any) -> list[tuple[st
     try:
         await client.admin.command("ping")  # the set discovered, primary and secondary known
         log.sent.clear()
-        await reads(mongo_articles.MongoArticles(client, "pagecache", guard))
+        await reads(
+            mongo_articles.MongoArticles(client, "pagecache", guard),
+            mongo_listings.MongoListings(client, "pagecache", guard),
+        )
         return log.sent
     finally:
         await client.close()
@@ -87,10 +89,10 @@ def test_every_read_a_listing_depends_on_goes_to_the_primary(two_servers: tuple[
     replica_set = FakeReplicaSet(primary, primary)  # both members in front of one server: same data
     try:
 
-        async def reads(mongo: mongo_articles.MongoArticles) -> None:
-            listing = await mongo.listing(Deadline.after(10), 10, "rio", depth=20)
+        async def reads(mongo: mongo_articles.MongoArticles, listings: mongo_listings.MongoListings) -> None:
+            listing = await listings.listing(Deadline.after(10), 10, "rio", depth=20)
             assert [a["slug"] for a in listing.articles] == ["nova", "antiga"]
-            await mongo.listing(Deadline.after(10), 10, "rio", depth=20)  # the stored one, this time
+            await listings.listing(Deadline.after(10), 10, "rio", depth=20)  # the stored one, this time
             assert (await mongo.article(Deadline.after(10), "nova")) is not None
 
         sent = asyncio.run(read_through(replica_set, reads))
@@ -119,9 +121,9 @@ def test_a_lagging_secondary_never_feeds_a_listing(two_servers: tuple[int, int])
     seen: list[Any] = []
     try:
 
-        async def reads(mongo: mongo_articles.MongoArticles) -> None:
+        async def reads(mongo: mongo_articles.MongoArticles, listings: mongo_listings.MongoListings) -> None:
             for section in ("rio", None):
-                seen.append(await mongo.listing(Deadline.after(10), 10, section, depth=20))
+                seen.append(await listings.listing(Deadline.after(10), 10, section, depth=20))
 
         asyncio.run(read_through(replica_set, reads))
     finally:

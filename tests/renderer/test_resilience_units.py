@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from itertools import pairwise
+
 import pytest
 
-from renderer.breaker import AsyncCircuitBreaker, CircuitOpen
-from renderer.resilience import Deadline, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
+from renderer.resilience import (
+    AsyncCircuitBreaker,
+    CircuitOpen,
+    Deadline,
+    DeadlineExceeded,
+    Guard,
+    HoldOff,
+    RetryBudget,
+    RetryPolicy,
+)
 
 
 class Flaky:
@@ -181,3 +192,27 @@ async def test_no_retry_when_the_time_left_cannot_fit_a_typical_call() -> None:
     with pytest.raises(ConnectionError):
         await g.run(Deadline.after(5), flaky)  # plenty of time: retried as usual
     assert flaky.calls == 1 + 3
+
+
+async def test_a_backend_that_holds_off_is_called_again_when_it_said_without_spending_attempts() -> None:
+    # The CDN's rate limit and its 429s: the wait is the backend's word, not a backoff, and only
+    # the Guard loops (it was a second loop around the Guard's in the CDN purger).
+    calls: list[float] = []
+    loop_time = asyncio.get_running_loop().time
+
+    async def held_then_answers() -> str:
+        calls.append(loop_time())
+        if len(calls) <= 3:
+            raise HoldOff(0.05)
+        return "ok"
+
+    assert await guard(attempts=1).run(Deadline.after(5), held_then_answers) == "ok"
+    assert len(calls) == 4
+    assert all(later - earlier >= 0.05 for earlier, later in pairwise(calls)), calls
+
+
+async def test_a_hold_off_past_the_deadline_is_raised_at_once() -> None:
+    flaky = Flaky(HoldOff(10.0))
+    with pytest.raises(HoldOff):
+        await guard(attempts=3).run(Deadline.after(1), flaky)
+    assert flaky.calls == 1

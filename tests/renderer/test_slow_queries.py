@@ -19,9 +19,8 @@ from pymongo import AsyncMongoClient, MongoClient, monitoring
 from devstack import servers
 from devstack.probes import cpu_seconds
 from devstack.samples import article_document, outdate_listings
-from renderer.backends import mongo_articles
-from renderer.breaker import AsyncCircuitBreaker
-from renderer.resilience import Deadline, Guard, RetryPolicy
+from renderer.backends import mongo_articles, mongo_listings
+from renderer.resilience import AsyncCircuitBreaker, Deadline, Guard, RetryPolicy
 
 ARTICLES = 10000
 
@@ -64,7 +63,7 @@ def cpu_after_a_burst(server: servers.Server, url: str, scope: Any) -> float:
         breaker = AsyncCircuitBreaker("slow-test", fail_max=1000, reset_timeout=1)
         guard = Guard(breaker, 0.05, RetryPolicy(1, 0, 0), mongo_articles.is_transient, scope=scope,
                       is_timeout=mongo_articles.is_timeout)  # fmt: skip
-        mongo = mongo_articles.MongoArticles(client, "pagecache", guard)
+        mongo = mongo_listings.MongoListings(client, "pagecache", guard)
         await client.admin.command("ping")  # connected first: what times out is the reads
         # No stored listing (a read of an earlier burst may have finished and stored one): each of
         # the concurrent reads below runs the sorted query.
@@ -125,13 +124,13 @@ def note(slug: str, section: str, published_at: str) -> dict[str, Any]:
 async def read_listings(
     url: str, db_name: str, *reads: tuple[int, str | None]
 ) -> tuple[list[list[str]], list[tuple[str, str]]]:
-    """Read listings ``(limit, section)`` at once through one ``MongoArticles`` (stored 20 deep),
+    """Read listings ``(limit, section)`` at once through one ``MongoListings`` (stored 20 deep),
     as a renderer process does: the slugs each listed, and the commands sent (``endSessions`` aside)."""
     log = CommandLog()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, event_listeners=[log], tz_aware=True)
     breaker = AsyncCircuitBreaker("listing-test", fail_max=1000, reset_timeout=1)
     guard = Guard(breaker, 10.0, RetryPolicy(1, 0, 0), mongo_articles.is_transient)
-    mongo = mongo_articles.MongoArticles(client, db_name, guard)
+    mongo = mongo_listings.MongoListings(client, db_name, guard)
     try:
         listings = await asyncio.gather(*(mongo.listing(Deadline.after(10.0), n, s, depth=20) for n, s in reads))
         slugs = [[article["slug"] for article in listing.articles] for listing in listings]

@@ -1,0 +1,153 @@
+"""The listings in MongoDB: the newest articles of the home and of each section front (and the
+"latest news" box), versioned by one generation.
+
+One document, ``{_id: "generation", value: n}``, bumped by every publish and takedown, versions the
+listings as an article's ``version`` versions its page. Beside it, each listing's newest articles as
+of a generation (``{_id: "latest:<section>|*"}``), so that a reader who misses Redis makes two
+lookups by ``_id``, not a sorted query over the catalogue.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pymongo
+import pymongo.errors as mongo_errors
+from pymongo import AsyncMongoClient, ReadPreference
+
+from healthcheck import SingleFlight
+from renderer import contract
+from renderer.backends.mongo_articles import fail_fast_if_unreachable
+from renderer.resilience import Deadline, Guard
+
+_GENERATION = {"_id": "generation"}
+# What a listing shows of an article: all but its body (and the write's own bookkeeping).
+_LISTED_PROJECTION = {"_id": False, "body_html": False, "write_id": False, "writes": False}
+
+log = logging.getLogger("pagecache.mongodb")
+
+
+def listing_id(section: str | None) -> str:
+    """The ``_id`` of a stored listing: the newest articles of ``section``, or of all sections."""
+    return f"latest:{section or '*'}"
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The newest articles, as of listings generation ``generation`` (begun at ``changed_at``)."""
+
+    generation: int
+    changed_at: float
+    articles: list[dict[str, Any]]
+
+
+class MongoListings:
+    """The listings' reads (for readers and the publisher) and the generation's bump (publishes)."""
+
+    def __init__(
+        self,
+        client: AsyncMongoClient[dict[str, Any]],
+        db_name: str,
+        guard: Guard,
+        on_read: Callable[[str], None] = lambda caller: None,
+        fail_fast: bool = True,
+    ) -> None:
+        self.client = client
+        # What a listing's render depends on (the generation, the stored listing, the sorted query)
+        # is read from the primary for everyone: from two members, a reader could label a lagging
+        # secondary's list with a newer generation.
+        self.listings = client[db_name][contract.LISTINGS_COLLECTION].with_options(
+            read_preference=ReadPreference.PRIMARY
+        )
+        self._listed = client[db_name][contract.ARTICLES_COLLECTION].with_options(
+            read_preference=ReadPreference.PRIMARY
+        )
+        self.guard = guard
+        self.fail_fast = fail_fast  # as MongoArticles': readers fail fast, the publisher does not
+        self._on_read = on_read
+        self._queries: SingleFlight[tuple[str, int, int], list[dict[str, Any]]] = SingleFlight()
+
+    def _fail_fast_if_unreachable(self) -> None:
+        if self.fail_fast:
+            fail_fast_if_unreachable(self.client)
+
+    async def _generation(self) -> tuple[int, float]:
+        self._fail_fast_if_unreachable()
+        doc = await self.listings.find_one(_GENERATION)
+        return (int(doc["value"]), float(doc.get("changed_at", 0.0))) if doc else (0, 0.0)
+
+    async def _bump_generation(self) -> int:
+        self._fail_fast_if_unreachable()
+        doc = await self.listings.find_one_and_update(
+            _GENERATION,
+            {"$inc": {"value": 1}, "$set": {"changed_at": time.time()}},
+            upsert=True,
+            return_document=pymongo.ReturnDocument.AFTER,
+        )
+        assert doc is not None  # an upsert returning the document after the update always has one
+        return int(doc["value"])
+
+    async def bump_generation(self, deadline: Deadline) -> int:
+        """A new listings generation (after a publish or takedown is committed, before its listings
+        are rendered): every listing rendered since names a newer version than any before."""
+        return await self.guard.run(deadline, self._bump_generation)
+
+    async def _query_latest(self, limit: int, section: str | None) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {"published": True}
+        if section is not None:
+            query["section"] = section
+        cursor = self._listed.find(query, _LISTED_PROJECTION)
+        return await cursor.sort("published_at", pymongo.DESCENDING).limit(limit).to_list(limit)
+
+    async def _listing(self, limit: int, section: str | None, depth: int, caller: str) -> Listing:
+        self._fail_fast_if_unreachable()
+        self._on_read(caller)
+        generation, changed_at = await self._generation()
+        stored = await self.listings.find_one({"_id": listing_id(section)})
+        if stored is not None and stored["generation"] >= generation and stored["depth"] >= limit:
+            return Listing(int(stored["generation"]), float(stored["changed_at"]), stored["articles"][:limit])
+        # Outdated (a change since, or articles written behind the publisher's back) or missing:
+        # the query, whose result is kept for the next reader that misses Redis.
+        articles = await self._query_once(section, generation, changed_at, max(limit, depth))
+        return Listing(generation, changed_at, articles[:limit])
+
+    async def _query_once(self, section: str | None, generation: int, changed_at: float, depth: int) -> list[Any]:
+        """Query and keep the newest ``depth`` articles of ``section`` as of ``generation``, once
+        for every caller that wants them meanwhile: the home and the box list the same articles,
+        and a publish renders both at once. A caller that gives up leaves the query to the rest; it
+        runs in the first caller's context, so within that caller's time limit."""
+
+        async def query_and_keep() -> list[dict[str, Any]]:
+            articles = await self._query_latest(depth, section)
+            await self._keep_listing(section, generation, changed_at, depth, articles)
+            return articles
+
+        return await self._queries.do((listing_id(section), generation, depth), query_and_keep)
+
+    async def _keep_listing(
+        self, section: str | None, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]
+    ) -> None:
+        """Store a listing unless a newer generation is stored (``rendered_page.may_replace``: an
+        equal one is replaced, the same generation read later), so a slow reader never replaces a
+        newer listing. A section without articles gets no document (a scanner's made-up section
+        must not create one); an existing one is emptied."""
+        fenced = {"_id": listing_id(section), "generation": {"$lte": generation}}
+        update = {"$set": {"generation": generation, "changed_at": changed_at, "depth": depth, "articles": articles}}
+        try:
+            await self.listings.update_one(fenced, update, upsert=bool(articles))
+        except mongo_errors.DuplicateKeyError:
+            pass  # a newer one is there: the upsert lost to it
+        except mongo_errors.PyMongoError as exc:
+            log.info("listing %s not kept: %r", listing_id(section), exc)  # the next miss queries again
+
+    async def listing(self, deadline: Deadline, limit: int, section: str | None = None, depth: int = 0) -> Listing:
+        """The ``limit`` newest published articles (of ``section``, when given), without their
+        bodies, labelled with the listings' generation they are at least as new as.
+
+        One lookup by ``_id`` while the stored listing is current: the sorted query runs only after
+        a change, and its result (``depth`` articles) is stored for every later reader.
+        """
+        return await self.guard.run(deadline, self._listing, limit, section, max(depth, limit), deadline.caller)
