@@ -30,6 +30,7 @@ setup(
             "tox-current-env>=0.0.17",  # scripts/test: tox's commands in the provisioned virtualenv
             "ruff>=0.6",
             "mypy>=1.10",
+            "import-linter>=2.16",  # .importlinter: the layers scripts/test checks
             "checkov>=3.3",
             # pyproject.toml's build system: the wheel test builds without isolation (no download)
             "setuptools>=68",

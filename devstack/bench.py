@@ -18,6 +18,7 @@ import asyncio
 import bisect
 import json
 import math
+import os
 import random
 import re
 import statistics
@@ -26,24 +27,23 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import aiohttp
-from pymongo import MongoClient
+import redis
 
 from devstack import box_cost, breaking, fleet_bench, servers
 from devstack.probes import concurrent_gets, cpu_seconds, metric, tier_names, unnamed_tier, varnish_counters
-from devstack.samples import article_document, load_samples, outdate_listings
+from devstack.samples import load_samples
 from devstack.stack import Ports, Stack, start_stack
+from devstack.workload import FRONT_SHARE, SECTIONS, Zipf, insert_articles, progress, tracked, warm
 
 HOT_SLUG = "tiroteio-deixa-um-morto-e-feridos"
 BENCH_TOKEN = "bench-" + "0" * 40  # the editors' API refuses tokens under 32 characters
-
-
-def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def wrk_run(
@@ -128,84 +128,6 @@ def reference(run_dir: Path, kind: str, *args: str) -> servers.Server:
     port = servers.free_port()
     argv = [sys.executable, "-m", "devstack.bench_refs", kind, str(port), *args]
     return servers.Server(f"tornado-{kind}", argv, port, run_dir / f"ref-{kind}.log", cwd=servers.REPO)
-
-
-def insert_articles(stack: Stack, prefix: str, count: int) -> list[str]:
-    slugs = [f"{prefix}-{i}" for i in range(count)]
-    now = datetime.now(UTC).isoformat()
-    docs = [
-        article_document(
-            {
-                "slug": slug,
-                "title": f"Notícia de teste número {i}",
-                "subtitle": "Linha fina da notícia de teste",
-                "section": SECTIONS[i % len(SECTIONS)],
-                "body_html": "<p>" + "Texto da notícia. " * 120 + "</p>",
-                "authors": ["Redação"],
-                "published_at": now,
-            }
-        )
-        for i, slug in enumerate(slugs)
-    ]
-    with MongoClient(stack.env["MONGODB_URL"]) as client:
-        client[stack.env["MONGODB_DB"]]["articles"].insert_many(docs)
-        outdate_listings(client[stack.env["MONGODB_DB"]])
-    return slugs
-
-
-class Zipf:
-    """Article ranks drawn with probability proportional to 1 / rank**s."""
-
-    def __init__(self, n: int, s: float, seed: int = 7) -> None:
-        weights = [1 / (i**s) for i in range(1, n + 1)]
-        total = sum(weights)
-        self.cdf = []
-        acc = 0.0
-        for w in weights:
-            acc += w / total
-            self.cdf.append(acc)
-        self.random = random.Random(seed)
-
-    def draw(self) -> int:
-        return min(bisect.bisect_left(self.cdf, self.random.random()), len(self.cdf) - 1)
-
-
-async def warm(site: str, slugs: list[str], concurrency: int, listings: bool = False) -> tuple[float, Counter[int]]:
-    """Read every article once, a few at a time: a site in steady state, not a cold start. With
-    ``listings``, the home and every section front too (readers ask for those as well).
-
-    An empty cache asking a slow database for every article at once is a different test (the
-    renderer sheds it with 503s once MongoDB's breaker opens); the seed's table is steady state.
-    """
-    statuses: Counter[int] = Counter()
-    queue = [f"/noticia/{slug}.ghtml" for slug in slugs]
-    if listings:
-        queue += ["/", *(f"/{section}/" for section in SECTIONS)]
-    started = time.monotonic()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-
-        async def worker() -> None:
-            while queue:
-                path = queue.pop()
-                async with session.get(site + path) as resp:
-                    await resp.read()
-                    statuses[resp.status] += 1
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.monotonic() - started, statuses
-
-
-TRACKING = ("utm_source=facebook", "utm_medium=social", "fbclid=", "gclid=", "utm_campaign=", "_ga=2.")
-
-
-def tracked(path: str, rng: random.Random) -> str:
-    """``path`` with one or two random tracking parameters, as links from social and search carry."""
-    params = [p + (str(rng.randrange(10**9)) if p.endswith(("=", ".")) else "") for p in rng.sample(TRACKING, 2)]
-    return path + "?" + "&".join(params[: rng.randint(1, 2)])
-
-
-SECTIONS = ("rio", "economia", "politica", "esporte")
-FRONT_SHARE = 0.1  # of the Zipf mix's requests go to section fronts
 
 
 def pool_wait_tracing() -> aiohttp.TraceConfig:
@@ -326,19 +248,41 @@ def mongo_reads_per_article_per_ttl(lines: list[dict[str, Any]], ttl: float) -> 
     return worst
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
-    d = args.seconds
-    results: dict[str, Any] = {"machine": {"cores": __import__("os").cpu_count()}, "seconds_per_run": d}
+@dataclass
+class Peers:
+    """Phases 1-4's stack (one renderer process) and what it is measured against, with ``path``,
+    the hot article, and ``body``, its page as the renderer serves it."""
+
+    stack: Stack
+    path: str
+    body: bytes
+    quiet: servers.Server  # a second renderer, its access log off
+    stock_varnish: servers.Server
+    nginx_url: str
+    nginx_proxy_url: str
+    bare_url: str
+    redisget_url: str
+
+    @property
+    def quiet_url(self) -> str:
+        return f"http://127.0.0.1:{self.quiet.port}"
+
+    @property
+    def stock_url(self) -> str:
+        return f"http://127.0.0.1:{self.stock_varnish.port}"
+
+
+@contextmanager
+def peers(run_dir: Path) -> Iterator[Peers]:
+    """Start phases 1-4's stack with the sample articles, and the peers beside it (stock Varnish,
+    nginx static and proxy_cache, bare Tornado, Tornado + one Redis GET, a quiet renderer)."""
     started: list[servers.Server] = []
-    stacks: list[Stack] = []
+    progress("starting the stack")
+    # One process each: the renderer is compared with single-process references.
+    stack = start_stack(
+        run_dir / "main", Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env={"PROCESSES": "1"}
+    )
     try:
-        progress("starting the stack")
-        # One process each: the renderer is compared with single-process references.
-        stack = start_stack(
-            run_dir / "main", Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env={"PROCESSES": "1"}
-        )
-        stacks.append(stack)
         load_samples(stack.env["MONGODB_URL"], stack.env["MONGODB_DB"], stack.env["REDIS_URL"])
         path = f"/noticia/{HOT_SLUG}.ghtml"
         body = subprocess.run(["curl", "-s", stack.renderer_url + path], capture_output=True, check=True).stdout
@@ -347,8 +291,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         static = run_dir / "static"
         static.mkdir()
         (static / "page.html").write_bytes(body)
-        import redis
-
         redis.Redis.from_url(stack.env["REDIS_URL"]).set("bench:page", body)
         quiet = servers.renderer(run_dir, servers.free_port(), {**stack.env, "LOG_LEVEL": "WARNING", "PROCESSES": "1"})
         stock_varnish = servers.varnish(run_dir, servers.free_port(), stack.ports.renderer, stock=True)
@@ -361,117 +303,152 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stock_varnish,
         ):
             started.append(server.start())
-        nginx_url, bare_url, redisget_url, quiet_url, stock_url = (f"http://127.0.0.1:{s.port}" for s in started)
-        nginx_proxy_url = f"http://127.0.0.1:{nginx_proxy_port}"
-        for url in (stock_url, nginx_proxy_url, stack.site_url):
+        nginx_url, bare_url, redisget_url = (f"http://127.0.0.1:{s.port}" for s in started[:3])
+        made = Peers(
+            stack,
+            path,
+            body,
+            quiet,
+            stock_varnish,
+            nginx_url,
+            f"http://127.0.0.1:{nginx_proxy_port}",
+            bare_url,
+            redisget_url,
+        )
+        for url in (made.stock_url, made.nginx_proxy_url, stack.site_url):
             for page in (path, "/"):
                 for _ in range(3):
                     subprocess.run(["curl", "-s", "-o", "/dev/null", url + page], check=True)
-
-        progress(f"1. our VCL vs stock Varnish, nginx proxy_cache and nginx static ({d:.0f} s each)")
-        # Short interleaved pairs with gzip-accepting clients (as browsers are), the median of the
-        # pairs' ratios: on two shared cores one long run of each swings by +-15 %. On an article
-        # page, the commonest hit: both serve the same bytes (the renderer puts the box in).
-        pairs = [
-            (cpu_per_hit(stack.started["varnish"], stack.site_url + path), cpu_per_hit(stock_varnish, stock_url + path))
-            for _ in range(args.edge_pairs)
-        ]
-        rps = {
-            "varnish": statistics.median(ours for (_, ours), _ in pairs),
-            "varnish-stock": statistics.median(stock for _, (_, stock) in pairs),
-        }
-        vcl_ratio = statistics.median(ours / stock for (_, ours), (_, stock) in pairs)
-        results["cpu_per_hit_us"] = {
-            "varnish": statistics.median(ours for (ours, _), _ in pairs),
-            "varnish-stock": statistics.median(stock for _, (stock, _) in pairs),
-        }
-        # As an efficiency: stock's CPU per hit over ours (1.0: ours costs what stock's does).
-        cpu_ratio = statistics.median(stock / ours for (ours, _), (stock, _) in pairs)
-        rps["varnish-plain"] = wrk(stack.site_url + path, d / 2, 2, 64)
-        # An article page beside the home: what the "latest news" box costs a hit (nothing, now
-        # that no page is assembled at the edge).
-        rps["varnish-article"] = wrk(stack.site_url + path, d / 2, 2, 64, gzip=True)
-        rps["varnish-home"] = wrk(stack.site_url + "/", d / 2, 2, 64, gzip=True)
-        rps["nginx-proxy-cache"] = wrk(nginx_proxy_url + path, d, 2, 64, gzip=True)
-        rps["nginx"] = wrk(nginx_url + path, d, 2, 64, gzip=True)
-        results["gzip"] = {
-            "raw_bytes": body_bytes(stack.site_url + path, gzip=False),
-            "gzip_bytes": body_bytes(stack.site_url + path, gzip=True),
-        }
-        progress("2. renderer Redis-hit path vs bare Tornado and Tornado + one Redis GET")
-        rps["renderer"] = wrk(stack.renderer_url + path, d, 1, 32)
-        rps["renderer-quiet"] = wrk(quiet_url + path, d, 1, 32)
-        rps["tornado-bare"] = wrk(bare_url + path, d, 1, 32)
-        rps["tornado-redis-get"] = wrk(redisget_url + path, d, 1, 32)
-
-        progress("3. cold renders: every request a different article")
-        cold = insert_articles(stack, "bench-cold", args.cold_articles)
-        script = run_dir / "cold.lua"
-        script.write_text(
-            "n = 0\n"
-            "request = function()\n"
-            '  n = n + 1\n  return wrk.format(nil, "/noticia/bench-cold-" .. n .. ".ghtml")\n'
-            "end\n"
-        )
-        reads_before = metric(stack.renderer_url, "pagecache_mongodb_reads_total")
-        rps["cold-render"] = wrk(stack.renderer_url, min(d, 5), 1, 16, script)
-        cold_reads = metric(stack.renderer_url, "pagecache_mongodb_reads_total") - reads_before
-        if cold_reads >= len(cold):
-            raise RuntimeError("the cold phase ran out of distinct articles; raise --cold-articles")
-
-        progress("4. stampede: 1000 concurrent requests for one cold article over two processes")
-        target = insert_articles(stack, "bench-stampede", 1)[0]
-        renderers = [stack.renderer_url, quiet_url]
-        before = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers)
-        outcomes = asyncio.run(concurrent_gets([f"{renderers[i % 2]}/noticia/{target}.ghtml" for i in range(1000)]))
-        statuses: Counter[int] = Counter()
-        for (status, _tier), count in outcomes.items():
-            statuses[status] += count
-        stampede_reads = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers) - before
-
-        results["throughput"] = rps
-        results["edge_pairs"] = args.edge_pairs
-        results["ratios"] = {
-            "varnish / varnish-stock": vcl_ratio,
-            "varnish-stock cpu per hit / varnish cpu per hit": cpu_ratio,
-            "varnish (plain clients) / varnish-stock": rps["varnish-plain"] / rps["varnish-stock"],
-            "article / home, our VCL": rps["varnish-article"] / rps["varnish-home"],
-            "varnish-stock / nginx-proxy-cache": rps["varnish-stock"] / rps["nginx-proxy-cache"],
-            "varnish-stock / nginx": rps["varnish-stock"] / rps["nginx"],
-            "varnish / nginx": rps["varnish"] / rps["nginx"],
-            "renderer / tornado-redis-get": rps["renderer"] / rps["tornado-redis-get"],
-            "renderer (access log off) / tornado-redis-get": rps["renderer-quiet"] / rps["tornado-redis-get"],
-            "renderer / tornado-bare": rps["renderer"] / rps["tornado-bare"],
-            "tornado-redis-get / tornado-bare": rps["tornado-redis-get"] / rps["tornado-bare"],
-            "cold render / renderer redis-hit": rps["cold-render"] / rps["renderer"],
-        }
-        results["stampede"] = {"requests": 1000, "statuses": dict(statuses), "mongodb_reads": stampede_reads}
+        yield made
+    finally:
         for server in started:
             server.stop()
-        started.clear()
         stack.stop()
 
-        progress(f"5. Zipf over {args.articles} articles, {args.zipf_seconds:.0f} s at {args.rate:.0f} req/s")
-        scale = args.time_scale
-        # The Redis TTL is crossed at least once in every run (the quick one shortens it).
-        page_ttl = min(round(300 / scale), round(args.zipf_seconds / 3))
-        zipf_env = {
-            "SHARED_MAX_AGE": str(max(1, round(10 / scale))),
-            "STALE_WHILE_REVALIDATE": str(max(1, round(10 / scale))),
-            "PAGE_TTL": str(page_ttl),
-            "REVALIDATE_WINDOW": str(3 * page_ttl),
-            "NOT_FOUND_TTL": "1",
-            "PROCESSES": "0",
-        }
-        zstack = start_stack(
-            run_dir / "zipf", Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env=zipf_env
-        )
-        stacks.append(zstack)
+
+def edge(args: argparse.Namespace, p: Peers) -> dict[str, Any]:
+    """Phase 1: our VCL's hit path against stock Varnish's, nginx proxy_cache and nginx static."""
+    d = args.seconds
+    progress(f"1. our VCL vs stock Varnish, nginx proxy_cache and nginx static ({d:.0f} s each)")
+    site, path = p.stack.site_url, p.path
+    # Short interleaved pairs with gzip-accepting clients (as browsers are), the median of the
+    # pairs' ratios: on two shared cores one long run of each swings by +-15 %. On an article
+    # page, the commonest hit: both serve the same bytes (the renderer puts the box in).
+    pairs = [
+        (cpu_per_hit(p.stack.started["varnish"], site + path), cpu_per_hit(p.stock_varnish, p.stock_url + path))
+        for _ in range(args.edge_pairs)
+    ]
+    rps = {
+        "varnish": statistics.median(ours for (_, ours), _ in pairs),
+        "varnish-stock": statistics.median(stock for _, (_, stock) in pairs),
+        "varnish-plain": wrk(site + path, d / 2, 2, 64),
+        # An article page beside the home: what the "latest news" box costs a hit (nothing, now
+        # that no page is assembled at the edge).
+        "varnish-article": wrk(site + path, d / 2, 2, 64, gzip=True),
+        "varnish-home": wrk(site + "/", d / 2, 2, 64, gzip=True),
+        "nginx-proxy-cache": wrk(p.nginx_proxy_url + path, d, 2, 64, gzip=True),
+        "nginx": wrk(p.nginx_url + path, d, 2, 64, gzip=True),
+    }
+    return {
+        "throughput": rps,
+        "edge_pairs": args.edge_pairs,
+        "cpu_per_hit_us": {
+            "varnish": statistics.median(ours for (ours, _), _ in pairs),
+            "varnish-stock": statistics.median(stock for _, (stock, _) in pairs),
+        },
+        "ratios": {
+            "varnish / varnish-stock": statistics.median(ours / stock for (_, ours), (_, stock) in pairs),
+            # As an efficiency: stock's CPU per hit over ours (1.0: ours costs what stock's does).
+            "varnish-stock cpu per hit / varnish cpu per hit": statistics.median(
+                stock / ours for (ours, _), (stock, _) in pairs
+            ),
+        },
+        "gzip": {"raw_bytes": body_bytes(site + path, gzip=False), "gzip_bytes": body_bytes(site + path, gzip=True)},
+    }
+
+
+def renderer_hits(args: argparse.Namespace, p: Peers) -> dict[str, float]:
+    """Phase 2: the renderer's Redis-hit path against bare Tornado and Tornado + one Redis GET."""
+    progress("2. renderer Redis-hit path vs bare Tornado and Tornado + one Redis GET")
+    d = args.seconds
+    return {
+        "renderer": wrk(p.stack.renderer_url + p.path, d, 1, 32),
+        "renderer-quiet": wrk(p.quiet_url + p.path, d, 1, 32),
+        "tornado-bare": wrk(p.bare_url + p.path, d, 1, 32),
+        "tornado-redis-get": wrk(p.redisget_url + p.path, d, 1, 32),
+    }
+
+
+def cold_renders(args: argparse.Namespace, p: Peers, run_dir: Path) -> dict[str, float]:
+    """Phase 3: every request a different article, never read before."""
+    progress("3. cold renders: every request a different article")
+    cold = insert_articles(p.stack, "bench-cold", args.cold_articles)
+    script = run_dir / "cold.lua"
+    script.write_text(
+        "n = 0\n"
+        "request = function()\n"
+        '  n = n + 1\n  return wrk.format(nil, "/noticia/bench-cold-" .. n .. ".ghtml")\n'
+        "end\n"
+    )
+    reads_before = metric(p.stack.renderer_url, "pagecache_mongodb_reads_total")
+    rps = wrk(p.stack.renderer_url, min(args.seconds, 5), 1, 16, script)
+    if metric(p.stack.renderer_url, "pagecache_mongodb_reads_total") - reads_before >= len(cold):
+        raise RuntimeError("the cold phase ran out of distinct articles; raise --cold-articles")
+    return {"cold-render": rps}
+
+
+def stampede(p: Peers) -> dict[str, Any]:
+    """Phase 4: 1000 concurrent requests for one cold article over two renderer processes."""
+    progress("4. stampede: 1000 concurrent requests for one cold article over two processes")
+    target = insert_articles(p.stack, "bench-stampede", 1)[0]
+    renderers = [p.stack.renderer_url, p.quiet_url]
+    before = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers)
+    outcomes = asyncio.run(concurrent_gets([f"{renderers[i % 2]}/noticia/{target}.ghtml" for i in range(1000)]))
+    statuses: Counter[int] = Counter()
+    for (status, _tier), count in outcomes.items():
+        statuses[status] += count
+    reads = sum(metric(u, "pagecache_mongodb_reads_total") for u in renderers) - before
+    return {"requests": 1000, "statuses": dict(statuses), "mongodb_reads": reads}
+
+
+def side_by_side(rps: dict[str, float]) -> dict[str, float]:
+    """Phases 1-3's throughputs as the ratios the README's table shows."""
+    return {
+        "varnish (plain clients) / varnish-stock": rps["varnish-plain"] / rps["varnish-stock"],
+        "article / home, our VCL": rps["varnish-article"] / rps["varnish-home"],
+        "varnish-stock / nginx-proxy-cache": rps["varnish-stock"] / rps["nginx-proxy-cache"],
+        "varnish-stock / nginx": rps["varnish-stock"] / rps["nginx"],
+        "varnish / nginx": rps["varnish"] / rps["nginx"],
+        "renderer / tornado-redis-get": rps["renderer"] / rps["tornado-redis-get"],
+        "renderer (access log off) / tornado-redis-get": rps["renderer-quiet"] / rps["tornado-redis-get"],
+        "renderer / tornado-bare": rps["renderer"] / rps["tornado-bare"],
+        "tornado-redis-get / tornado-bare": rps["tornado-redis-get"] / rps["tornado-bare"],
+        "cold render / renderer redis-hit": rps["cold-render"] / rps["renderer"],
+    }
+
+
+def zipf(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    """Phase 5: Zipf traffic through the whole stack with time compressed, then again with
+    tracking parameters on 30 % of the URLs."""
+    progress(f"5. Zipf over {args.articles} articles, {args.zipf_seconds:.0f} s at {args.rate:.0f} req/s")
+    scale = args.time_scale
+    # The Redis TTL is crossed at least once in every run (the quick one shortens it).
+    page_ttl = min(round(300 / scale), round(args.zipf_seconds / 3))
+    zipf_env = {
+        "SHARED_MAX_AGE": str(max(1, round(10 / scale))),
+        "STALE_WHILE_REVALIDATE": str(max(1, round(10 / scale))),
+        "PAGE_TTL": str(page_ttl),
+        "REVALIDATE_WINDOW": str(3 * page_ttl),
+        "NOT_FOUND_TTL": "1",
+        "PROCESSES": "0",
+    }
+    zstack = start_stack(run_dir, Ports.free(), environ={"EDITOR_TOKENS": BENCH_TOKEN}, renderer_env=zipf_env)
+    try:
         slugs = insert_articles(zstack, "zipf", args.articles)
         progress(f"   warming: every article, the home and each front read once, {args.warm_concurrency} at a time")
         warm_started = time.monotonic()
         warm_seconds, warm_statuses = asyncio.run(warm(zstack.site_url, slugs, args.warm_concurrency, listings=True))
-        results["zipf_warmup"] = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
+        warmup = {"seconds": warm_seconds, "statuses": dict(warm_statuses)}
         log_start = time.time()
         counters_before = varnish_counters(zstack.started["varnish"])
         reads_before = {p: metric(zstack.renderer_url, "pagecache_mongodb_reads_total", path=p) for p in PATHS}
@@ -495,7 +472,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         by_tier = Counter(entry["tier"] for entry in answered if entry["path"].startswith("/noticia/"))
         backend_fetches = counters.get("MAIN.backend_req", 0) - counters_before.get("MAIN.backend_req", 0)
         latencies = sorted(lat for _, lat, _ in samples)
-        results["zipf"] = {
+        measured = {
             "articles": args.articles,
             "zipf_s": args.zipf_s,
             "rate": args.rate,
@@ -536,23 +513,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         tracked_samples = asyncio.run(
             zipf_load(zstack.site_url, slugs, args.rate, args.tracked_seconds, args.zipf_s, tracked_share=0.3)
         )
-        results["zipf_tracked"] = {
+        tracked_run = {
             "seconds": args.tracked_seconds,
             "requests": len(tracked_samples),
             "errors": sum(1 for _, _, t in tracked_samples if t == "error"),
             "varnish_share": sum(1 for _, _, t in tracked_samples if t == "varnish") / len(tracked_samples),
         }
-        zstack.stop()
-        results.update(publishing(run_dir / "publishing", args.breaking_seconds))
-        results.update(box_cost.box_at_cdn(run_dir / "box", BENCH_TOKEN, args.box_seconds))
-        progress("9. two editors racing on one article, with 1, 4 and 16 Varnish nodes")
-        results.update(fleet_bench.fleet_publishing(run_dir / "fleet", args.fleet_seconds))
-        return results
+        return {"zipf_warmup": warmup, "zipf": measured, "zipf_tracked": tracked_run}
     finally:
-        for server in started:
-            server.stop()
-        for s in stacks:
-            s.stop()
+        zstack.stop()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase, one after another, each on servers of its own; what each measured."""
+    run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "seconds_per_run": args.seconds}
+    with peers(run_dir) as p:
+        results.update(edge(args, p))
+        results["throughput"].update(renderer_hits(args, p))
+        results["throughput"].update(cold_renders(args, p, run_dir))
+        results["stampede"] = stampede(p)
+    results["ratios"].update(side_by_side(results["throughput"]))
+    results.update(zipf(args, run_dir / "zipf"))
+    results.update(publishing(run_dir / "publishing", args.breaking_seconds))
+    results.update(box_cost.box_at_cdn(run_dir / "box", BENCH_TOKEN, args.box_seconds))
+    progress("9. two editors racing on one article, with 1, 4 and 16 Varnish nodes")
+    results.update(fleet_bench.fleet_publishing(run_dir / "fleet", args.fleet_seconds))
+    return results
 
 
 PATHS = ("reader", "refresh")

@@ -23,6 +23,7 @@ import aiohttp
 
 from devstack.probes import varnish_counters
 from devstack.stack import Ports, Stack, start_stack
+from devstack.workload import insert_articles, progress, warm
 
 ARTICLES = 300
 RATE = 200.0  # reads per second through the CDN
@@ -132,8 +133,6 @@ async def _takedown(stack: Stack, token: str, pages: list[str]) -> dict[str, Any
 
 def box_at_cdn(run_dir: Path, token: str, seconds: float) -> dict[str, Any]:
     """Phase 8 on a stack of its own: two renderer processes and an emulated CDN (Fastly's API)."""
-    from devstack.bench import insert_articles, progress, warm
-
     progress(
         f"8. the box at the CDN: {seconds:.0f} s of reads without publishes, then with one every {PUBLISH_EVERY:.0f} s"
     )

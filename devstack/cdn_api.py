@@ -25,10 +25,8 @@ import uuid
 from functools import partial
 from typing import Any, Awaitable, Callable
 
+import aiohttp
 from aiohttp import web
-
-from renderer.http_session import LazySession
-from renderer.rate_limit import TokenBucket
 
 # The vendors' documented caps, written here apart from the renderer's own on purpose: a client
 # that batched wrongly must meet a stub that refuses it.
@@ -36,6 +34,26 @@ FASTLY_MAX_KEYS = 256
 CLOUDFLARE_MAX_TAGS = 100
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+class PlanLimit:
+    """Cloudflare's documented purge limit: ``rate`` requests a second in bursts of ``burst``.
+    Written here as a cell-rate meter (when the bucket would next be empty), not with the
+    renderer's own limiter: a stub that shared that code could not catch its mistakes."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.interval = 1 / rate
+        self.slack = (max(1, burst) - 1) * self.interval
+        self.empty_at = 0.0  # monotonic
+
+    def admit(self) -> float:
+        """0.0 and the request counted, or the seconds until one would be admitted."""
+        now = time.monotonic()
+        start = max(self.empty_at, now)
+        if start - now > self.slack:
+            return start - now - self.slack
+        self.empty_at = start + self.interval
+        return 0.0
 
 
 def _cloudflare_error(status: int, code: int, message: str, **headers: str) -> web.Response:
@@ -48,10 +66,16 @@ class PurgeApiStub:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.bucket = TokenBucket(args.cloudflare_rate, args.cloudflare_burst)
+        self.limit = PlanLimit(args.cloudflare_rate, args.cloudflare_burst)
         self.calls: list[dict[str, Any]] = []
         self.faults: list[dict[str, Any]] = []
-        self.session = LazySession(timeout=5)
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """The client to the emulated CDN, made inside the running loop on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        return self._session
 
     async def _purge_cdn(self, keys: list[str], soft: bool) -> None:
         header = "xkey-softpurge" if soft else "xkey-purge"
@@ -117,7 +141,7 @@ class PurgeApiStub:
             return _cloudflare_error(400, 1012, "tags: a non-empty list of strings")
         if len(tags) > CLOUDFLARE_MAX_TAGS:
             return _cloudflare_error(400, 1012, f"at most {CLOUDFLARE_MAX_TAGS} tags per request")
-        if (wait := self.bucket.take()) > 0:
+        if (wait := self.limit.admit()) > 0:
             return _cloudflare_error(429, 10429, "rate limited", **{"Retry-After": str(math.ceil(wait))})
         await self._purge_cdn(tags, soft=False)  # Cloudflare has no soft purge
         return web.json_response({"success": True, "errors": [], "messages": [], "result": {"id": uuid.uuid4().hex}})

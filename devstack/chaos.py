@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from pymongo import MongoClient
 
 from devstack import probes, servers
 from devstack.fleet import start_fleet
 from devstack.probes import metric, tier_names, unnamed_tier
 from devstack.samples import forget_listings, load_samples, outdate_listings, sample_articles
 from devstack.stack import CURRENT_STACK, Ports, Stack, start_stack
+from devstack.workload import SECTIONS, Zipf, insert_articles, warm
 from renderer import contract
 
 TIER_COLOURS = {
@@ -314,8 +316,6 @@ def catalogue(stack: Stack, articles: int) -> tuple[Workload, set[str], list[str
     """``articles`` more articles, read with a Zipf law (s = 1.2); the top half is read once now
     (pages readers know), the tail never was (cold reads during the outage). Also their slugs,
     for ``remove_catalogue``."""
-    from devstack.bench import Zipf, insert_articles, warm
-
     slugs = insert_articles(stack, f"caos-{random.randrange(10**6)}", articles)
     asyncio.run(warm(stack.site_url, slugs[: articles // 2], concurrency=8))
     read = {f"/noticia/{slug}.ghtml" for slug in slugs[: articles // 2]}
@@ -324,10 +324,8 @@ def catalogue(stack: Stack, articles: int) -> tuple[Workload, set[str], list[str
 
 def remove_catalogue(stack: Stack, slugs: list[str]) -> None:
     """Delete ``catalogue``'s articles, so that runs don't grow the database they measure."""
-    from pymongo import MongoClient
-
     with MongoClient(stack.env["MONGODB_URL"]) as client:
-        client[stack.env["MONGODB_DB"]]["articles"].delete_many({"_id": {"$in": slugs}})
+        client[stack.env["MONGODB_DB"]][contract.ARTICLES_COLLECTION].delete_many({"_id": {"$in": slugs}})
         outdate_listings(client[stack.env["MONGODB_DB"]])
 
 
@@ -336,8 +334,6 @@ def fronts_of_a_catalogue(stack: Stack, articles: int, workload: Workload, read:
     """``articles`` more articles across the bench's sections, the home and each front read once
     (which leaves their listings stored, as the publisher would), and ``workload`` with half its readers on the
     fronts; the articles are removed afterwards."""
-    from devstack.bench import SECTIONS, insert_articles
-
     slugs = insert_articles(stack, f"caos-frente-{random.randrange(10**6)}", articles)
     try:
         fronts = [f"/{section}/" for section in SECTIONS]

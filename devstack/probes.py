@@ -13,7 +13,6 @@ import subprocess
 import time
 import urllib.request
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +20,6 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from renderer import contract
-from renderer.rendered_page import RenderedPage
 
 
 def cpu_seconds(pid: int, children: bool = False) -> float:
@@ -82,14 +80,17 @@ async def concurrent_gets(urls: list[str]) -> Counter[tuple[int, str]]:
 def expire_records(client: Any, *cache_ids: str, rendered_ago: float | None = None) -> None:
     """Move these pages' records in Redis past their freshness and revalidation window, as time
     would: each stays only as the page's last good copy (served when MongoDB fails).
-    ``rendered_ago``: also make them that many seconds old."""
+    ``rendered_ago``: also make them that many seconds old. Through the record's layout in
+    ``contract.RECORD_KEYS``, not the renderer's code."""
+    keys = contract.RECORD_KEYS
     for cache_id in cache_ids:
         value = client.get(contract.page_key(cache_id))
         if value is not None:
-            past = replace(RenderedPage.from_bytes(value), fresh_until=1.0, serve_until=1.0)
+            head, _, html = value.partition(b"\n")
+            meta = {**json.loads(head), keys["fresh_until"]: 1.0, keys["serve_until"]: 1.0}
             if rendered_ago is not None:
-                past = replace(past, rendered_at=time.time() - rendered_ago)
-            client.set(contract.page_key(cache_id), past.to_bytes(), keepttl=True)
+                meta[keys["rendered_at"]] = time.time() - rendered_ago
+            client.set(contract.page_key(cache_id), json.dumps(meta).encode() + b"\n" + html, keepttl=True)
 
 
 def logged_tiers(log_path: Path) -> dict[str, str]:

@@ -20,6 +20,20 @@ SECTION_PATTERN = re.compile(
 ARTICLES_COLLECTION = "articles"
 LISTINGS_COLLECTION = "listings"
 
+# A page's record in Redis (``page:<id>``): one line of JSON metadata, then the page's bytes. A
+# record outlives a deploy (the next version reads it), so the metadata's keys are a contract
+# between versions: field of ``RenderedPage`` -> key in the record.
+RECORD_KEYS = {
+    "status": "s",
+    "etag": "e",
+    "last_modified": "m",
+    "surrogate_keys": "k",
+    "rendered_at": "r",
+    "version": "v",
+    "fresh_until": "f",
+    "serve_until": "u",
+}
+
 PAGE_KEY_PREFIX = "page:"
 LOCK_KEY_PREFIX = "lock:page:"
 # The ids of pages that list articles start with "@", which cannot appear in a slug.

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 from healthcheck import Check
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
+from renderer.concurrency_limit import AdaptiveLimit
 from renderer.last_good import LastGood
-from renderer.limiter import AdaptiveLimit
 from renderer.purge_log import CDN_GROUP, PurgeLog
 from renderer.resilience import AsyncCircuitBreaker, Deadline
 from renderer.settings import Settings

@@ -8,7 +8,7 @@ from typing import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 
 from healthcheck import CheckResult
-from renderer.limiter import AdaptiveLimit
+from renderer.concurrency_limit import AdaptiveLimit
 
 # Who a MongoDB read is for: "reader" (a request waits on it), "refresh" (a background refresh of
 # a page in its revalidation window) or "editor" (the publish path). Set by whoever starts the work.

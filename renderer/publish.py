@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from healthcheck import SingleFlight
+from healthcheck import SingleFlight, describe_error
 from renderer import contract
 from renderer.articles import ArticleInput, Refused
 from renderer.backends.mongo_articles import MongoArticles, VersionConflict
@@ -99,7 +99,7 @@ def _first_failure(*outcomes: str) -> str:
 
 
 def _failed(exc: BaseException) -> str:
-    return f"failed: {type(exc).__name__}: {exc}"[:300]
+    return f"failed: {describe_error(exc)}"
 
 
 class Publisher:

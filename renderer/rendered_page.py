@@ -1,7 +1,8 @@
 """A rendered page as the tiers store it: HTML plus the metadata its HTTP headers need.
 
-Stored in Redis as one record per page, ``<json metadata>\\n<html>``, so a Redis hit is one GET
-and the HTML bytes are written to the client without being decoded. The record names the version
+Stored in Redis as one record per page, ``<json metadata>\\n<html>`` (its keys:
+``contract.RECORD_KEYS``), so a Redis hit is one GET and the HTML bytes are written to the client
+without being decoded. The record names the version
 it was rendered from and how long it is fresh; past that it is the page's last good copy.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from tornado.httputil import format_timestamp
+
+from renderer.contract import RECORD_KEYS
 
 
 def may_replace(offered: int, held: int | None) -> bool:
@@ -63,16 +66,7 @@ class RenderedPage:
 
     def to_bytes(self) -> bytes:
         """The record stored at ``page:<id>``."""
-        meta = {
-            "s": self.status,
-            "e": self.etag,
-            "m": self.last_modified,
-            "k": self.surrogate_keys,
-            "r": self.rendered_at,
-            "v": self.version,
-            "f": self.fresh_until,
-            "u": self.serve_until,
-        }
+        meta = {key: getattr(self, field) for field, key in RECORD_KEYS.items()}
         return json.dumps(meta, separators=(",", ":")).encode() + b"\n" + self.html
 
     @classmethod
@@ -83,16 +77,17 @@ class RenderedPage:
             raise ValueError("not a rendered page")
         try:
             meta = json.loads(head)
+            field = {name: meta[key] for name, key in RECORD_KEYS.items()}
             return cls(
-                int(meta["s"]),
+                int(field["status"]),
                 html,
-                str(meta["e"]),
-                float(meta["m"]),
-                str(meta["k"]),
-                float(meta["r"]),
-                int(meta["v"]),
-                float(meta["f"]),
-                float(meta["u"]),
+                str(field["etag"]),
+                float(field["last_modified"]),
+                str(field["surrogate_keys"]),
+                float(field["rendered_at"]),
+                int(field["version"]),
+                float(field["fresh_until"]),
+                float(field["serve_until"]),
             )
         except (ValueError, KeyError, TypeError) as exc:  # corrupt, or an older page format
             raise ValueError(f"not a rendered page: {exc!r}") from exc

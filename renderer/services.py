@@ -16,10 +16,10 @@ from healthcheck import HealthCheck
 from renderer import cdn, contract, invalidation, tokens
 from renderer.backends import mongo_articles, mongo_listings, redis_pages
 from renderer.cdn_feed import CdnFeed
+from renderer.concurrency_limit import AdaptiveLimit
 from renderer.health_checks import renderer_checks
 from renderer.last_good import LastGood
 from renderer.latest_box import LatestBox
-from renderer.limiter import AdaptiveLimit
 from renderer.listings import Listings
 from renderer.metrics import Metrics
 from renderer.publish import Publisher

@@ -17,8 +17,8 @@ from healthcheck import SingleFlight
 from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
 from renderer.backends.redis_pages import RedisPages
+from renderer.concurrency_limit import AdaptiveLimit, Overloaded
 from renderer.last_good import LastGood
-from renderer.limiter import AdaptiveLimit, Overloaded
 from renderer.listings import Listings, Loader
 from renderer.metrics import Metrics
 from renderer.render import PageRenderer, RenderFailed, render_or_fail
@@ -54,6 +54,8 @@ class Unavailable(Exception):
 
 
 def _failure_reason(exc: BaseException) -> str:
+    """Which of four words a failure is in ``Cache-Status`` and the error metric's label (a bounded
+    set: the words an operator reads are ``healthcheck.describe_error``'s)."""
     if isinstance(exc, CircuitOpen):
         return "breaker-open"
     if isinstance(exc, Overloaded):

@@ -107,14 +107,15 @@ if current then
   local newline = string.find(current, '\\n', 1, true)
   if newline then
     local ok, meta = pcall(cjson.decode, string.sub(current, 1, newline - 1))
-    if ok and type(meta) == 'table' and tonumber(meta.v) and tonumber(meta.v) > tonumber(ARGV[1]) then
+    local version = ok and type(meta) == 'table' and tonumber(meta['VERSION_KEY'])
+    if version and version > tonumber(ARGV[1]) then
       return 0
     end
   end
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
-"""
+""".replace("VERSION_KEY", contract.RECORD_KEYS["version"])
 
 
 # A write whose only purpose is to be replicated after the caller's (``replicated``).

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from renderer.limiter import AdaptiveLimit, Overloaded
+from renderer.concurrency_limit import AdaptiveLimit, Overloaded
 
 
 def run_calls(limit: AdaptiveLimit, rtt: float, count: int) -> None:

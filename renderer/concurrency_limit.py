@@ -1,14 +1,13 @@
 """An adaptive concurrency limit for MongoDB reads (one per process): overload is shed at once to a
-fallback instead of queueing behind a slow database.
+fallback instead of queueing behind a slow database. Not a rate limit (``renderer.rate_limit``
+counts requests per second): this counts calls running at once.
 
-The limit follows Netflix concurrency-limits' Gradient2: a short-term latency (the last calls)
-against a long-term one (what this database usually does). While the short one stays near the long
-one the limit grows by a small queue allowance; when calls slow down the limit shrinks in
-proportion, down to ``min_limit``. A sample is the time spent in MongoDB calls alone
-(``Deadline.measured``); waiters start only while the calls in flight are under the limit as it
-is now (docs/architecture.rst compares the shape with Gradient2's). No maintained Python library
-does this for asyncio (checked: ``aiolimiter`` is a rate limiter, ``concurrency-limiter`` a
-fixed semaphore, ``adaptive-concurrency`` sizes batches), so it is written here, small.
+The limit's size comes from the Gradient2 formula (``renderer.gradient2``), fed with the time
+each read spent in MongoDB calls alone (``Deadline.measured``); this module holds the slots and
+the bounded FIFO queue that enforce it. Waiters start only while the calls in flight are under the
+limit as it is now. No maintained Python library does this for asyncio (checked: ``aiolimiter`` is
+a rate limiter, ``concurrency-limiter`` a fixed semaphore, ``adaptive-concurrency`` sizes
+batches), so it is written here, small.
 
 A circuit breaker is for hard failure (refused, errors); this is for slowness: it never refuses
 everything, it lets through what the database is answering in reasonable time.
@@ -17,9 +16,10 @@ everything, it lets through what the database is answering in reasonable time.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import deque
+
+from renderer.gradient2 import Gradient2
 
 
 class Overloaded(Exception):
@@ -30,28 +30,27 @@ class AdaptiveLimit:
     """Gradient2-style limit on concurrent calls, with a bounded FIFO queue for callers that have
     nothing else to serve."""
 
-    def __init__(
-        self,
-        initial: int = 20,
-        min_limit: int = 2,
-        max_limit: int = 200,
-        smoothing: float = 0.2,
-        tolerance: float = 2.0,
-        long_window: int = 600,
-        max_queue: int = 100,
-    ) -> None:
-        self.limit = float(max(min_limit, min(initial, max_limit)))
-        self.min_limit = min_limit
-        self.max_limit = max_limit
-        self.smoothing = smoothing
-        self.tolerance = tolerance
-        self.long_window = long_window
+    def __init__(self, initial: int = 20, min_limit: int = 2, max_limit: int = 200, max_queue: int = 100) -> None:
+        self.formula = Gradient2(limit=initial, min_limit=min_limit, max_limit=max_limit)
         self.max_queue = max_queue
         self.in_flight = 0
-        self.short_rtt = 0.0  # seconds, the last few calls
-        self.long_rtt = 0.0  # seconds, what this backend usually takes
         self.shed_until = 0.0  # monotonic time until which the process counts as shedding
         self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> float:
+        """How many calls may run at once now."""
+        return self.formula.limit
+
+    @property
+    def short_rtt(self) -> float:
+        """Seconds, the last few calls."""
+        return self.formula.short_rtt
+
+    @property
+    def long_rtt(self) -> float:
+        """Seconds, what this backend usually takes."""
+        return self.formula.long_rtt
 
     @property
     def has_room(self) -> bool:
@@ -98,7 +97,7 @@ class AdaptiveLimit:
         """Give the slot back; ``rtt``: how long the call took (None: it didn't tell, e.g. an
         error or the caller's own deadline), which adjusts the limit."""
         if rtt is not None:
-            self._sample(rtt)
+            self.formula.update(rtt, self.in_flight)
         # Waiters are let in while there is room under the limit as it is now: after it shrank,
         # slots given back leave until the calls in flight are under it; after it grew, more
         # than one waiter may start.
@@ -108,22 +107,3 @@ class AdaptiveLimit:
             if not waiter.done():
                 waiter.set_result(None)
                 self.in_flight += 1
-
-    def _sample(self, rtt: float) -> None:
-        if self.long_rtt == 0.0:
-            self.short_rtt = self.long_rtt = rtt
-            return
-        self.short_rtt = rtt if self.short_rtt == 0.0 else 0.5 * self.short_rtt + 0.5 * rtt
-        self.long_rtt += (rtt - self.long_rtt) / self.long_window
-        if self.long_rtt / self.short_rtt > 2:
-            # Calls got much faster (the slow period is over): let the baseline catch up.
-            self.long_rtt *= 0.95
-        # Growing while the limit is far from used would only grow a number: the app is the limit.
-        if self.in_flight < self.limit / 2:
-            return
-        gradient = max(0.5, min(1.0, self.tolerance * self.long_rtt / self.short_rtt))
-        queue = math.sqrt(self.limit)
-        wanted = self.limit * gradient + queue
-        self.limit = max(
-            self.min_limit, min(self.max_limit, (1 - self.smoothing) * self.limit + self.smoothing * wanted)
-        )
