@@ -23,9 +23,10 @@ def renderer_checks(
     limit: AdaptiveLimit,
     last_good: LastGood,
     purge_log: PurgeLog,
+    breakers: Mapping[str, AsyncCircuitBreaker],
 ) -> list[Check]:
-    """The renderer's checks: its two backends (each with its breaker's state), MongoDB's load,
-    and the purge log's readers."""
+    """The renderer's checks: its two backends (each with the state of its breaker in
+    ``breakers``, by backend), MongoDB's load, and the purge log's readers."""
 
     async def redis_ok() -> tuple[bool, str]:
         await redis.ping()
@@ -67,7 +68,7 @@ def renderer_checks(
             redis_ok,
             timeout,
             critical="redis" in settings.health_critical,
-            breaker=state_of(redis.guard.breaker),
+            breaker=state_of(breakers["redis"]),
         ),
         Check(
             "mongodb connection",
@@ -76,7 +77,7 @@ def renderer_checks(
             timeout,
             critical="mongodb" in settings.health_critical,
             fallback=stale_copies_servable,
-            breaker=state_of(mongo.guard.breaker),
+            breaker=state_of(breakers["mongodb"]),
         ),
         # Not critical: shedding means degraded (pages still served), never out of the balancer.
         Check("mongodb load", "mongodb", mongo_not_overloaded, timeout),

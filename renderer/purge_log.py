@@ -248,11 +248,12 @@ class PurgeLog:
         wanted = id_key(event_id)
         states = await self.nodes(deadline)
         now = time.time()
-        applied = {
-            name: id_key(state.applied) >= wanted for name, state in states.items() if state.live(now, self.dead_after)
+        readers: dict[str, Reader] = {
+            name: VarnishNode() for name, state in states.items() if state.live(now, self.dead_after)
         }
         if cdn is not None:
-            applied[cdn] = False
+            readers[cdn] = CdnGroup()
+        applied = {name: name in states and id_key(states[name].applied) >= wanted for name in readers}
         cursor = after_ack
         while not all(applied.values()):
             block_ms = int(min(self.block_ms, deadline.remaining() * 1000 - 150))
@@ -263,12 +264,12 @@ class PurgeLog:
                 for ack_id, values in entries:
                     cursor = _text(ack_id)
                     target, upto = _text(values[b"target"]), id_key(values[b"applied"])
-                    if target in applied and (upto == wanted if target == cdn else upto >= wanted):
+                    if target in applied and readers[target].has_applied(upto, wanted):
                         applied[target] = True
             if not answer:  # a quiet slice: a node may have died
                 now = time.time()
                 states = await self.nodes(deadline)
-                for name in [n for n in applied if n != cdn]:
+                for name in [name for name in applied if readers[name].mortal]:
                     if name not in states or not states[name].live(now, self.dead_after):
                         del applied[name]  # it left, or died
         return applied
@@ -284,6 +285,35 @@ class PurgeLog:
                 pipe.hset(NODES_KEY, target, state.to_json())
             pipe.xadd(ACKS_KEY, {"target": target, "applied": applied}, maxlen=ACKS_KEPT, approximate=True)
             await pipe.execute()
+
+
+class Reader(Protocol):
+    """A reader of the log that a publish waits for."""
+
+    mortal: bool  # True: it may die, and is then no longer waited for
+
+    def has_applied(self, upto: tuple[int, int], wanted: tuple[int, int]) -> bool:
+        """Whether an ack of ``upto`` says the event ``wanted`` is applied."""
+        ...
+
+
+class VarnishNode:
+    """A node's agent acks how far it has applied the log, in order; a node may die."""
+
+    mortal = True
+
+    def has_applied(self, upto: tuple[int, int], wanted: tuple[int, int]) -> bool:
+        return upto >= wanted
+
+
+class CdnGroup:
+    """The CDN's consumer group (every renderer) acks each event it purged, in any order; it lives
+    as long as any renderer does."""
+
+    mortal = False
+
+    def has_applied(self, upto: tuple[int, int], wanted: tuple[int, int]) -> bool:
+        return upto == wanted
 
 
 class Timed:

@@ -60,6 +60,7 @@ class Services:
         """Clients, breakers and guards from ``settings``; nothing is contacted yet."""
         metrics = Metrics()
         policy = RetryPolicy(settings.retry_attempts, settings.retry_initial_wait, settings.retry_max_wait)
+        breakers: dict[str, AsyncCircuitBreaker] = {}  # by name
 
         def breaker(
             name: str,
@@ -75,6 +76,7 @@ class Services:
                 neutral=neutral,
             )
             metrics.breaker_state.labels(name).set(0)
+            breakers[name] = made
             return made
 
         def guard(
@@ -151,7 +153,7 @@ class Services:
         sizes = (settings.home_size, settings.section_size, settings.latest_box_size)
         listings = Listings(renderer, mongo_listings.MongoListings(mongo_client, db, readers_guard, on_read), *sizes)
         listings_for_editors = Listings(
-            renderer, mongo_listings.MongoListings(mongo_client, db, editors_guard, on_read, fail_fast=False), *sizes
+            renderer, mongo_listings.MongoListings(mongo_client, db, editors_guard, on_read, primary=True), *sizes
         )
         last_good = LastGood(settings.last_good_size, settings.stale_ttl)
         limit = AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue)
@@ -202,7 +204,8 @@ class Services:
                 metrics,
             )
         health = HealthCheck(
-            renderer_checks(settings, redis, mongo, limit, last_good, purge_log), settings.health_cache_seconds
+            renderer_checks(settings, redis, mongo, limit, last_good, purge_log, breakers),
+            settings.health_cache_seconds,
         )
         publisher = Publisher(
             mongo_for_editors,

@@ -7,11 +7,13 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Callable
 
 import pymongo
 import pymongo.errors as mongo_errors
 from pymongo import AsyncMongoClient, ReadPreference
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.server_type import SERVER_TYPE
 
 from renderer import contract
@@ -135,8 +137,15 @@ def connect(url: str, timeout: float, longest_call: float) -> AsyncMongoClient[d
 UNPUBLISH_TRIES = 3
 
 
-class MongoArticles:
-    """The MongoDB tier: reads for the page path, writes for publishing and sample data."""
+class MongoBackend:
+    """What every MongoDB backend of a process holds: the client, the database, its guard, the
+    read counter, and whether it fails fast.
+
+    ``primary``: the write path's instance. Every read goes to the primary, and no call fails fast
+    on a server the driver last saw failing: after a dropped connection (a write whose reply was
+    lost, say) the driver re-checks the server at once, and the retry must reach it to find what
+    committed. Readers fail fast: they have a stale copy to serve instead.
+    """
 
     def __init__(
         self,
@@ -147,19 +156,25 @@ class MongoArticles:
         primary: bool = False,
     ) -> None:
         self.client = client
-        collection = client[db_name][contract.ARTICLES_COLLECTION]
-        # ``primary``: the write path's instance. Every read goes to the primary, and no call fails
-        # fast on a server the driver last saw failing: after a dropped connection (a write whose
-        # reply was lost, say) the driver re-checks the server at once, and the retry must reach it
-        # to find what committed. Readers fail fast: they have a stale copy to serve instead.
-        self.fail_fast = not primary
-        self.collection = collection.with_options(read_preference=ReadPreference.PRIMARY) if primary else collection
+        self.db = client[db_name]
         self.guard = guard
+        self.primary = primary
+        self.fail_fast = not primary
         self._on_read = on_read  # counts every read sent to MongoDB, by the deadline's caller
 
     def _fail_fast_if_unreachable(self) -> None:
         if self.fail_fast:
             fail_fast_if_unreachable(self.client)
+
+
+class MongoArticles(MongoBackend):
+    """The MongoDB tier: reads for the page path, writes for publishing and sample data."""
+
+    @cached_property
+    def collection(self) -> AsyncCollection[dict[str, Any]]:
+        """The articles: page reads follow MONGODB_URL's read preference; the write path's, the primary."""
+        collection = self.db[contract.ARTICLES_COLLECTION]
+        return collection.with_options(read_preference=ReadPreference.PRIMARY) if self.primary else collection
 
     async def ensure_indexes(self) -> None:
         """A unique index on the slug, and the newest-first listings' (home, box, section fronts)."""

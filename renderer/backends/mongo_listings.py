@@ -12,16 +12,18 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from functools import cached_property
+from typing import Any
 
 import pymongo
 import pymongo.errors as mongo_errors
-from pymongo import AsyncMongoClient, ReadPreference
+from pymongo import ReadPreference
+from pymongo.asynchronous.collection import AsyncCollection
 
 from healthcheck import SingleFlight
 from renderer import contract
-from renderer.backends.mongo_articles import fail_fast_if_unreachable
-from renderer.resilience import Deadline, Guard
+from renderer.backends.mongo_articles import MongoBackend
+from renderer.resilience import Deadline
 
 _GENERATION = {"_id": "generation"}
 # What a listing shows of an article: all but its body (and the write's own bookkeeping).
@@ -44,35 +46,25 @@ class Listing:
     articles: list[dict[str, Any]]
 
 
-class MongoListings:
+class MongoListings(MongoBackend):
     """The listings' reads (for readers and the publisher) and the generation's bump (publishes)."""
 
-    def __init__(
-        self,
-        client: AsyncMongoClient[dict[str, Any]],
-        db_name: str,
-        guard: Guard,
-        on_read: Callable[[str], None] = lambda caller: None,
-        fail_fast: bool = True,
-    ) -> None:
-        self.client = client
-        # What a listing's render depends on (the generation, the stored listing, the sorted query)
-        # is read from the primary for everyone: from two members, a reader could label a lagging
-        # secondary's list with a newer generation.
-        self.listings = client[db_name][contract.LISTINGS_COLLECTION].with_options(
-            read_preference=ReadPreference.PRIMARY
-        )
-        self._listed = client[db_name][contract.ARTICLES_COLLECTION].with_options(
-            read_preference=ReadPreference.PRIMARY
-        )
-        self.guard = guard
-        self.fail_fast = fail_fast  # as MongoArticles': readers fail fast, the publisher does not
-        self._on_read = on_read
-        self._queries: SingleFlight[tuple[str, int, int], list[dict[str, Any]]] = SingleFlight()
+    # What a listing's render depends on (the generation, the stored listing, the sorted query) is
+    # read from the primary for everyone: from two members, a reader could label a lagging
+    # secondary's list with a newer generation.
 
-    def _fail_fast_if_unreachable(self) -> None:
-        if self.fail_fast:
-            fail_fast_if_unreachable(self.client)
+    @cached_property
+    def listings(self) -> AsyncCollection[dict[str, Any]]:
+        """The stored listings and their generation."""
+        return self.db[contract.LISTINGS_COLLECTION].with_options(read_preference=ReadPreference.PRIMARY)
+
+    @cached_property
+    def _listed(self) -> AsyncCollection[dict[str, Any]]:
+        return self.db[contract.ARTICLES_COLLECTION].with_options(read_preference=ReadPreference.PRIMARY)
+
+    @cached_property
+    def _queries(self) -> SingleFlight[tuple[str, int, int], list[dict[str, Any]]]:
+        return SingleFlight()
 
     async def _generation(self) -> tuple[int, float]:
         self._fail_fast_if_unreachable()

@@ -54,7 +54,7 @@ async def test_the_stored_listings_keep_the_rule(
     stack: StackClients, primary_mongo: mongo_articles.MongoArticles, held: int | None, offered: int
 ) -> None:
     listings = mongo_listings.MongoListings(
-        primary_mongo.client, stack.stack.env["MONGODB_DB"], primary_mongo.guard, fail_fast=False
+        primary_mongo.client, stack.stack.env["MONGODB_DB"], primary_mongo.guard, primary=True
     )
     section = unique_slug("cerca")
     if held is not None:
