@@ -90,7 +90,6 @@ sub pagecache_clean_request {
     unset req.http.X-Pagecache-Pass;
     unset req.http.X-Pagecache-Cache;
     unset req.http.X-Pagecache-Purged;
-    unset req.http.X-Pagecache-Member;
     # A client's request id is kept only when it is safe to log and to pass on.
     if (!req.http.X-Request-Id) {
         set req.http.X-Request-Id = "varnish-" + req.xid;
@@ -207,7 +206,13 @@ sub vcl_backend_response {
     # (varnishlog -b, BerespHeader; X-Request-Id finds it) and on the renderer's internal
     # listener, never in the stored object, so readers never see it.
     unset beresp.http.X-Tier;
-    unset beresp.http.Cache-Status;
+    # What a hit answers that depends on the object alone is set here, once per fetch, and stored
+    # with it; vcl_deliver changes only what depends on the request (docs/architecture.rst, "What
+    # a hit costs, tier by tier"). This cache's Cache-Status member, RFC 9211's terse form, replaces
+    # the renderer's; a miss or a grace copy has its own, set on delivery.
+    set beresp.http.X-Cache = "HIT";
+    set beresp.http.Cache-Status = "varnish; hit";
+    call pagecache_cdn_keys;
     # Kept for BAN expressions that match on the URL (ban-lurker friendly).
     set beresp.http.X-Url = bereq.url;
     if (beresp.status != 200 && beresp.status != 301 && beresp.status != 404 && beresp.status != 410) {
@@ -301,36 +306,42 @@ sub vcl_backend_error {
     return (deliver);
 }
 
-sub vcl_deliver {
-    # X-Cache, and Cache-Status in RFC 9211's terse form: this cache's member only (the
-    # renderer's were dropped at fetch time).
-    if (req.http.X-Pagecache-Cache == "HIT") {
-        set resp.http.X-Cache = "HIT";
-        set req.http.X-Pagecache-Member = "varnish; hit";
-    } elsif (req.http.X-Pagecache-Cache == "HIT-STALE") {
-        set resp.http.X-Cache = "HIT-STALE";
-        set req.http.X-Pagecache-Member = "varnish; hit; detail=grace";
-    } else {
-        set resp.http.X-Cache = "MISS";
-        set req.http.X-Pagecache-Member = "varnish; fwd=miss";
+sub pagecache_cdn_keys {
+    # The CDN in front gets the page's surrogate keys under its own names, for its purges:
+    # Fastly's Surrogate-Key (space-separated, as xkey) and Cloudflare's Cache-Tag (commas).
+    if (beresp.http.xkey) {
+        set beresp.http.Surrogate-Key = beresp.http.xkey;
+        set beresp.http.Cache-Tag = regsuball(beresp.http.xkey, " +", ",");
     }
-    set resp.http.Cache-Status = req.http.X-Pagecache-Member;
+}
+
+sub vcl_deliver {
+    # A hit of an object stored by this VCL answers with what was stored at fetch time; the rest
+    # is set here. (An object stored by an earlier VCL, before a reload, has none of it.)
+    if (req.http.X-Pagecache-Cache != "HIT" || !resp.http.X-Cache) {
+        if (req.http.X-Pagecache-Cache == "HIT") {
+            set resp.http.X-Cache = "HIT";
+            set resp.http.Cache-Status = "varnish; hit";
+        } elsif (req.http.X-Pagecache-Cache == "HIT-STALE") {
+            set resp.http.X-Cache = "HIT-STALE";
+            set resp.http.Cache-Status = "varnish; hit; detail=grace";
+            # A copy past its TTL (a purge being refetched, a sick renderer): the CDN must not
+            # keep it for its own long TTL, or it would serve the old page after we have the new one.
+            set resp.http.CDN-Cache-Control = "max-age=1";
+            set resp.http.Surrogate-Control = "max-age=1";
+        } else {
+            set resp.http.X-Cache = "MISS";
+            set resp.http.Cache-Status = "varnish; fwd=miss";
+        }
+        if (resp.http.xkey && !resp.http.Surrogate-Key) {
+            set resp.http.Surrogate-Key = resp.http.xkey;
+            set resp.http.Cache-Tag = regsuball(resp.http.xkey, " +", ",");
+        }
+    }
     unset resp.http.X-Url;
     unset resp.http.X-Pagecache-Swr;
     unset resp.http.X-Pagecache-Box;
-    # The CDN in front gets the page's surrogate keys under its own names, for its purges:
-    # Fastly's Surrogate-Key (space-separated, as xkey) and Cloudflare's Cache-Tag (commas).
-    if (resp.http.xkey) {
-        set resp.http.Surrogate-Key = resp.http.xkey;
-        set resp.http.Cache-Tag = regsuball(resp.http.xkey, " +", ",");
-    }
     unset resp.http.xkey;
-    if (req.http.X-Pagecache-Cache == "HIT-STALE") {
-        # A copy past its TTL (a purge being refetched, a sick renderer): the CDN must not keep
-        # it for its own long TTL, or it would serve the old page after we have the new one.
-        set resp.http.CDN-Cache-Control = "max-age=1";
-        set resp.http.Surrogate-Control = "max-age=1";
-    }
     call pagecache_hide_software;
     set resp.http.X-Request-Id = req.http.X-Request-Id;
 }
