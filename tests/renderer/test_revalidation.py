@@ -84,9 +84,17 @@ def test_a_publish_or_unpublish_during_a_refresh_wins(
 ) -> None:
     # The stack's renderer reads MongoDB through the proxy (its refresh can be held back); the
     # editors publish through another renderer that reads MongoDB directly.
-    # The refresh's deadline (the request deadline) must outlast the editors' publish while its
-    # MongoDB answer is held: under a loaded suite 2 s did not always, and the refresh "failed".
-    s = make_stack(varnish=False, MONGODB_URL=f"mongodb://127.0.0.1:{proxy.port}/", REQUEST_DEADLINE="10", **SHORT)
+    # The refresh's MongoDB read, held by the proxy, must outlast the editors' publish: both its
+    # deadline (the request deadline) and the read's own timeout. Under a loaded suite a publish
+    # took longer than the fault settings' 0.5 s read timeout, and the refresh "failed" (shown by
+    # holding the publish back 0.7 s: fails with MONGODB_TIMEOUT 0.5, passes with 5).
+    s = make_stack(
+        varnish=False,
+        MONGODB_URL=f"mongodb://127.0.0.1:{proxy.port}/",
+        REQUEST_DEADLINE="10",
+        MONGODB_TIMEOUT="5",
+        **SHORT,
+    )
     proxy.connect_to("127.0.0.1", s.stack.ports.mongodb)
     # The renderer's first reads (its box) went to the proxy before it had a target.
     wait_until(lambda: mongodb_usable(s.renderer), timeout=20)
