@@ -16,6 +16,21 @@ from tornado.httputil import format_timestamp
 
 from renderer.contract import RECORD_KEYS
 
+# The record's keys, looked up once (a Redis hit decodes a record).
+_STATUS, _ETAG, _LAST_MODIFIED, _SURROGATE_KEYS, _RENDERED_AT, _VERSION, _FRESH_UNTIL, _SERVE_UNTIL = (
+    RECORD_KEYS[name]
+    for name in (
+        "status",
+        "etag",
+        "last_modified",
+        "surrogate_keys",
+        "rendered_at",
+        "version",
+        "fresh_until",
+        "serve_until",
+    )
+)
+
 
 def may_replace(offered: int, held: int | None) -> bool:
     """The one fence every cache obeys: a copy of version ``offered`` may replace one of version
@@ -77,17 +92,16 @@ class RenderedPage:
             raise ValueError("not a rendered page")
         try:
             meta = json.loads(head)
-            field = {name: meta[key] for name, key in RECORD_KEYS.items()}
             return cls(
-                int(field["status"]),
+                int(meta[_STATUS]),
                 html,
-                str(field["etag"]),
-                float(field["last_modified"]),
-                str(field["surrogate_keys"]),
-                float(field["rendered_at"]),
-                int(field["version"]),
-                float(field["fresh_until"]),
-                float(field["serve_until"]),
+                str(meta[_ETAG]),
+                float(meta[_LAST_MODIFIED]),
+                str(meta[_SURROGATE_KEYS]),
+                float(meta[_RENDERED_AT]),
+                int(meta[_VERSION]),
+                float(meta[_FRESH_UNTIL]),
+                float(meta[_SERVE_UNTIL]),
             )
         except (ValueError, KeyError, TypeError) as exc:  # corrupt, or an older page format
             raise ValueError(f"not a rendered page: {exc!r}") from exc

@@ -268,6 +268,12 @@ class Guard:
         # (pymongo.timeout → maxTimeMS), so an abandoned query stops there too.
         self._scope = scope
         self._recent: deque[float] = deque(maxlen=64)  # durations of recent successful calls
+        self._backoff = wait_exponential_jitter(
+            # tenacity's default jitter is a whole second: far more than a request's deadline allows.
+            multiplier=policy.initial_wait,
+            jitter=policy.initial_wait,
+            max=policy.max_wait,
+        )
 
     def typical_call(self) -> float:
         """The median duration of recent successful calls (0 before any)."""
@@ -326,16 +332,9 @@ class Guard:
                 return True
             return self._should_retry(exc, deadline)
 
-        backoff = wait_exponential_jitter(
-            # tenacity's default jitter is a whole second: far more than a request's deadline allows.
-            multiplier=self.policy.initial_wait,
-            jitter=self.policy.initial_wait,
-            max=self.policy.max_wait,
-        )
-
         def wait(state: RetryCallState) -> float:
             failed = state.outcome.exception() if state.outcome is not None else None
-            return failed.wait if isinstance(failed, HoldOff) else backoff(state)
+            return failed.wait if isinstance(failed, HoldOff) else self._backoff(state)
 
         def stop(state: RetryCallState) -> bool:
             return state.attempt_number - held >= self.policy.attempts or out_of_time(state)
