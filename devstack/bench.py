@@ -5,7 +5,8 @@
    ``proxy_cache`` hit and nginx static beside them as the peers; gzip bytes vs raw.
 2. Renderer Redis-hit path vs a bare Tornado handler (same bytes) and a minimal Tornado handler
    doing one Redis GET (the design's floor).
-3. Cold render (MongoDB read + render + Redis write) vs the Redis-hit path.
+3. Cold render (MongoDB read + render + Redis write) vs the Redis-hit path, and where its time goes
+   (each process's CPU per render, the renderer's MongoDB and Redis call timings).
 4. Stampede: 1000 concurrent requests for one cold article over two renderer processes.
 5. Zipf workload through the whole stack with time compressed: tier shares beside the seed's;
    then again with 30 % of URLs carrying random tracking parameters (one object per page).
@@ -379,8 +380,10 @@ def renderer_hits(args: argparse.Namespace, p: Peers) -> dict[str, float]:
     }
 
 
-def cold_renders(args: argparse.Namespace, p: Peers, run_dir: Path) -> dict[str, float]:
-    """Phase 3: every request a different article, never read before."""
+def cold_renders(args: argparse.Namespace, p: Peers, run_dir: Path) -> dict[str, Any]:
+    """Phase 3: every request a different article, never read before; and where a cold render's
+    time goes: the CPU each process spends per render (the renderer: our code; the stand-in:
+    MongoDB's share; Redis), and the renderer's own timings of its MongoDB and Redis calls."""
     progress("3. cold renders: every request a different article")
     cold = insert_articles(p.stack, "bench-cold", args.cold_articles)
     script = run_dir / "cold.lua"
@@ -390,11 +393,51 @@ def cold_renders(args: argparse.Namespace, p: Peers, run_dir: Path) -> dict[str,
         '  n = n + 1\n  return wrk.format(nil, "/noticia/bench-cold-" .. n .. ".ghtml")\n'
         "end\n"
     )
-    reads_before = metric(p.stack.renderer_url, "pagecache_mongodb_reads_total")
-    rps = wrk(p.stack.renderer_url, min(args.seconds, 5), 1, 16, script)
-    if metric(p.stack.renderer_url, "pagecache_mongodb_reads_total") - reads_before >= len(cold):
+    url = p.stack.renderer_url
+    processes = {name: p.stack.started[name].pid for name in ("renderer", "ferretdb", "redis")}
+
+    def counters() -> dict[str, float]:
+        taken = {f"{name} cpu": cpu_seconds(pid) for name, pid in processes.items() if pid is not None}
+        for backend in ("mongodb", "redis"):
+            for part in ("sum", "count"):
+                taken[f"{backend} {part}"] = metric(url, f"pagecache_backend_call_seconds_{part}", backend=backend)
+        taken["render sum"] = metric(url, "pagecache_cold_render_seconds_sum")
+        taken["reads"] = metric(url, "pagecache_mongodb_reads_total")
+        return taken
+
+    before = counters()
+    completed, rps = wrk_run(url, min(args.seconds, 5), 1, 16, script)
+    after = counters()
+    spent = {key: after[key] - before[key] for key in before}
+    if spent["reads"] >= len(cold):
         raise RuntimeError("the cold phase ran out of distinct articles; raise --cold-articles")
-    return {"cold-render": rps}
+    per_render = 1000 / max(1, completed)  # ms per render, from seconds
+    split = {
+        "renders": completed,
+        "renderer_cpu_ms": spent["renderer cpu"] * per_render,
+        "standin_cpu_ms": spent["ferretdb cpu"] * per_render,
+        "redis_cpu_ms": spent["redis cpu"] * per_render,
+        "mongodb_calls_per_render": spent["mongodb count"] / max(1, completed),
+        "mongodb_call_ms": 1000 * spent["mongodb sum"] / max(1, spent["mongodb count"]),
+        "redis_calls_per_render": spent["redis count"] / max(1, completed),
+        "redis_call_ms": 1000 * spent["redis sum"] / max(1, spent["redis count"]),
+        # The renderer's MongoDB read plus its template, per render (cold_render_seconds).
+        "read_and_render_ms": spent["render sum"] * per_render,
+    }
+    return {"cold-render": rps, "cold_split": split}
+
+
+def cold_lines(split: dict[str, Any] | None) -> list[str]:
+    """Phase 3's split of a cold render, for the table."""
+    if not split:
+        return []
+    return [
+        f"   per render, CPU: renderer {split['renderer_cpu_ms']:.2f} ms, MongoDB stand-in "
+        f"{split['standin_cpu_ms']:.2f} ms, Redis {split['redis_cpu_ms']:.2f} ms",
+        f"   per render, calls: {split['mongodb_calls_per_render']:.1f} MongoDB of {split['mongodb_call_ms']:.2f} ms, "
+        f"{split['redis_calls_per_render']:.1f} Redis of {split['redis_call_ms']:.2f} ms; "
+        f"read + template {split['read_and_render_ms']:.2f} ms",
+    ]
 
 
 def stampede(p: Peers) -> dict[str, Any]:
@@ -531,7 +574,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with peers(run_dir) as p:
         results.update(edge(args, p))
         results["throughput"].update(renderer_hits(args, p))
-        results["throughput"].update(cold_renders(args, p, run_dir))
+        cold = cold_renders(args, p, run_dir)
+        results["cold_split"] = cold.pop("cold_split")
+        results["throughput"].update(cold)
         results["stampede"] = stampede(p)
     results["ratios"].update(side_by_side(results["throughput"]))
     results.update(zipf(args, run_dir / "zipf"))
@@ -627,6 +672,7 @@ def table(results: dict[str, Any]) -> str:
         "                    ~0.6 here",
         f"3. cold render / Redis-hit                    {ratios['cold render / renderer redis-hit']:.2f}x "
         f"({rps['cold-render']:.0f} req/s)",
+        *cold_lines(results.get("cold_split")),
         f"4. stampede: 1000 concurrent, 2 processes     {results['stampede']['mongodb_reads']:.0f} MongoDB read(s), "
         f"statuses {results['stampede']['statuses']}   exactly 1",
         f"5. Zipf s={z['zipf_s']} over {z['articles']} articles, {z['requests']} requests, "
