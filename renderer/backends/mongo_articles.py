@@ -159,11 +159,10 @@ class MongoBackend:
         self.db = client[db_name]
         self.guard = guard
         self.primary = primary
-        self.fail_fast = not primary
         self._on_read = on_read  # counts every read sent to MongoDB, by the deadline's caller
 
     def _fail_fast_if_unreachable(self) -> None:
-        if self.fail_fast:
+        if not self.primary:  # readers fail fast
             fail_fast_if_unreachable(self.client)
 
 
