@@ -241,6 +241,10 @@ class RetryBudget:
         return True
 
 
+def _no_scope(seconds: float) -> ContextManager[Any]:
+    return contextlib.nullcontext()
+
+
 class Guard:
     """Timeout + breaker + retry for one backend. ``await guard.run(deadline, fn, *args)``."""
 
@@ -254,7 +258,7 @@ class Guard:
         budget: RetryBudget | None = None,
         on_retry: Callable[[bool], None] = lambda allowed: None,
         is_timeout: Callable[[BaseException], bool] = lambda exc: isinstance(exc, TimeoutError),
-        scope: Callable[[float], ContextManager[Any]] = lambda seconds: contextlib.nullcontext(),
+        scope: Callable[[float], ContextManager[Any]] = _no_scope,
     ) -> None:
         self.breaker = breaker
         self.timeout = timeout
@@ -265,8 +269,14 @@ class Guard:
         self._on_retry = on_retry  # True: a retry was spent; False: the budget refused one
         self._is_timeout = is_timeout  # the backend's own timeouts count as timeouts too
         # Around each attempt, given its time: MongoDB's sends that time to the server
-        # (pymongo.timeout → maxTimeMS), so an abandoned query stops there too.
+        # (pymongo.timeout → maxTimeMS), so an abandoned query stops there too. A backend given a
+        # scope ends its own calls, and is never cancelled from outside: pymongo on Python 3.11
+        # cannot survive a cancellation that lands while its own timeout ends a wait for a pool
+        # connection (asyncio.wait_for's inner task is left to take the pool's lock for good, and
+        # every later read of the process hangs). Both timers share the budget, so a stalled
+        # loop runs them in one turn. Past the budget the Guard stops waiting; the call ends itself.
         self._scope = scope
+        self._own_timeout = scope is not _no_scope
         self._recent: deque[float] = deque(maxlen=64)  # durations of recent successful calls
         self._backoff = wait_exponential_jitter(
             # tenacity's default jitter is a whole second: far more than a request's deadline allows.
@@ -302,7 +312,9 @@ class Guard:
             try:
                 with self._scope(budget):
                     async with asyncio.timeout(budget):
-                        result = await func(*args)
+                        call = func(*args)
+                        # A backend with its own timeout is waited for, not cancelled: see _scope.
+                        result = await (asyncio.shield(call) if self._own_timeout else call)
                 self._recent.append(time.perf_counter() - started)
                 return result
             except Exception as exc:

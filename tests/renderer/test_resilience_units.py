@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from itertools import pairwise
 
 import pytest
@@ -123,6 +124,41 @@ async def test_the_drivers_own_timeout_cut_short_by_the_deadline_is_not_a_backen
     with pytest.raises(DriverTimeout):  # given its whole time, it is the backend's
         await cut.run(Deadline.after(5), Flaky(DriverTimeout()))
     assert breaker.state == "open"
+
+
+async def test_a_backend_with_its_own_timeout_is_waited_for_never_cancelled() -> None:
+    # pymongo on Python 3.11 cannot survive a cancellation that lands while its own timeout is
+    # ending a wait for a pool connection (asyncio.wait_for's inner task is left running and takes
+    # the pool's lock for good): every later read of that process hangs. Both timers share one
+    # budget, so a stalled loop runs them in the same turn. Seen as a suite hang (4 times, stacks
+    # in the issue note). A backend with its own timeout (a scope) stops waiting at the budget
+    # and leaves the call to end itself; one without keeps being cancelled.
+    cancelled: list[bool] = []
+    finished = asyncio.Event()
+
+    async def late_driver() -> str:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        finished.set()
+        return "late"
+
+    def guarded(scope: bool) -> Guard:
+        breaker = AsyncCircuitBreaker("test", fail_max=100, reset_timeout=60)
+        policy = RetryPolicy(attempts=1, initial_wait=0.001, max_wait=0.001)
+        if scope:
+            return Guard(breaker, 0.01, policy, lambda e: False, scope=lambda seconds: contextlib.nullcontext())
+        return Guard(breaker, 0.01, policy, lambda e: False)
+
+    with pytest.raises(TimeoutError):
+        await guarded(scope=True).run(Deadline.after(5), late_driver)
+    await asyncio.wait_for(finished.wait(), 5)  # it ended by itself, uncancelled
+    assert cancelled == []
+    with pytest.raises(TimeoutError):
+        await guarded(scope=False).run(Deadline.after(5), late_driver)
+    assert cancelled == [True]
 
 
 def test_the_retry_budget_caps_retries_at_a_share_of_first_attempts() -> None:
