@@ -11,12 +11,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 
 from healthcheck import SingleFlight
 from renderer import contract
 from renderer.backends.mongo_articles import MongoArticles
-from renderer.backends.redis_pages import RedisPages
+from renderer.backends.redis_pages import FetchLock, RedisPages
 from renderer.concurrency_limit import AdaptiveLimit, Overloaded
 from renderer.last_good import LastGood
 from renderer.listings import Listings, Loader
@@ -184,7 +183,7 @@ class Tiers:
                 outcome = "skipped-overloaded"  # readers come first; the page stays in place
                 return
             page = await self._load_in_slot(load, deadline)
-            stored, stamped = await self.redis.put(deadline, cache_id, page)
+            stored, stamped = await self.redis.put(deadline, cache_id, page, release=lock)
             outcome = "refreshed" if stored else "superseded"
             if stored:
                 self.last_good.put(cache_id, stamped)
@@ -207,9 +206,9 @@ class Tiers:
         redis_usable = True
         page = None
         try:
-            lock = await self.redis.try_lock(deadline, cache_id)
-            # Double-check: the previous holder may have written the page just before we won.
-            record = await self.redis.get(deadline, cache_id)
+            # With the record read again in the same round trip: the previous holder may have
+            # written the page just before we won.
+            lock, record = await self.redis.try_lock_and_get(deadline, cache_id)
             last_good = record or last_good
             if record is not None and record.is_servable(time.time()):
                 page = record
@@ -227,7 +226,7 @@ class Tiers:
                 self.last_good.put(cache_id, page)
                 return Served(page, contract.TIER_REDIS, "redis; hit")
         try:
-            return await self._render_fresh(deadline, cache_id, load, last_good, redis_usable)
+            return await self._render_fresh(deadline, cache_id, load, last_good, redis_usable, lock)
         finally:
             if lock is not None:
                 await self._unlock(deadline, lock)
@@ -244,7 +243,7 @@ class Tiers:
             pause = min(pause * 2, _WAIT_MAX_POLL)
         return None
 
-    async def _unlock(self, deadline: Deadline, lock: Any) -> None:
+    async def _unlock(self, deadline: Deadline, lock: FetchLock) -> None:
         try:
             await self.redis.unlock(deadline, lock)
         except Exception as exc:  # the lock expires on its own
@@ -291,8 +290,16 @@ class Tiers:
             self.metrics.mongodb_limit_changed(self.limit)
 
     async def _render_fresh(
-        self, deadline: Deadline, cache_id: str, load: Loader, last_good: RenderedPage | None, redis_usable: bool
+        self,
+        deadline: Deadline,
+        cache_id: str,
+        load: Loader,
+        last_good: RenderedPage | None,
+        redis_usable: bool,
+        lock: FetchLock | None = None,
     ) -> Served:
+        """Read, render and store ``cache_id``; the fetch ``lock`` (when held) is given back by the
+        write, in its round trip."""
         shed = await self._slot(deadline, cache_id, last_good)
         if shed is not None:
             return shed
@@ -310,7 +317,7 @@ class Tiers:
         self.metrics.render_seconds.observe(time.perf_counter() - started)
         if redis_usable:
             try:
-                stored, _ = await self.redis.put(deadline, cache_id, page)
+                stored, _ = await self.redis.put(deadline, cache_id, page, release=lock)
                 if not stored:
                     # A publish stored a newer version while we read MongoDB: serve that one.
                     newer = await self.redis.get(deadline, cache_id)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import redis.asyncio as aioredis
 import redis.exceptions as redis_errors
-from redis.asyncio.lock import Lock
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -118,6 +118,26 @@ return 1
 """.replace("VERSION_KEY", contract.RECORD_KEYS["version"])
 
 
+# Releases the fetch lock only if it is still the holder's (it may have expired and been taken by
+# another process meanwhile).
+_RELEASE_IF_HELD = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass
+class FetchLock:
+    """A fetch lock this process took: its key, the token that proves it is ours, and whether it
+    was given back (by the write it guarded, in the same round trip, or by ``unlock``)."""
+
+    key: str
+    token: str
+    released: bool = False
+
+
 # A write whose only purpose is to be replicated after the caller's (``replicated``).
 REPLICATION_PROBE_KEY = "pagecache:replication-probe"
 # One WAIT's share of the deadline: short enough for one Redis call's timeout.
@@ -163,7 +183,6 @@ class RedisPages:
         self.not_found_body = not_found_body
         self.has_replicas = has_replicas
         self._on_undecodable = on_undecodable
-        self._set_if_not_older = client.register_script(_SET_IF_NOT_OLDER)
 
     def stamped(self, page: RenderedPage, now: float, takedown: bool = False) -> tuple[RenderedPage, int]:
         """``page`` with its freshness and revalidation window from ``now``, and the record's TTL
@@ -180,7 +199,9 @@ class RedisPages:
 
     async def _get(self, deadline: Deadline, key: str) -> RenderedPage | None:
         # Decoded outside the guard: a bad value is this value's problem, not a Redis fault.
-        value = await self.guard.run(deadline, self.client.get, key)
+        return self._decoded(key, await self.guard.run(deadline, self.client.get, key))
+
+    def _decoded(self, key: str, value: bytes | None) -> RenderedPage | None:
         if value is None:
             return None
         try:
@@ -197,35 +218,63 @@ class RedisPages:
         """The record of page ``cache_id`` whatever its freshness, or None."""
         return await self._get(deadline, contract.page_key(cache_id))
 
-    async def _put(self, cache_id: str, page: RenderedPage) -> tuple[bool, RenderedPage]:
+    async def _put(self, cache_id: str, page: RenderedPage, lock: FetchLock | None) -> tuple[bool, RenderedPage]:
         takedown = page.version > 0 and not contract.is_listing(cache_id)
         stamped, ttl = self.stamped(page, time.time(), takedown)
         record = replace(stamped, html=b"") if stamped.status == 404 else stamped
-        args = [stamped.version, record.to_bytes(), ttl]
-        return bool(await self._set_if_not_older(keys=[contract.page_key(cache_id)], args=args)), stamped
+        store = (_SET_IF_NOT_OLDER, 1, contract.page_key(cache_id), stamped.version, record.to_bytes(), ttl)
+        if lock is None:
+            return bool(await self.client.eval(*store)), stamped
+        # EVAL, not the registered scripts' EVALSHA: redis-py asks SCRIPT EXISTS before every
+        # pipeline that runs a registered script, a round trip more (Redis caches the script by
+        # its hash either way).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.eval(*store)
+            pipe.eval(_RELEASE_IF_HELD, 1, lock.key, lock.token)
+            stored, _ = await pipe.execute()
+        lock.released = True
+        return bool(stored), stamped
 
-    async def put(self, deadline: Deadline, cache_id: str, page: RenderedPage) -> tuple[bool, RenderedPage]:
-        """Store ``page`` unless Redis holds a newer version: (stored, the page as stamped)."""
-        return await self.guard.run(deadline, self._put, cache_id, page)
+    async def put(
+        self, deadline: Deadline, cache_id: str, page: RenderedPage, release: FetchLock | None = None
+    ) -> tuple[bool, RenderedPage]:
+        """Store ``page`` unless Redis holds a newer version: (stored, the page as stamped). With
+        ``release``, the fetch lock that guarded the read is given back in the same round trip."""
+        return await self.guard.run(deadline, self._put, cache_id, page, release)
 
-    async def _acquire(self, cache_id: str) -> Lock | None:
-        lock = self.client.lock(contract.lock_key(cache_id), timeout=self.lock_ttl, blocking=False)
-        return lock if await lock.acquire() else None
+    def _new_lock(self, cache_id: str) -> tuple[FetchLock, dict[str, Any]]:
+        lock = FetchLock(contract.lock_key(cache_id), os.urandom(8).hex())
+        return lock, {"nx": True, "px": max(1, int(self.lock_ttl * 1000))}
 
-    async def try_lock(self, deadline: Deadline, cache_id: str) -> Lock | None:
+    async def _acquire(self, cache_id: str) -> FetchLock | None:
+        lock, flags = self._new_lock(cache_id)
+        return lock if await self.client.set(lock.key, lock.token, **flags) else None
+
+    async def _acquire_and_get(self, cache_id: str) -> tuple[FetchLock | None, bytes | None]:
+        lock, flags = self._new_lock(cache_id)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(lock.key, lock.token, **flags)
+            pipe.get(contract.page_key(cache_id))
+            taken, value = await pipe.execute()
+        return (lock if taken else None), value
+
+    async def try_lock(self, deadline: Deadline, cache_id: str) -> FetchLock | None:
         """Take ``lock:page:<id>`` (SET NX PX) if no other process holds it; None otherwise."""
         return await self.guard.run(deadline, self._acquire, cache_id)
 
-    async def unlock(self, deadline: Deadline, lock: Lock) -> None:
-        """Release a lock taken by ``try_lock`` (a lock that already expired is ignored)."""
+    async def try_lock_and_get(self, deadline: Deadline, cache_id: str) -> tuple[FetchLock | None, RenderedPage | None]:
+        """``try_lock`` and the page's record read again, in one round trip: (the lock or None,
+        the record or None). The record is read after the lock is taken, so a holder that wrote
+        the page and let go just before is seen."""
+        lock, value = await self.guard.run(deadline, self._acquire_and_get, cache_id)
+        return lock, self._decoded(contract.page_key(cache_id), value)
 
-        async def release() -> None:
-            try:
-                await lock.release()
-            except redis_errors.LockError:
-                pass
-
-        await self.guard.run(deadline, release)
+    async def unlock(self, deadline: Deadline, lock: FetchLock) -> None:
+        """Give back a lock taken by ``try_lock`` unless it was already (one that expired, or that
+        another process holds now, is left alone)."""
+        if not lock.released:
+            await self.guard.run(deadline, self.client.eval, _RELEASE_IF_HELD, 1, lock.key, lock.token)
+            lock.released = True
 
     async def announce(self, deadline: Deadline, slug: str) -> None:
         """Tell every renderer process that ``slug`` changed (pub/sub), so they drop in-process copies."""
