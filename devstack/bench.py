@@ -41,7 +41,17 @@ from devstack import box_cost, breaking, fleet_bench, servers
 from devstack.probes import concurrent_gets, cpu_seconds, metric, tier_names, unnamed_tier, varnish_counters
 from devstack.samples import load_samples
 from devstack.stack import Ports, Stack, start_stack
-from devstack.workload import FRONT_SHARE, SECTIONS, Zipf, insert_articles, progress, tracked, warm
+from devstack.workload import (
+    FEED_PATHS,
+    FEED_SHARE,
+    FRONT_SHARE,
+    SECTIONS,
+    Zipf,
+    insert_articles,
+    progress,
+    tracked,
+    warm,
+)
 
 HOT_SLUG = "tiroteio-deixa-um-morto-e-feridos"
 BENCH_TOKEN = "bench-" + "0" * 40  # the editors' API refuses tokens under 32 characters
@@ -159,8 +169,9 @@ async def zipf_load(
 ) -> list[tuple[float, float, str]]:
     """Open-loop Zipf traffic: (second, latency in s, what answered) per request; ``tracked_share``
     of the URLs carry random tracking parameters. With ``fronts``, ``FRONT_SHARE`` of the requests
-    go to section fronts, counted there by what answered them. ``pool_waits`` gets each request's
-    wait for a client connection (part of its latency, and the client's doing)."""
+    go to section fronts and ``FEED_SHARE`` to feeds, counted there by what answered them.
+    ``pool_waits`` gets each request's wait for a client connection (part of its latency, and the
+    client's doing)."""
     zipf = Zipf(len(slugs), s)
     rng = random.Random(11)
     samples: list[tuple[float, float, str]] = []
@@ -195,8 +206,14 @@ async def zipf_load(
         while (elapsed := time.monotonic() - start) < seconds:
             due = int(elapsed * rate) - sent_count
             for _ in range(max(0, due)):
-                front = fronts is not None and rng.random() < FRONT_SHARE
-                path = f"/{rng.choice(SECTIONS)}/" if front else f"/noticia/{slugs[zipf.draw()]}.ghtml"
+                roll = rng.random() if fronts is not None else 1.0
+                front = roll < FRONT_SHARE + FEED_SHARE  # listings: fronts, then feeds
+                if roll < FRONT_SHARE:
+                    path = f"/{rng.choice(SECTIONS)}/"
+                elif front:
+                    path = rng.choice(FEED_PATHS)
+                else:
+                    path = f"/noticia/{slugs[zipf.draw()]}.ghtml"
                 if rng.random() < tracked_share:
                     path = tracked(path, rng)
                 task = asyncio.ensure_future(one(path, front))
@@ -692,7 +709,8 @@ def table(results: dict[str, Any]) -> str:
         f"({z['p99_after_boundary_ms'] / z['p99_before_boundary_ms']:.2f}x, <= 1.5x); MongoDB reads/s on "
         f"readers' path {z['reader_mongodb_reads_per_s']:.2f}, in background refreshes "
         f"{z['refresh_mongodb_reads_per_s']:.2f}",
-        f"   section fronts ({100 * z['fronts']['share_of_mix']:.1f} % of the mix, {z['fronts']['requests']} requests; "
+        f"   section fronts and feeds ({100 * z['fronts']['share_of_mix']:.1f} % of the mix, "
+        f"{z['fronts']['requests']} requests; "
         "warmed with the articles): "
         + ", ".join(f"{tier} {100 * share:.1f} %" for tier, share in sorted(z["fronts"]["shares"].items())),
         f"   with 30 % tracked URLs ({results['zipf_tracked']['requests']} requests): Varnish "

@@ -76,7 +76,7 @@ async def warm(site: str, slugs: list[str], concurrency: int, listings: bool = F
     statuses: Counter[int] = Counter()
     queue = [f"/noticia/{slug}.ghtml" for slug in slugs]
     if listings:
-        queue += ["/", *(f"/{section}/" for section in SECTIONS)]
+        queue += ["/", *(f"/{section}/" for section in SECTIONS), *FEED_PATHS]
     started = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
 
@@ -102,3 +102,8 @@ def tracked(path: str, rng: random.Random) -> str:
 
 SECTIONS = ("rio", "economia", "politica", "esporte")
 FRONT_SHARE = 0.1  # of the Zipf mix's requests go to section fronts
+# ... and to feeds and the news sitemap: aggregators and crawlers poll each every few minutes,
+# thousands of them, so a few per second against hundreds of readers (2 % at 400 req/s is 8 polls/s,
+# 2,400 pollers each reading one feed every 5 min).
+FEED_SHARE = 0.02
+FEED_PATHS = ("/rss.xml", "/sitemap-news.xml", *(f"/{section}/rss.xml" for section in SECTIONS))

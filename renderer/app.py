@@ -27,6 +27,7 @@ from renderer.handlers.metrics import MetricsHandler
 from renderer.handlers.pages import (
     ArticleHandler,
     CachePolicy,
+    FeedHandler,
     HomeHandler,
     LatestBoxHandler,
     NotFoundHandler,
@@ -167,14 +168,34 @@ class AccessLog:
 TEXT = "text/plain; charset=UTF-8"
 
 
+def robots_txt(site_url: str) -> SmallFile:
+    """``renderer/static/robots.txt`` with the sitemaps named (absolute URLs, as the format asks)."""
+    base = SmallFile.load("robots.txt", TEXT).body.decode()
+    site = site_url.rstrip("/")
+    named = f"\nSitemap: {site}{contract.SITEMAP_PATH}\nSitemap: {site}{contract.NEWS_SITEMAP_PATH}\n"
+    return SmallFile.of(base.rstrip("\n").encode() + named.encode(), TEXT)
+
+
 def make_app(services: Services, access_log: AccessLog | None = None) -> PagecacheApplication:
     """The renderer's routes; handlers get ``services`` and nothing global. ``access_log``: where
     each request's line goes (None: nowhere)."""
     pages = {"services": services, "policy": CachePolicy(services)}
+
+    def feed(cache_id: str | None, content_type: str) -> dict[str, Any]:
+        return {**pages, "cache_id": cache_id, "content_type": content_type}
+
     routes: list[Any] = [
         (r"/", HomeHandler, pages),
         (r"/noticia/(.*)", ArticleHandler, pages),
-        (r"/robots\.txt", SmallFileHandler, {**pages, "file": SmallFile.load("robots.txt", TEXT)}),
+        (r"/robots\.txt", SmallFileHandler, {**pages, "file": robots_txt(services.settings.site_url)}),
+        (r"/rss\.xml", FeedHandler, feed(contract.HOME_FEED_CACHE_ID, contract.FEED_CONTENT_TYPE)),
+        (
+            rf"/([a-z0-9-]{{1,{contract.SECTION_MAX_LENGTH}}})/rss\.xml",
+            FeedHandler,
+            feed(None, contract.FEED_CONTENT_TYPE),
+        ),
+        (r"/sitemap-news\.xml", FeedHandler, feed(contract.NEWS_SITEMAP_CACHE_ID, contract.SITEMAP_CONTENT_TYPE)),
+        (r"/sitemap\.xml", FeedHandler, feed(contract.SITEMAP_CACHE_ID, contract.SITEMAP_CONTENT_TYPE)),
         (r"/favicon\.ico", SmallFileHandler, {**pages, "file": SmallFile.load("favicon.ico", "image/x-icon")}),
         (r"/healthcheck", HealthcheckHandler, {"health": services.health}),
         (r"/healthcheck/live", LiveHandler),

@@ -91,6 +91,34 @@ def section_of(cache_id: str) -> str | None:
     return cache_id.removeprefix(SECTION_ID_PREFIX) if cache_id.startswith(SECTION_ID_PREFIX) else None
 
 
+# Feeds and sitemaps are listings too (renderer/feeds.py): the tiers' ids and their public paths.
+FEED_ID_PREFIX = f"{LISTING_PREFIX}feed:"
+HOME_FEED_CACHE_ID = f"{FEED_ID_PREFIX}home"
+HOME_FEED_PATH = "/rss.xml"
+NEWS_SITEMAP_CACHE_ID = f"{LISTING_PREFIX}sitemap:news"
+NEWS_SITEMAP_PATH = "/sitemap-news.xml"
+SITEMAP_CACHE_ID = f"{LISTING_PREFIX}sitemap"
+SITEMAP_PATH = "/sitemap.xml"
+FEED_CONTENT_TYPE = "application/rss+xml; charset=utf-8"
+SITEMAP_CONTENT_TYPE = "application/xml; charset=utf-8"
+
+
+def section_feed_cache_id(section: str) -> str:
+    """The tiers' id of a section's RSS feed."""
+    return f"{FEED_ID_PREFIX}section:{section}"
+
+
+def feed_section_of(cache_id: str) -> str | None:
+    """The section whose feed ``cache_id`` is, or None."""
+    prefix = f"{FEED_ID_PREFIX}section:"
+    return cache_id.removeprefix(prefix) if cache_id.startswith(prefix) else None
+
+
+def section_feed_path(section: str) -> str:
+    """The public path of a section's RSS feed."""
+    return f"/{section}/rss.xml"
+
+
 def is_listing(cache_id: str) -> bool:
     """True for the tiers' id of the home, a section front or the "latest news" box."""
     return cache_id.startswith(LISTING_PREFIX)
@@ -127,15 +155,16 @@ def missing_section_key(section: str) -> str:
     return f"missing-section-{section}"
 
 
-def public_path_of_key(key: str) -> str | None:
-    """The one public URL path a listing's surrogate key names (``home`` → ``/``, ``section-rio``
-    → ``/rio/``), or None: what Varnish refreshes after soft-purging it, before the CDN is purged."""
+def public_paths_of_key(key: str) -> tuple[str, ...]:
+    """The public URL paths a listing's surrogate key names (``home`` → the home, its feed and
+    the sitemaps; ``section-rio`` → ``/rio/`` and its feed), or none: what Varnish refreshes after
+    soft-purging it, before the CDN is purged."""
     if key == HOME_SURROGATE_KEY:
-        return "/"
+        return ("/", HOME_FEED_PATH, NEWS_SITEMAP_PATH, SITEMAP_PATH)
     section = key.removeprefix("section-")
     if section != key and is_valid_section(section):
-        return f"/{section}/"
-    return None
+        return (f"/{section}/", section_feed_path(section))
+    return ()
 
 
 # The CDN's own lifetime of a page, one value in both: RFC 9213's (Cloudflare reads it) and

@@ -67,9 +67,13 @@ def listing_keys(sections: set[str]) -> list[str]:
 
 
 def listing_cache_ids(sections: set[str]) -> list[str]:
-    """The same listings' ids in the tiers (``page:<id>`` in Redis)."""
-    ids = [contract.HOME_CACHE_ID, contract.LATEST_BOX_CACHE_ID]
-    return ids + sorted(contract.section_cache_id(section) for section in sections)
+    """The same listings' ids in the tiers (``page:<id>`` in Redis): the pages, the box, and the
+    feeds and sitemaps (readers beyond browsers see a change when readers of the pages do)."""
+    ids = [contract.HOME_CACHE_ID, contract.LATEST_BOX_CACHE_ID, contract.HOME_FEED_CACHE_ID]
+    ids += [contract.NEWS_SITEMAP_CACHE_ID, contract.SITEMAP_CACHE_ID]
+    for section in sorted(sections):
+        ids += [contract.section_cache_id(section), contract.section_feed_cache_id(section)]
+    return ids
 
 
 def _report(
@@ -132,7 +136,7 @@ class Publisher:
         self._restore: set[str] = set()  # slugs whose Redis step failed: stored again when settled
         # The newest render of each listing, in flight or done, shared by publishes whose change
         # came before it began: a burst of publishes costs a few renders, not one each.
-        self._listing_renders: SingleFlight[str, Any] = SingleFlight(keep_results=True)
+        self._listing_renders: SingleFlight[Any, Any] = SingleFlight(keep_results=True)
         self._first_change = 0.0  # of the burst not settled yet
         self._last_change = 0.0
         self._settling: asyncio.Task[None] | None = None
@@ -280,24 +284,27 @@ class Publisher:
             before = await self.redis.get(deadline, contract.LATEST_BOX_CACHE_ID)
             await self.listings.bump_generation(deadline)
             changed_at = time.monotonic()
-            cache_ids = listing_cache_ids(sections)
-            stored = await asyncio.gather(
-                *(self._store_listing(deadline, cache_id, changed_at) for cache_id in cache_ids)
-            )
+            groups = self.listings.loaders(listing_cache_ids(sections))
+            stored: dict[str, Any] = {}
+            for pages in await asyncio.gather(
+                *(self._store_group(deadline, source, load, changed_at) for source, load in groups.items())
+            ):
+                stored.update(pages)
         except Exception as exc:
             return _failed(exc), 0
-        box = stored[cache_ids.index(contract.LATEST_BOX_CACHE_ID)]
+        box = stored[contract.LATEST_BOX_CACHE_ID]
         return OK, (box.version if before is None or before.html != box.html else 0)
 
-    async def _store_listing(self, deadline: Deadline, cache_id: str, changed_at: float) -> Any:
-        """Store listing ``cache_id`` as rendered from the primary by a render that began after
-        ``changed_at`` (this change's generation bump), so it shows the change. Concurrent
-        publishes share such a render: a burst of them costs a few renders, not one each."""
-        render = self.listings.loader(cache_id)
-        listing = await self._listing_renders.do(cache_id, lambda: render(deadline), since=changed_at)
-        self.last_good.put(cache_id, listing)
-        await self.redis.put(deadline, cache_id, listing)
-        return listing
+    async def _store_group(self, deadline: Deadline, source: Any, load: Any, changed_at: float) -> dict[str, Any]:
+        """Store the listings made from one stored listing (``source``: one read for all of them)
+        as rendered from the primary by a render that began after ``changed_at`` (this change's
+        generation bump), so they show the change. Concurrent publishes share such a render: a
+        burst of them costs a few renders, not one each."""
+        pages: dict[str, Any] = await self._listing_renders.do(source, lambda: load(deadline), since=changed_at)
+        for cache_id, page in pages.items():
+            self.last_good.put(cache_id, page)
+        await asyncio.gather(*(self.redis.put(deadline, cache_id, page) for cache_id, page in pages.items()))
+        return pages
 
     def _settle_later(self, hard: list[str], soft: list[str], slug: str, stored: bool, box: int = 0) -> None:
         """Purge Varnish once more when no reader that started before this change can still be running.

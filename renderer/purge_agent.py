@@ -252,8 +252,9 @@ class Agent:
                 if event.request_id:
                     headers["X-Request-Id"] = event.request_id
                 await self._to_varnish("PURGE", "/", headers)
-            if event.cdn:
-                await self._refresh(event.purge)
+            # Whether or not a CDN comes after us: a soft-purged listing (a front, a feed) would
+            # otherwise be served once more by this node while it refetches.
+            await self._refresh(event.purge)
         if event.cdn and not event.cdn_only and time.time() - id_ms(event_id) > self.late_after:
             # Its publisher stopped waiting for us and the CDN was purged meanwhile: the CDN may
             # have refetched our old copy since. Once more, for the CDN alone.
@@ -288,9 +289,9 @@ class Agent:
             log.error("node %s refused %s %s: %s", self.node, method, headers, exc)
 
     async def _refresh(self, purge: Purge) -> None:
-        """Fetch the new copy of every page a soft-purged key names (the VCL's REFRESH), so the
-        CDN, purged after us, never gets the old one from this node."""
-        paths = [path for key in purge.soft if (path := contract.public_path_of_key(key)) is not None]
+        """Fetch the new copy of every page a soft-purged key names (the VCL's REFRESH), so neither
+        a reader nor the CDN, purged after us, gets the old one from this node."""
+        paths = [path for key in purge.soft for path in contract.public_paths_of_key(key)]
 
         async def one(path: str) -> None:
             try:

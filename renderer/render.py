@@ -65,7 +65,8 @@ def sanitise_html(html: str) -> str:
     )
 
 
-def _as_datetime(value: Any) -> datetime:
+def as_datetime(value: Any) -> datetime:
+    """A stored date (a datetime, naive meaning UTC, or ISO 8601 text) as an aware datetime."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, str):
@@ -81,7 +82,7 @@ def json_ld(data: dict[str, Any]) -> str:
     return json.dumps(data).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def _etag(version: int, html: bytes) -> str:
+def page_etag(version: int, html: bytes) -> str:
     return f'"{version}-{hashlib.sha1(html).hexdigest()[:16]}"'
 
 
@@ -102,8 +103,8 @@ class PageRenderer:
     def article(self, doc: dict[str, Any]) -> RenderedPage:
         """The page of a published article."""
         slug = doc["slug"]
-        published = _as_datetime(doc.get("published_at"))
-        updated = _as_datetime(doc.get("updated_at") or doc.get("published_at"))
+        published = as_datetime(doc.get("published_at"))
+        updated = as_datetime(doc.get("updated_at") or doc.get("published_at"))
         authors = list(doc.get("authors") or [])
         url = self.article_url(slug)
         linked_data = {
@@ -134,15 +135,19 @@ class PageRenderer:
         # Only what the page shows: the article (a publish purges only what changed).
         keys = contract.article_surrogate_key(slug)
         version = int(doc.get("version", 1))
-        return RenderedPage(200, html, _etag(version, html), updated.timestamp(), keys, time.time(), version)
+        return RenderedPage(200, html, page_etag(version, html), updated.timestamp(), keys, time.time(), version)
 
     def _teasers(self, docs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-        """What listings show of ``docs``: a document a teaser can't show (written behind the
-        editors' API: no title, a date that is not one) is left out, not the whole listing."""
+        return [teaser for teaser, _ in self.teasers_with_docs(docs)]
+
+    def teasers_with_docs(self, docs: Iterable[dict[str, Any]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """What listings show of ``docs``, each beside its document: a document a teaser can't
+        show (written behind the editors' API: no title, a date that is not one) is left out, not
+        the whole listing."""
         teasers = []
         for doc in docs:
             try:
-                teasers.append(self._teaser(doc))
+                teasers.append((self._teaser(doc), doc))
             except (KeyError, TypeError, ValueError) as exc:
                 log.warning("article %r left out of a listing: %r", doc.get("slug", doc.get("_id")), exc)
                 self.on_left_out()
@@ -158,7 +163,7 @@ class PageRenderer:
             "title": title,
             "section": section,
             "subtitle": subtitle if isinstance(subtitle, str) else "",
-            "published": _as_datetime(doc["published_at"]),
+            "published": as_datetime(doc["published_at"]),
             "url": self.article_url(slug),
         }
 
@@ -167,7 +172,7 @@ class PageRenderer:
     ) -> RenderedPage:
         html = self._loader.load(template).generate(site_name=self.site_name, articles=articles, **values)
         newest = max((a["published"].timestamp() for a in articles), default=0.0)
-        return RenderedPage(200, html, _etag(version, html), newest, keys, time.time(), version)
+        return RenderedPage(200, html, page_etag(version, html), newest, keys, time.time(), version)
 
     def home(self, docs: Iterable[dict[str, Any]], version: int = 0) -> RenderedPage:
         """The home page listing ``docs`` (newest first), with links to the sections they are in."""
@@ -192,7 +197,7 @@ class PageRenderer:
         """The front of ``section`` listing ``docs``; the 404 page when it has none (no such section)."""
         articles = self._teasers(docs)
         if not articles:
-            return self._not_found_with(contract.missing_section_key(section), version)
+            return self.not_found_with(contract.missing_section_key(section), version)
         url = self.section_url(section)
         linked_data = {
             "@context": "https://schema.org",
@@ -227,12 +232,13 @@ class PageRenderer:
         """The 404 page, rendered once: scanners, typos, unknown articles and sections all get it
         without a template run (with their own surrogate key where a publish must purge it)."""
         html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
-        return RenderedPage(404, html, _etag(0, html), 0.0, "", time.time())
+        return RenderedPage(404, html, page_etag(0, html), 0.0, "", time.time())
 
-    def _not_found_with(self, keys: str, version: int = 0) -> RenderedPage:
+    def not_found_with(self, keys: str, version: int = 0) -> RenderedPage:
+        """The 404 page carrying ``keys`` (what a publish purges to replace it) and ``version``."""
         return replace(self.generic_not_found, surrogate_keys=keys, rendered_at=time.time(), version=version)
 
     def not_found(self, slug: str | None, version: int = 0) -> RenderedPage:
         """The 404 page; for a valid slug it carries the article's xkey so a publish purges it.
         ``version``: the takedown's, for an article that was unpublished (0: never existed)."""
-        return self._not_found_with(contract.article_surrogate_key(slug) if slug else "", version)
+        return self.not_found_with(contract.article_surrogate_key(slug) if slug else "", version)

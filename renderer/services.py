@@ -17,6 +17,7 @@ from renderer import cdn, contract, invalidation, tokens
 from renderer.backends import mongo_articles, mongo_listings, redis_pages
 from renderer.cdn_feed import CdnFeed
 from renderer.concurrency_limit import AdaptiveLimit
+from renderer.feeds import FeedRenderer
 from renderer.health_checks import renderer_checks
 from renderer.last_good import LastGood
 from renderer.latest_box import LatestBox
@@ -151,9 +152,15 @@ class Services:
         # false 412s. Page reads follow the configured preference.
         mongo_for_editors = mongo_articles.MongoArticles(mongo_client, db, editors_guard, on_read=on_read, primary=True)
         sizes = (settings.home_size, settings.section_size, settings.latest_box_size)
-        listings = Listings(renderer, mongo_listings.MongoListings(mongo_client, db, readers_guard, on_read), *sizes)
+        feeds = FeedRenderer(renderer)
+        listings = Listings(
+            renderer, feeds, mongo_listings.MongoListings(mongo_client, db, readers_guard, on_read), *sizes
+        )
         listings_for_editors = Listings(
-            renderer, mongo_listings.MongoListings(mongo_client, db, editors_guard, on_read, primary=True), *sizes
+            renderer,
+            feeds,
+            mongo_listings.MongoListings(mongo_client, db, editors_guard, on_read, primary=True),
+            *sizes,
         )
         last_good = LastGood(settings.last_good_size, settings.stale_ttl)
         limit = AdaptiveLimit(max_limit=settings.mongodb_max_concurrency, max_queue=settings.mongodb_wait_queue)

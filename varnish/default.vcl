@@ -255,7 +255,7 @@ sub vcl_backend_response {
     if (beresp.http.Set-Cookie && beresp.ttl > 0s) {
         unset beresp.http.Set-Cookie;
     }
-    if (beresp.http.Content-Type ~ "^(text/|application/(json|xml|javascript)|image/svg)") {
+    if (beresp.http.Content-Type ~ "^(text/|application/(json|xml|rss\+xml|javascript)|image/svg)") {
         # Stored gzipped once; gunzipped on delivery for clients that do not accept gzip.
         set beresp.do_gzip = true;
     }

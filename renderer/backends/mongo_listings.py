@@ -32,9 +32,10 @@ _LISTED_PROJECTION = {"_id": False, "body_html": False, "write_id": False, "writ
 log = logging.getLogger("pagecache.mongodb")
 
 
-def listing_id(section: str | None) -> str:
-    """The ``_id`` of a stored listing: the newest articles of ``section``, or of all sections."""
-    return f"latest:{section or '*'}"
+def listing_id(section: str | None, apart: int = 0) -> str:
+    """The ``_id`` of a stored listing: the newest articles of ``section``, or of all sections;
+    one kept ``apart`` (the news sitemap's 1,000) names its depth, so the pages' stay small."""
+    return f"latest:{section or '*'}" + (f":{apart}" if apart else "")
 
 
 @dataclass(frozen=True)
@@ -94,19 +95,21 @@ class MongoListings(MongoBackend):
         cursor = self._listed.find(query, _LISTED_PROJECTION)
         return await cursor.sort("published_at", pymongo.DESCENDING).limit(limit).to_list(limit)
 
-    async def _listing(self, limit: int, section: str | None, depth: int, caller: str) -> Listing:
+    async def _listing(self, limit: int, section: str | None, depth: int, caller: str, doc_id: str) -> Listing:
         self._fail_fast_if_unreachable()
         self._on_read(caller)
         generation, changed_at = await self._generation()
-        stored = await self.listings.find_one({"_id": listing_id(section)})
+        stored = await self.listings.find_one({"_id": doc_id})
         if stored is not None and stored["generation"] >= generation and stored["depth"] >= limit:
             return Listing(int(stored["generation"]), float(stored["changed_at"]), stored["articles"][:limit])
         # Outdated (a change since, or articles written behind the publisher's back) or missing:
         # the query, whose result is kept for the next reader that misses Redis.
-        articles = await self._query_once(section, generation, changed_at, max(limit, depth))
+        articles = await self._query_once(doc_id, section, generation, changed_at, max(limit, depth))
         return Listing(generation, changed_at, articles[:limit])
 
-    async def _query_once(self, section: str | None, generation: int, changed_at: float, depth: int) -> list[Any]:
+    async def _query_once(
+        self, doc_id: str, section: str | None, generation: int, changed_at: float, depth: int
+    ) -> list[Any]:
         """Query and keep the newest ``depth`` articles of ``section`` as of ``generation``, once
         for every caller that wants them meanwhile: the home and the box list the same articles,
         and a publish renders both at once. A caller that gives up leaves the query to the rest; it
@@ -114,32 +117,37 @@ class MongoListings(MongoBackend):
 
         async def query_and_keep() -> list[dict[str, Any]]:
             articles = await self._query_latest(depth, section)
-            await self._keep_listing(section, generation, changed_at, depth, articles)
+            await self._keep_listing(doc_id, generation, changed_at, depth, articles)
             return articles
 
-        return await self._queries.do((listing_id(section), generation, depth), query_and_keep)
+        return await self._queries.do((doc_id, generation, depth), query_and_keep)
 
     async def _keep_listing(
-        self, section: str | None, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]
+        self, doc_id: str, generation: int, changed_at: float, depth: int, articles: list[dict[str, Any]]
     ) -> None:
         """Store a listing unless a newer generation is stored (``rendered_page.may_replace``: an
         equal one is replaced, the same generation read later), so a slow reader never replaces a
         newer listing. A section without articles gets no document (a scanner's made-up section
         must not create one); an existing one is emptied."""
-        fenced = {"_id": listing_id(section), "generation": {"$lte": generation}}
+        fenced = {"_id": doc_id, "generation": {"$lte": generation}}
         update = {"$set": {"generation": generation, "changed_at": changed_at, "depth": depth, "articles": articles}}
         try:
             await self.listings.update_one(fenced, update, upsert=bool(articles))
         except mongo_errors.DuplicateKeyError:
             pass  # a newer one is there: the upsert lost to it
         except mongo_errors.PyMongoError as exc:
-            log.info("listing %s not kept: %r", listing_id(section), exc)  # the next miss queries again
+            log.info("listing %s not kept: %r", doc_id, exc)  # the next miss queries again
 
-    async def listing(self, deadline: Deadline, limit: int, section: str | None = None, depth: int = 0) -> Listing:
+    async def listing(
+        self, deadline: Deadline, limit: int, section: str | None = None, depth: int = 0, apart: bool = False
+    ) -> Listing:
         """The ``limit`` newest published articles (of ``section``, when given), without their
         bodies, labelled with the listings' generation they are at least as new as.
 
         One lookup by ``_id`` while the stored listing is current: the sorted query runs only after
-        a change, and its result (``depth`` articles) is stored for every later reader.
+        a change, and its result (``depth`` articles) is stored for every later reader; ``apart``
+        from the listing of that section other readers share, when it is much deeper than theirs.
         """
-        return await self.guard.run(deadline, self._listing, limit, section, max(depth, limit), deadline.caller)
+        depth = max(depth, limit)
+        doc_id = listing_id(section, depth if apart else 0)
+        return await self.guard.run(deadline, self._listing, limit, section, depth, deadline.caller, doc_id)

@@ -57,8 +57,13 @@ class CachePolicy:
         return "stale" if tier == contract.TIER_STALE or revalidating else "fresh"
 
 
+HTML = "text/html; charset=UTF-8"
+
+
 class PageHandler(AllowOn405):
     """Writes ``Served`` pages with the HTTP contract's headers."""
+
+    content_type = HTML  # of a 200: every other status answers the HTML 404 page or a 503
 
     def initialize(self, services: Services, policy: CachePolicy) -> None:
         self.services = services
@@ -101,7 +106,7 @@ class PageHandler(AllowOn405):
         """Send ``page`` (or a 304 when the client's ``If-None-Match`` matches its ETag)."""
         self.set_status(page.status)
         self.set_security_headers()
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Content-Type", self.content_type if page.status == 200 else HTML)
         self.set_cache_headers(self.policy.kind(page, tier or "", revalidating))
         if page.surrogate_keys:
             self.set_header(contract.HEADER_SURROGATE_KEYS, page.surrogate_keys)
@@ -209,6 +214,25 @@ class SectionHandler(PageHandler):
         await self.answer(self.services.tiers.listing(self.deadline(), contract.section_cache_id(section)))
 
 
+class FeedHandler(PageHandler):
+    """``/rss.xml`` and ``/<section>/rss.xml`` (``cache_id`` None: the section's), and the
+    sitemaps: listings for feed readers and crawlers, served like the fronts."""
+
+    def initialize(self, services: Services, policy: CachePolicy, cache_id: str | None, content_type: str) -> None:  # type: ignore[override]
+        super().initialize(services, policy)
+        self.cache_id = cache_id
+        self.content_type = content_type
+
+    async def get(self, section: str | None = None) -> None:
+        cache_id = self.cache_id
+        if cache_id is None:
+            if section is None or not contract.is_valid_section(section):
+                self.write_not_found()
+                return
+            cache_id = contract.section_feed_cache_id(section)
+        await self.answer(self.services.tiers.listing(self.deadline(), cache_id))
+
+
 class LatestBoxHandler(PageHandler):
     """``GET /_fragment/latest``: the "latest news" box alone, on the internal listener (the
     edge refuses ``/_*``); when it can't be had, an empty 503."""
@@ -241,7 +265,11 @@ class SmallFile:
     @classmethod
     def load(cls, name: str, content_type: str) -> SmallFile:
         """Read ``renderer/static/<name>``."""
-        body = (STATIC_DIR / name).read_bytes()
+        return cls.of((STATIC_DIR / name).read_bytes(), content_type)
+
+    @classmethod
+    def of(cls, body: bytes, content_type: str) -> SmallFile:
+        """``body`` with its ETag."""
         return cls(body, f'"{hashlib.sha1(body).hexdigest()[:16]}"', content_type)
 
 

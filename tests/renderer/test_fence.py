@@ -58,8 +58,8 @@ async def test_the_stored_listings_keep_the_rule(
     )
     section = unique_slug("cerca")
     if held is not None:
-        await listings._keep_listing(section, held, 0.0, 1, [{"slug": "held"}])
-    await listings._keep_listing(section, offered, 0.0, 1, [{"slug": "offered"}])
+        await listings._keep_listing(mongo_listings.listing_id(section), held, 0.0, 1, [{"slug": "held"}])
+    await listings._keep_listing(mongo_listings.listing_id(section), offered, 0.0, 1, [{"slug": "offered"}])
     stored = await listings.listings.find_one({"_id": mongo_listings.listing_id(section)})
     assert stored is not None
     assert (stored["articles"] == [{"slug": "offered"}]) == may_replace(offered, held), json.dumps(stored, default=str)
