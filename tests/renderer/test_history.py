@@ -25,8 +25,9 @@ CLIENTS = 6
 ARTICLES = 3
 PUBLISH_DEADLINE = 5.0  # the default PUBLISH_DEADLINE
 SECTION = "historia"
-LISTINGS = ("/", f"/{SECTION}/")
-ARTICLE_LINK = re.compile(r'/noticia/([a-z0-9-]+)\.ghtml"')
+# Every kind of listing: pages, and what feed readers and crawlers read.
+LISTINGS = ("/", f"/{SECTION}/", f"/{SECTION}/rss.xml", "/rss.xml", "/sitemap-news.xml")
+ARTICLE_LINK = re.compile(r'/noticia/([a-z0-9-]+)\.ghtml["<]')
 
 
 def shown(resp: Response, box_only: bool) -> frozenset[str]:
