@@ -74,11 +74,25 @@ class LatestBox:
             self._wake.clear()
 
 
-def with_box(page: RenderedPage, box: RenderedPage | None) -> RenderedPage:
-    """``page`` with ``box`` in its slot (nothing there without a box), the box's key among its
-    own (a page without a box yet gets it when the box comes), and validators that change when
-    either does: the ETag names the box's generation, ``Last-Modified`` is the later of the
-    page's and the box's render."""
+def shown_box(box: bytes, own: bytes, shows: int) -> bytes:
+    """The box as one page shows it: the box holds one article more than it ``shows``; the page
+    at URL ``own`` drops its own item, any other page the last one. Cut from the one copy each
+    process keeps: no page-by-page variant of the box is rendered or cached anywhere."""
+    start = box.find(b'<li><a href="' + own + b'"') if own else -1
+    if start < 0:
+        if box.count(b"<li>") <= shows:
+            return box  # fewer articles than the box shows: all of them
+        start = box.rfind(b"<li>")
+    end = box.find(b"</li>", start)
+    return box if end < 0 else box[:start] + box[end + len(b"</li>") :]
+
+
+def with_box(page: RenderedPage, box: RenderedPage | None, own: bytes = b"", shows: int = 0) -> RenderedPage:
+    """``page`` (at URL ``own``) with ``box`` in its slot, ``shows`` articles of it, never the
+    page's own (nothing there without a box), the box's key among its own (a page without a box
+    yet gets it when the box comes), and validators that change when either does: the ETag names
+    the box's generation, ``Last-Modified`` is the later of the page's and the box's last change
+    (not their renders: a re-render of either changes neither, so old validators still match)."""
     head, slot, tail = page.html.partition(LATEST_BOX_SLOT)
     if not slot:
         return page
@@ -87,8 +101,8 @@ def with_box(page: RenderedPage, box: RenderedPage | None) -> RenderedPage:
         return replace(page, html=head + tail, surrogate_keys=keys)
     return replace(
         page,
-        html=head + box.html + tail,
+        html=head + shown_box(box.html, own, shows) + tail,
         surrogate_keys=keys,
         etag=f'{page.etag[:-1]}.{box.version}"',
-        last_modified=max(page.last_modified, box.rendered_at),
+        last_modified=max(page.last_modified, box.last_modified),
     )

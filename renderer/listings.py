@@ -52,7 +52,7 @@ class Listings:
     @property
     def depth(self) -> int:
         """How many articles a stored listing keeps: enough for any listing of its section."""
-        return max(self.home_size, self.section_size, self.box_size)
+        return max(self.home_size, self.section_size, self.box_size + 1)
 
     def _plan(self, cache_id: str) -> _Plan:
         feed_section = contract.feed_section_of(cache_id)
@@ -61,7 +61,8 @@ class Listings:
         if cache_id == contract.HOME_CACHE_ID:
             return _Plan(shared, self.home_size, self.renderer.home)
         if cache_id == contract.LATEST_BOX_CACHE_ID:
-            return _Plan(shared, self.box_size, self.renderer.latest_box)
+            # One more than it shows: a page drops its own item (latest_box.shown_box).
+            return _Plan(shared, self.box_size + 1, self.renderer.latest_box)
         if cache_id == contract.HOME_FEED_CACHE_ID or feed_section:
             # As deep as the stored listing the fronts share: no query of its own.
             return _Plan(shared, self.depth, partial(self.feeds.rss, section))

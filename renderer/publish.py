@@ -303,7 +303,7 @@ class Publisher:
         pages: dict[str, Any] = await self._listing_renders.do(source, lambda: load(deadline), since=changed_at)
         for cache_id, page in pages.items():
             self.last_good.put(cache_id, page)
-        await asyncio.gather(*(self.redis.put(deadline, cache_id, page) for cache_id, page in pages.items()))
+        await self.redis.put_all(deadline, pages)
         return pages
 
     def _settle_later(self, hard: list[str], soft: list[str], slug: str, stored: bool, box: int = 0) -> None:

@@ -231,7 +231,8 @@ class PageRenderer:
     def generic_not_found(self) -> RenderedPage:
         """The 404 page, rendered once: scanners, typos, unknown articles and sections all get it
         without a template run (with their own surrogate key where a publish must purge it)."""
-        html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url=self.site_url + "/")
+        # No canonical link: one 404 page answers for every URL that names nothing.
+        html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url="")
         return RenderedPage(404, html, page_etag(0, html), 0.0, "", time.time())
 
     def not_found_with(self, keys: str, version: int = 0) -> RenderedPage:

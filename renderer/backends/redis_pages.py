@@ -218,29 +218,47 @@ class RedisPages:
         """The record of page ``cache_id`` whatever its freshness, or None."""
         return await self._get(deadline, contract.page_key(cache_id))
 
-    async def _put(self, cache_id: str, page: RenderedPage, lock: FetchLock | None) -> tuple[bool, RenderedPage]:
+    def _store_args(self, cache_id: str, page: RenderedPage, now: float) -> tuple[tuple[Any, ...], RenderedPage]:
         takedown = page.version > 0 and not contract.is_listing(cache_id)
-        stamped, ttl = self.stamped(page, time.time(), takedown)
+        stamped, ttl = self.stamped(page, now, takedown)
         record = replace(stamped, html=b"") if stamped.status == 404 else stamped
-        store = (_SET_IF_NOT_OLDER, 1, contract.page_key(cache_id), stamped.version, record.to_bytes(), ttl)
-        if lock is None:
-            return bool(await self.client.eval(*store)), stamped
+        return (_SET_IF_NOT_OLDER, 1, contract.page_key(cache_id), stamped.version, record.to_bytes(), ttl), stamped
+
+    async def _put_all(
+        self, pages: dict[str, RenderedPage], lock: FetchLock | None
+    ) -> dict[str, tuple[bool, RenderedPage]]:
+        now = time.time()
+        stores = {cache_id: self._store_args(cache_id, page, now) for cache_id, page in pages.items()}
+        if lock is None and len(stores) == 1:
+            [(cache_id, (store, stamped))] = stores.items()
+            return {cache_id: (bool(await self.client.eval(*store)), stamped)}
         # EVAL, not the registered scripts' EVALSHA: redis-py asks SCRIPT EXISTS before every
         # pipeline that runs a registered script, a round trip more (Redis caches the script by
         # its hash either way).
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.eval(*store)
-            pipe.eval(_RELEASE_IF_HELD, 1, lock.key, lock.token)
-            stored, _ = await pipe.execute()
-        lock.released = True
-        return bool(stored), stamped
+            for store, _ in stores.values():
+                pipe.eval(*store)
+            if lock is not None:
+                pipe.eval(_RELEASE_IF_HELD, 1, lock.key, lock.token)
+            replies = await pipe.execute()
+        if lock is not None:
+            lock.released = True
+        # (the lock's reply, when there is one, comes last and is left out)
+        return {
+            cache_id: (bool(reply), stamped)
+            for (cache_id, (_, stamped)), reply in zip(stores.items(), replies, strict=False)
+        }
 
     async def put(
         self, deadline: Deadline, cache_id: str, page: RenderedPage, release: FetchLock | None = None
     ) -> tuple[bool, RenderedPage]:
         """Store ``page`` unless Redis holds a newer version: (stored, the page as stamped). With
         ``release``, the fetch lock that guarded the read is given back in the same round trip."""
-        return await self.guard.run(deadline, self._put, cache_id, page, release)
+        return (await self.guard.run(deadline, self._put_all, {cache_id: page}, release))[cache_id]
+
+    async def put_all(self, deadline: Deadline, pages: dict[str, RenderedPage]) -> dict[str, tuple[bool, RenderedPage]]:
+        """``put`` for several pages in one round trip (each write fenced on its own)."""
+        return await self.guard.run(deadline, self._put_all, pages, None)
 
     def _new_lock(self, cache_id: str) -> tuple[FetchLock, dict[str, Any]]:
         lock = FetchLock(contract.lock_key(cache_id), os.urandom(8).hex())

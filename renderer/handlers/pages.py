@@ -28,6 +28,7 @@ class CachePolicy:
 
     def __init__(self, services: Services) -> None:
         s = services.settings
+        self.site_url = s.site_url.rstrip("/")  # as the renderer's links name pages
         self.cache_control = {
             "fresh": (
                 f"public, max-age=0, s-maxage={s.shared_max_age}, "
@@ -127,10 +128,10 @@ class PageHandler(AllowOn405):
             return
         self.finish(page.html)
 
-    async def answer(self, lookup: Awaitable[Served], box: Deadline | None = None) -> None:
+    async def answer(self, lookup: Awaitable[Served], box: Deadline | None = None, own: bytes = b"") -> None:
         """Send the page ``lookup`` serves, or the answer for when nothing can be served. With
         ``box`` (the request's deadline) the "latest news" box goes in, no older than the one
-        Varnish asks for."""
+        Varnish asks for, without the page's own item (``own``: its URL)."""
         try:
             served = await lookup
         except Unavailable as exc:
@@ -141,7 +142,7 @@ class PageHandler(AllowOn405):
         page = served.page
         if box is not None and page.status == 200:
             shown = await self.services.latest_box.at_least(self.box_wanted(), box)
-            page = with_box(page, shown)
+            page = with_box(page, shown, own, self.services.settings.latest_box_size)
             if shown is not None:
                 self.set_header(contract.HEADER_BOX, str(shown.version))
         self.write_page(page, served.tier, served.cache_status, served.revalidating)
@@ -195,11 +196,13 @@ class ArticleHandler(PageHandler):
         if not contract.is_valid_slug(slug):
             self.write_not_found()
             return
-        if self.redirect_to_canonical(f"/noticia/{slug}{ARTICLE_SUFFIX}"):
+        path = f"/noticia/{slug}{ARTICLE_SUFFIX}"
+        if self.redirect_to_canonical(path):
             return
-        # Article pages show the "latest news" box.
+        # Article pages show the "latest news" box, without their own item (found by its link).
         deadline = self.deadline()
-        await self.answer(self.services.tiers.article(deadline, slug), box=deadline)
+        own = (self.policy.site_url + path).encode()
+        await self.answer(self.services.tiers.article(deadline, slug), box=deadline, own=own)
 
 
 class SectionHandler(PageHandler):

@@ -61,8 +61,15 @@ def test_pages_carry_security_headers_that_allow_what_they_use(stack: StackClien
     assert page.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     assert page.headers["X-Frame-Options"] == "DENY"
     assert "Strict-Transport-Security" not in page.headers  # HSTS_MAX_AGE is 0 by default
+    # Fetches go to the site only (Lighthouse reads /robots.txt from the page): nothing else.
+    assert "connect-src 'self'" in csp
+    assert page.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    assert page.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    assert {"camera=()", "microphone=()", "geolocation=()"} <= set(page.headers["Permissions-Policy"].split(", "))
     missing = get(stack.site, f"/noticia/{unique_slug()}.ghtml")
     assert missing.status == 404 and missing.headers["Content-Security-Policy"] == csp
+    # One 404 page answers for every URL that names nothing: it names no canonical page.
+    assert 'rel="canonical"' not in missing.text and 'rel="canonical"' in page.text
 
 
 def test_robots_and_favicon_are_served_and_cached_like_pages(stack: StackClients) -> None:

@@ -219,6 +219,8 @@ def test_an_article_no_teaser_can_show_is_left_out_not_the_listings(make_stack: 
     section = section_of_its_own()
     readable = unique_slug("legivel")
     s.add_article(readable, section=section, title="Legível", published_at="2099-03-01T09:00:00Z")
+    elsewhere = unique_slug("outra")  # a page whose box shows "Legível" (a page leaves itself out)
+    s.add_article(elsewhere, section=section, title="Outra", published_at="2099-02-01T09:00:00Z")
     newer = "2099-03-01T10:00"
     untitled = article_document({"slug": unique_slug("sem-titulo"), "section": section, "published_at": newer})
     undated = {**untitled, "_id": unique_slug("sem-data"), "title": "Sem data", "published_at": "ontem"}
@@ -235,7 +237,7 @@ def test_an_article_no_teaser_can_show_is_left_out_not_the_listings(make_stack: 
     def box_shows_it() -> bool:
         # The box is read again every LATEST_BOX_REFRESH (no publish announced these articles).
         s.redis.delete("page:@fragment:latest")
-        return box(get(s.renderer, f"/noticia/{readable}.ghtml").text)[:1] == ["Legível"]
+        return box(get(s.renderer, f"/noticia/{elsewhere}.ghtml").text)[:1] == ["Legível"]
 
     wait_until(box_shows_it, timeout=10, interval=0.5)
     assert metric(s.renderer, "pagecache_articles_left_out_total") - left_out >= 2

@@ -7,6 +7,7 @@ breakers and short timeouts once hid a 2 s 503 that the defaults produce.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -47,13 +48,17 @@ def test_first_request_after_mongodb_dies_is_answered_stale_by_every_process(
     # Only the last good copies are left in Redis, and no breaker has opened yet.
     expire_records(s.redis, *warm)
     assert metric(s.renderer, "pagecache_breaker_transitions_total", backend="mongodb") == 0
-    for slug in warm:
+    # The kernel hands each connection to whichever process accepts first, so one process may take
+    # many in a row: ask until both have answered, and every answer on the way must be stale.
+    for asked, slug in enumerate(itertools.cycle(warm)):
         resp = get(s.renderer, path(slug))
         assert resp.status == 200, (slug, resp.status, resp.headers["Cache-Status"])
         assert resp.headers["X-Tier"] == "stale"
         assert "detail=stale-mongodb-" in resp.headers["Cache-Status"]
         assert f"Guardada {slug}" in resp.text
-    assert len(pids_answering_stale(s)) == 2, "both processes answered stale"
+        if asked >= len(warm) and len(pids_answering_stale(s)) == 2:
+            break
+        assert asked < 200, "one process took every request: the other's first stale answer was never seen"
     missing = get(s.renderer, path(cold))
     assert missing.status == 503 and int(missing.headers["Retry-After"]) >= 1
 
