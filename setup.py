@@ -7,7 +7,7 @@ setup(
     python_requires=">=3.11",
     # devstack (the local stack, bench, chaos) is dev tooling: run from a clone, never installed.
     packages=find_packages(include=["renderer", "renderer.*", "healthcheck", "healthcheck.*"]),
-    package_data={"renderer": ["templates/*.html", "static/*"]},
+    package_data={"renderer": ["templates/*", "static/*", "static/img/*"]},
     install_requires=[
         "tornado>=6.5",
         "redis[hiredis]>=8.0",

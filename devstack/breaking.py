@@ -74,12 +74,12 @@ async def _breaking(stack: Stack, token: str, slug: str, seconds: float, rate: f
     stop = asyncio.Event()
     connector = aiohttp.TCPConnector(limit=128)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
-        await _put(session, stack.renderer_url, token, slug, _article("Urgente 0", "urgente"))
+        await _put(session, stack.renderer_url, token, slug, _article("Urgente 0", "politica"))
 
         async def editor() -> None:
             for number in range(1, int(seconds) + 1):
                 start = time.monotonic()
-                status = await _put(session, stack.renderer_url, token, slug, _article(f"Urgente {number}", "urgente"))
+                status = await _put(session, stack.renderer_url, token, slug, _article(f"Urgente {number}", "politica"))
                 publishes.append(Publish(number, start, time.monotonic(), status))
                 await asyncio.sleep(max(0.0, start + 1.0 - time.monotonic()))
             stop.set()
@@ -138,12 +138,12 @@ async def _disagreements(stack: Stack, token: str, quiet: float) -> dict[str, An
     flipped = [f"alternada-{run}-{n}" for n in range(10)]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
         await asyncio.gather(
-            *(_put(session, stack.renderer_url, token, s, _article("Versao 1", "edicao")) for s in edited + flipped)
+            *(_put(session, stack.renderer_url, token, s, _article("Versao 1", "politica")) for s in edited + flipped)
         )
         # 4 concurrent saves of each edited article; publish/unpublish flips of the others.
         await asyncio.gather(
             *(
-                _put(session, stack.renderer_url, token, slug, _article(f"Versao {n + 2}", "edicao"))
+                _put(session, stack.renderer_url, token, slug, _article(f"Versao {n + 2}", "politica"))
                 for slug in edited
                 for n in range(4)
             ),
@@ -178,7 +178,7 @@ async def _flip(session: aiohttp.ClientSession, api: str, token: str, slug: str)
     for n in range(4):
         async with session.delete(f"{api}/api/articles/{slug}", headers=headers) as resp:
             await resp.read()
-        await _put(session, api, token, slug, _article(f"Versao {n + 10}", "edicao"))
+        await _put(session, api, token, slug, _article(f"Versao {n + 10}", "politica"))
 
 
 def disagreements_after_concurrent_edits(stack: Stack, token: str, quiet: float = 8.0) -> dict[str, Any]:

@@ -34,7 +34,7 @@ NODE_COUNTS = (1, 4, 16)
 
 
 def _article(number: int) -> bytes:
-    body = {"title": f"Urgente {number}", "section": "urgente", "body_html": "<p>Texto.</p>", "authors": ["Redação"]}
+    body = {"title": f"Urgente {number}", "section": "politica", "body_html": "<p>Texto.</p>", "authors": ["Redação"]}
     return json.dumps(body).encode()
 
 

@@ -195,8 +195,9 @@ def start_stack(
         "MONGODB_URL": environ.get("MONGODB_URL", f"mongodb://127.0.0.1:{ports.mongodb}/"),
         "MONGODB_DB": environ.get("MONGODB_DB", "pagecache"),
     }
-    if "EDITOR_TOKENS" in environ:
-        env["EDITOR_TOKENS"] = environ["EDITOR_TOKENS"]
+    for name in ("EDITOR_TOKENS", "SITE_SECTIONS"):  # who may publish, and to which sections
+        if name in environ:
+            env[name] = environ[name]
     if not varnish_nodes:
         varnish_ports, public_urls = [], []
     stack = Stack(run_dir, ports, env, public_urls)

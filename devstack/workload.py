@@ -100,7 +100,7 @@ def tracked(path: str, rng: random.Random) -> str:
     return path + "?" + "&".join(params[: rng.randint(1, 2)])
 
 
-SECTIONS = ("rio", "economia", "politica", "esporte")
+SECTIONS = ("rio", "economia", "politica", "futebol")
 FRONT_SHARE = 0.1  # of the Zipf mix's requests go to section fronts
 # ... and to feeds and the news sitemap: aggregators and crawlers poll each every few minutes,
 # thousands of them, so a few per second against hundreds of readers (2 % at 400 req/s is 8 polls/s,

@@ -7,6 +7,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from renderer.handlers.api import (
 )
 from renderer.handlers.metrics import MetricsHandler
 from renderer.handlers.pages import (
+    STATIC_DIR,
     ArticleHandler,
     CachePolicy,
     FeedHandler,
@@ -176,6 +178,14 @@ def robots_txt(site_url: str) -> SmallFile:
     return SmallFile.of(base.rstrip("\n").encode() + named.encode(), TEXT)
 
 
+def site_images() -> list[tuple[str, SmallFile]]:
+    """``renderer/static/img/*.jpg``: the site's own images (the sample articles' lead images), by path."""
+    return [
+        (f"/static/img/{path.name}", SmallFile.load(f"img/{path.name}", "image/jpeg"))
+        for path in sorted((STATIC_DIR / "img").glob("*.jpg"))
+    ]
+
+
 def make_app(services: Services, access_log: AccessLog | None = None) -> PagecacheApplication:
     """The renderer's routes; handlers get ``services`` and nothing global. ``access_log``: where
     each request's line goes (None: nowhere)."""
@@ -197,6 +207,7 @@ def make_app(services: Services, access_log: AccessLog | None = None) -> Pagecac
         (r"/sitemap-news\.xml", FeedHandler, feed(contract.NEWS_SITEMAP_CACHE_ID, contract.SITEMAP_CONTENT_TYPE)),
         (r"/sitemap\.xml", FeedHandler, feed(contract.SITEMAP_CACHE_ID, contract.SITEMAP_CONTENT_TYPE)),
         (r"/favicon\.ico", SmallFileHandler, {**pages, "file": SmallFile.load("favicon.ico", "image/x-icon")}),
+        *((re.escape(path), SmallFileHandler, {**pages, "file": image}) for path, image in site_images()),
         (r"/healthcheck", HealthcheckHandler, {"health": services.health}),
         (r"/healthcheck/live", LiveHandler),
         (r"/metrics", MetricsHandler, {"services": services}),

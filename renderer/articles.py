@@ -10,6 +10,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from renderer import contract
+from renderer.sections import G1_SECTIONS, Sections
 
 # Something other than white space: a title of blanks is no title.
 NOT_BLANK = re.compile(r"\S")
@@ -28,6 +29,11 @@ IMAGE_URL = re.compile(
     r"(?::[0-9]{1,5})?(?:[/?#][!-~]*)?$"
 )
 SURROGATE_KEY = re.compile(r"[a-z0-9][a-z0-9-]{0,250}")
+# The largest image side an article may declare: a camera's full frame, with room.
+MAX_PIXELS = 20_000
+# A lead image comes with its size, so the page keeps its space while it loads (no layout shift).
+# Its text alternative too: a news photo carries information (WCAG 1.1.1).
+IMAGE_FIELDS = ("image_url", "image_width", "image_height", "image_alt")
 # JSON nesting allowed in a request: an article is two levels deep.
 MAX_DEPTH = 8
 
@@ -53,13 +59,27 @@ def _text(limit: int) -> Callable[[Any], str]:
     return check
 
 
-def _section(value: Any) -> str:
-    if not isinstance(value, str) or not contract.is_valid_section(value):
-        reserved = ", ".join(contract.RESERVED_SECTIONS)
-        raise ValueError(
-            f"must be lowercase letters, digits and hyphens (like 'rio' or 'pop-arte'), "
-            f"at most {contract.SECTION_MAX_LENGTH}, and none of {reserved}"
-        )
+def _section(sections: Sections) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not contract.is_valid_section(value):
+            reserved = ", ".join(contract.RESERVED_SECTIONS)
+            raise ValueError(
+                f"must be lowercase letters, digits and hyphens (like 'rio' or 'pop-arte'), "
+                f"at most {contract.SECTION_MAX_LENGTH}, and none of {reserved}"
+            )
+        if value not in sections:
+            raise ValueError(
+                f"{value!r} is not one of the site's sections ({', '.join(sections.names)}); "
+                "SITE_SECTIONS declares them"
+            )
+        return value
+
+    return check
+
+
+def _pixels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PIXELS:
+        raise ValueError(f"must be a whole number of pixels from 1 to {MAX_PIXELS}")
     return value
 
 
@@ -119,21 +139,32 @@ def _text_schema(limit: int) -> dict[str, Any]:
 Field = tuple[bool, Callable[[Any], Any], dict[str, Any]]
 
 
-def article_fields(image_hosts: frozenset[str] = frozenset()) -> dict[str, Field]:
+@dataclass(frozen=True)
+class ArticleRules:
+    """What the site allows beyond a field's shape: the hosts images may come from (any public one
+    when empty) and the sections articles may be published in."""
+
+    image_hosts: frozenset[str] = frozenset()
+    sections: Sections = G1_SECTIONS
+
+
+ANY_PUBLIC_IMAGE = ArticleRules()
+
+
+def article_fields(rules: ArticleRules = ANY_PUBLIC_IMAGE) -> dict[str, Field]:
     """name -> (required, check, OpenAPI schema): validation and the published contract in one table."""
+    pixels = {"type": "integer", "minimum": 1, "maximum": MAX_PIXELS}
     return {
         "title": (True, _text(300), _text_schema(300)),
         "subtitle": (False, _text(600), _text_schema(600)),
-        "section": (
-            True,
-            _section,
-            {"type": "string", "pattern": contract.SECTION_PATTERN.pattern, "maxLength": contract.SECTION_MAX_LENGTH},
-        ),
+        "section": (True, _section(rules.sections), {"type": "string", "enum": list(rules.sections.names)}),
         "body_html": (True, _text(500_000), _text_schema(500_000)),
         "authors": (False, _authors, {"type": "array", "maxItems": 20, "items": _text_schema(120)}),
         "published_at": (False, _datetime, {"type": "string", "format": "date-time", "pattern": DATE_TIME.pattern}),
-        "image_url": (False, image_url_check(image_hosts), _image_schema(image_hosts)),
-        # The lead image's text alternative and caption (WCAG 1.1.1): without them, alt="".
+        "image_url": (False, image_url_check(rules.image_hosts), _image_schema(rules.image_hosts)),
+        "image_width": (False, _pixels, pixels),
+        "image_height": (False, _pixels, pixels),
+        # The lead image's text alternative and caption.
         "image_alt": (False, _text(300), _text_schema(300)),
         "image_caption": (False, _text(300), _text_schema(300)),
     }
@@ -178,7 +209,7 @@ def require_json(content_type: str) -> None:
         raise Refused(415, "body must be JSON (Content-Type: application/json)")
 
 
-def parse_article(slug: str, body: bytes, content_type: str, image_hosts: frozenset[str] = frozenset()) -> ArticleInput:
+def parse_article(slug: str, body: bytes, content_type: str, rules: ArticleRules = ANY_PUBLIC_IMAGE) -> ArticleInput:
     """Validate a ``PUT /api/articles/<slug>`` request, or raise ``Refused`` saying what is wrong.
 
     The byte cap is enforced while the body arrives (``handlers.api``), before this is called.
@@ -189,7 +220,7 @@ def parse_article(slug: str, body: bytes, content_type: str, image_hosts: frozen
     data = load_json(body)
     if not isinstance(data, dict):
         raise Refused(400, "body must be a JSON object")
-    table = article_fields(image_hosts)
+    table = article_fields(rules)
     unknown = sorted(set(data) - set(table))
     if unknown:
         raise Refused(400, f"unknown fields: {', '.join(unknown)}")
@@ -203,6 +234,14 @@ def parse_article(slug: str, body: bytes, content_type: str, image_hosts: frozen
             fields[name] = check(data[name])
         except ValueError as exc:
             raise Refused(400, f"{name} {exc}") from None
+    given = [name for name in IMAGE_FIELDS if name in fields]
+    if given and len(given) < len(IMAGE_FIELDS):
+        raise Refused(
+            400,
+            "image_url, image_width, image_height and image_alt come together (the size in pixels keeps "
+            "the image's space on the page while it loads; the text says what it shows to who can't see it); "
+            f"missing: {', '.join(name for name in IMAGE_FIELDS if name not in given)}",
+        )
     return ArticleInput(slug, fields)
 
 

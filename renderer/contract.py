@@ -10,7 +10,7 @@ from typing import Callable
 SLUG_MAX_LENGTH = 200
 SLUG_PATTERN = re.compile(rf"^(?=.{{1,{SLUG_MAX_LENGTH}}}$)[a-z0-9]+(?:-[a-z0-9]+)*$")
 # A section is a path segment (/rio/): slug-shaped, and never a name another route owns.
-RESERVED_SECTIONS = ("noticia", "api", "healthcheck", "metrics", "robots", "favicon")
+RESERVED_SECTIONS = ("noticia", "api", "healthcheck", "metrics", "robots", "favicon", "static")
 SECTION_MAX_LENGTH = 60
 SECTION_PATTERN = re.compile(
     rf"^(?=.{{1,{SECTION_MAX_LENGTH}}}$)(?!(?:{'|'.join(RESERVED_SECTIONS)})$)[a-z0-9]+(?:-[a-z0-9]+)*$"

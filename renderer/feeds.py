@@ -44,7 +44,8 @@ class FeedRenderer:
                 {
                     "title": xml_text(teaser["title"]),
                     "url": teaser["url"],
-                    "section": xml_text(teaser["section"]),
+                    "section": teaser["section"],
+                    "section_name": xml_text(self.pages.sections.name(teaser["section"])),
                     "description": xml_text(teaser["subtitle"]),
                     "authors": [xml_text(name) for name in doc.get("authors") or [] if xml_text(name)],
                     "published": teaser["published"],
@@ -64,9 +65,13 @@ class FeedRenderer:
         if section is None:
             keys, link, self_url = contract.HOME_SURROGATE_KEY, self.pages.site_url + "/", contract.HOME_FEED_PATH
             title = self.pages.site_name
+            description = f"As últimas notícias de {self.pages.site_name}."
         else:
             keys, link = contract.section_surrogate_key(section), self.pages.section_url(section)
-            self_url, title = contract.section_feed_path(section), f"{section} | {self.pages.site_name}"
+            self_url = contract.section_feed_path(section)
+            name = self.pages.sections.name(section)
+            title = f"{name} | {self.pages.site_name}"
+            description = f"As últimas notícias de {name} em {self.pages.site_name}."
         if not items:
             missing = contract.missing_section_key(section) if section else contract.HOME_SURROGATE_KEY
             return self.pages.not_found_with(missing, version)
@@ -79,7 +84,7 @@ class FeedRenderer:
             title=xml_text(title),
             link=link,
             self_url=self.pages.site_url + self_url,
-            description=xml_text(f"As últimas notícias de {title}."),
+            description=xml_text(description),
             language=LANGUAGE,
             last_build=email.utils.format_datetime(newest.astimezone(UTC)),
             items=items,

@@ -5,16 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from renderer import contract
-from renderer.articles import MAX_DEPTH, SURROGATE_KEY, article_fields
+from renderer.articles import ANY_PUBLIC_IMAGE, IMAGE_FIELDS, MAX_DEPTH, SURROGATE_KEY, ArticleRules, article_fields
 
 
-def _article_schema(image_hosts: frozenset[str]) -> dict[str, Any]:
-    fields = article_fields(image_hosts)
+def _article_schema(rules: ArticleRules) -> dict[str, Any]:
+    fields = article_fields(rules)
     return {
         "type": "object",
         "additionalProperties": False,
         "required": [name for name, (required, _, _) in fields.items() if required],
         "properties": {name: schema for name, (_, _, schema) in fields.items()},
+        "dependentRequired": {name: [other for other in IMAGE_FIELDS if other != name] for name in IMAGE_FIELDS},
     }
 
 
@@ -30,7 +31,7 @@ def _json(
     return response
 
 
-def document(max_bytes: int, image_hosts: frozenset[str] = frozenset()) -> dict[str, Any]:
+def document(max_bytes: int, rules: ArticleRules = ANY_PUBLIC_IMAGE) -> dict[str, Any]:
     """The document served at ``/api/openapi.json``: what the server enforces, no more, no less."""
     slug = {
         "name": "slug",
@@ -73,7 +74,7 @@ def document(max_bytes: int, image_hosts: frozenset[str] = frozenset()) -> dict[
         "components": {
             "securitySchemes": {"editorToken": {"type": "http", "scheme": "bearer"}},
             "schemas": {
-                "Article": _article_schema(image_hosts),
+                "Article": _article_schema(rules),
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
                 "Report": {"type": "object", "additionalProperties": True},
                 "Purge": {

@@ -11,12 +11,15 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any, Callable, Iterable
+from urllib.parse import urljoin
+from zoneinfo import ZoneInfo
 
 import nh3
 from tornado.template import Loader
 
 from renderer import contract
 from renderer.rendered_page import RenderedPage
+from renderer.sections import G1_SECTIONS, Sections
 
 log = logging.getLogger("pagecache.render")
 
@@ -25,6 +28,8 @@ TEMPLATE_DIR = os.path.join(os.path.dirname(__file__), "templates")
 # (renderer/latest_box.py). Only this template writes it: editors' HTML is sanitised (comments
 # removed) and every other value is escaped.
 LATEST_BOX_SLOT = b"<!--pagecache:latest-news-->"
+# SITE_TIMEZONE's default: where the site's readers live.
+BRASILIA = ZoneInfo("America/Sao_Paulo")
 
 # What an article body may hold; everything else (scripts, handlers, javascript: URLs) goes.
 ALLOWED_TAGS = {
@@ -37,13 +42,6 @@ ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "he
 
 class RenderFailed(Exception):
     """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
-
-
-def _render(render: Callable[..., RenderedPage], *args: Any, **kwargs: Any) -> RenderedPage:
-    try:
-        return render(*args, **kwargs)
-    except Exception as exc:
-        raise RenderFailed(repr(exc)) from exc
 
 
 def render_or_fail(render: Callable[..., RenderedPage], *args: Any, **kwargs: Any) -> RenderedPage:
@@ -89,12 +87,34 @@ def page_etag(version: int, html: bytes) -> str:
 class PageRenderer:
     """Turns article documents into ``RenderedPage`` values."""
 
-    def __init__(self, site_name: str, site_url: str, on_left_out: Callable[[], None] = lambda: None) -> None:
-        """``on_left_out``: called for each article a listing leaves out (see ``_teasers``)."""
+    def __init__(
+        self,
+        site_name: str,
+        site_url: str,
+        on_left_out: Callable[[], None] = lambda: None,
+        sections: Sections = G1_SECTIONS,
+        timezone: ZoneInfo = BRASILIA,
+    ) -> None:
+        """``on_left_out``: called for each article a listing leaves out (see ``_teasers``);
+        ``sections``: their display names; ``timezone``: where the dates pages show are told."""
         self.site_name = site_name
         self.site_url = site_url.rstrip("/")
         self.on_left_out = on_left_out
+        self.sections = sections
+        self.timezone = timezone
         self._loader = Loader(TEMPLATE_DIR)
+
+    def _generate(self, template: str, **values: Any) -> bytes:
+        """``template`` filled with ``values`` and what every page shows: the site's name, section
+        names, and ``local`` (a date in the site's time zone)."""
+        return self._loader.load(template).generate(
+            site_name=self.site_name, section_name=self.sections.name, local=self.local, **values
+        )
+
+    def local(self, moment: datetime) -> datetime:
+        """``moment`` in the site's time zone: what readers see and what machine-readable dates carry
+        (with the offset), so a page never shows one time and declares another."""
+        return moment.astimezone(self.timezone)
 
     def article_url(self, slug: str) -> str:
         """Canonical URL of an article page."""
@@ -103,8 +123,8 @@ class PageRenderer:
     def article(self, doc: dict[str, Any]) -> RenderedPage:
         """The page of a published article."""
         slug = doc["slug"]
-        published = as_datetime(doc.get("published_at"))
-        updated = as_datetime(doc.get("updated_at") or doc.get("published_at"))
+        published = self.local(as_datetime(doc.get("published_at")))
+        updated = self.local(as_datetime(doc.get("updated_at") or doc.get("published_at")))
         authors = list(doc.get("authors") or [])
         url = self.article_url(slug)
         linked_data = {
@@ -114,15 +134,20 @@ class PageRenderer:
             "description": doc.get("subtitle") or "",
             "datePublished": published.isoformat(),
             "dateModified": updated.isoformat(),
-            "articleSection": doc["section"],
+            "articleSection": self.sections.name(doc["section"]),
             "author": [{"@type": "Person", "name": name} for name in authors],
             "mainEntityOfPage": url,
             "publisher": {"@type": "Organization", "name": self.site_name},
         }
-        if doc.get("image_url"):
-            linked_data["image"] = [doc["image_url"]]
-        html = self._loader.load("article.html").generate(
-            site_name=self.site_name,
+        # The API takes absolute https URLs only; a path (the sample articles, written straight
+        # into MongoDB) names an image the site itself serves.
+        image_url = urljoin(self.site_url + "/", doc["image_url"]) if doc.get("image_url") else ""
+        if image_url:
+            image: dict[str, Any] = {"@type": "ImageObject", "url": image_url}
+            image.update({name: doc[f"image_{name}"] for name in ("width", "height") if doc.get(f"image_{name}")})
+            linked_data["image"] = [image]
+        html = self._generate(
+            "article.html",
             article=doc,
             body_html=sanitise_html(doc["body_html"]),
             authors=authors,
@@ -131,6 +156,7 @@ class PageRenderer:
             canonical_url=url,
             json_ld=json_ld(linked_data),
             latest_box=LATEST_BOX_SLOT.decode(),
+            image_url=image_url,
         )
         # Only what the page shows: the article (a publish purges only what changed).
         keys = contract.article_surrogate_key(slug)
@@ -163,22 +189,23 @@ class PageRenderer:
             "title": title,
             "section": section,
             "subtitle": subtitle if isinstance(subtitle, str) else "",
-            "published": as_datetime(doc["published_at"]),
+            "published": self.local(as_datetime(doc["published_at"])),
             "url": self.article_url(slug),
         }
 
     def _listing(
         self, template: str, articles: list[dict[str, Any]], keys: str, version: int, **values: Any
     ) -> RenderedPage:
-        html = self._loader.load(template).generate(site_name=self.site_name, articles=articles, **values)
+        html = self._generate(template, articles=articles, **values)
         newest = max((a["published"].timestamp() for a in articles), default=0.0)
         return RenderedPage(200, html, page_etag(version, html), newest, keys, time.time(), version)
 
     def home(self, docs: Iterable[dict[str, Any]], version: int = 0) -> RenderedPage:
         """The home page listing ``docs`` (newest first), with links to the sections they are in."""
         articles = self._teasers(docs)
-        sections = sorted({a["section"] for a in articles})
-        description = f"As últimas notícias de {self.site_name}: {', '.join(sections)}."
+        sections = self.sections.in_order(a["section"] for a in articles)
+        names = ", ".join(self.sections.name(section) for section in sections)
+        description = f"As últimas notícias de {self.site_name}: {names}."
         return self._listing(
             "home.html",
             articles,
@@ -198,11 +225,11 @@ class PageRenderer:
         articles = self._teasers(docs)
         if not articles:
             return self.not_found_with(contract.missing_section_key(section), version)
-        url = self.section_url(section)
+        url, name = self.section_url(section), self.sections.name(section)
         linked_data = {
             "@context": "https://schema.org",
             "@type": "CollectionPage",
-            "name": f"{section} | {self.site_name}",
+            "name": f"{name} | {self.site_name}",
             "url": url,
             "mainEntity": {
                 "@type": "ItemList",
@@ -218,7 +245,7 @@ class PageRenderer:
             contract.section_surrogate_key(section),
             version,
             section=section,
-            description=f"As últimas notícias de {section} em {self.site_name}.",
+            description=f"As últimas notícias de {name} em {self.site_name}.",
             canonical_url=url,
             json_ld=json_ld(linked_data),
         )
@@ -232,7 +259,7 @@ class PageRenderer:
         """The 404 page, rendered once: scanners, typos, unknown articles and sections all get it
         without a template run (with their own surrogate key where a publish must purge it)."""
         # No canonical link: one 404 page answers for every URL that names nothing.
-        html = self._loader.load("404.html").generate(site_name=self.site_name, canonical_url="")
+        html = self._generate("404.html", canonical_url="")
         return RenderedPage(404, html, page_etag(0, html), 0.0, "", time.time())
 
     def not_found_with(self, keys: str, version: int = 0) -> RenderedPage:

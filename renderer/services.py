@@ -8,12 +8,14 @@ import logging
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Callable
+from zoneinfo import ZoneInfo
 
 import pymongo
 import pymongo.errors as mongo_errors
 
 from healthcheck import HealthCheck
 from renderer import cdn, contract, invalidation, tokens
+from renderer.articles import ANY_PUBLIC_IMAGE, ArticleRules
 from renderer.backends import mongo_articles, mongo_listings, redis_pages
 from renderer.cdn_feed import CdnFeed
 from renderer.concurrency_limit import AdaptiveLimit
@@ -27,6 +29,7 @@ from renderer.publish import Publisher
 from renderer.purge_log import PurgeLog
 from renderer.render import PageRenderer
 from renderer.resilience import AsyncCircuitBreaker, DeadlineExceeded, Guard, RetryBudget, RetryPolicy
+from renderer.sections import Sections
 from renderer.settings import Settings
 from renderer.tiers import Tiers
 
@@ -52,6 +55,7 @@ class Services:
     publisher: Publisher
     latest_box: LatestBox
     copies: invalidation.InProcessCopies
+    article_rules: ArticleRules = ANY_PUBLIC_IMAGE
     editor_tokens: tuple[str, ...] = ()
     background: list[asyncio.Task[None]] = field(default_factory=list)
     _pubsub: Any = None
@@ -101,7 +105,14 @@ class Services:
                 **how,
             )
 
-        renderer = PageRenderer(settings.site_name, settings.site_url, on_left_out=metrics.articles_left_out.inc)
+        sections = Sections.parse(settings.site_sections)
+        renderer = PageRenderer(
+            settings.site_name,
+            settings.site_url,
+            on_left_out=metrics.articles_left_out.inc,
+            sections=sections,
+            timezone=ZoneInfo(settings.site_timezone),
+        )
         redis = redis_pages.RedisPages(
             redis_pages.connect(settings.redis_url, settings.redis_timeout),
             guard(
@@ -246,6 +257,7 @@ class Services:
             publisher,
             latest_box,
             copies,
+            article_rules=ArticleRules(frozenset(settings.image_hosts), sections),
             editor_tokens=tokens.usable_tokens(settings.editor_tokens),
         )
 

@@ -11,6 +11,9 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from renderer.sections import DEFAULT_SECTIONS, Sections
 
 
 def _split(value: str) -> tuple[str, ...]:
@@ -41,6 +44,12 @@ class Settings:
     editor_tokens: tuple[str, ...] = setting((), "comma-separated bearer tokens of the editors' API")
     site_name: str = setting("pagecache news", "the site's name in pages, titles and JSON-LD")
     site_url: str = setting("http://127.0.0.1:6081", "base of canonical links (the public edge)")
+    site_sections: tuple[str, ...] = setting(
+        DEFAULT_SECTIONS,
+        "the sections, ``slug=Name`` comma-separated in the navigation's order; a publish to any other is refused",
+        "g1's: ``rio=Rio de Janeiro,sao-paulo=São Paulo,…``",
+    )
+    site_timezone: str = setting("America/Sao_Paulo", "the time zone of the dates pages show (IANA name)")
     connection_max_age: float = setting(
         30.0, "client connections are closed after this age (s), so Varnish spreads over new renderers"
     )
@@ -164,6 +173,11 @@ class Settings:
                 f"PURGE_NODE_DEAD_AFTER ({self.purge_node_dead_after:g}) must be longer than "
                 f"PURGE_NODE_UNREADY_AFTER ({self.purge_node_unready_after:g})"
             )
+        Sections.parse(self.site_sections)  # says which entry is wrong
+        try:
+            ZoneInfo(self.site_timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"SITE_TIMEZONE {self.site_timezone!r} is not an IANA time zone") from None
 
     def process_count(self) -> int:
         """How many renderer processes run: ``PROCESSES``, or one per CPU this process may use."""

@@ -20,6 +20,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from devstack import servers
 from devstack.samples import article_document, load_samples, outdate_listings
 from devstack.stack import Ports, Stack, start_stack
+from tests.helpers import TEST_SECTIONS
 from tests.holding_proxy import HoldingProxy
 
 
@@ -35,6 +36,8 @@ def _worker_ports() -> None:
 _worker_ports()
 
 EDITOR_TOKEN = "editor-secret-token-for-the-test-suite-0123456789"
+# What every test stack is given: the editors' token and the sections tests publish to.
+TEST_SITE = {"EDITOR_TOKENS": EDITOR_TOKEN, "SITE_SECTIONS": TEST_SECTIONS}
 
 # Fast breakers and short waits so that fault tests finish quickly; production defaults stay.
 FAULT_SETTINGS = {
@@ -131,7 +134,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackClients]:
     started = start_stack(
         tmp_path_factory.mktemp("stack"),
         Ports.free(),
-        environ={"EDITOR_TOKENS": EDITOR_TOKEN},
+        environ=TEST_SITE,
         renderer_env={"PROCESSES": "1"},
     )
     try:
@@ -159,11 +162,10 @@ def make_stack(tmp_path: Path) -> Iterator[Callable[..., StackClients]]:
     ) -> StackClients:
         """``production_defaults``: the settings users get (breakers, timeouts), not the fast ones.
         ``cdn``: an emulated CDN in front, purged through that vendor's API stub."""
-        environ: dict[str, str] = {"EDITOR_TOKENS": EDITOR_TOKEN}
         started = start_stack(
             tmp_path / f"stack{len(made)}",
             Ports.free(),
-            environ=environ,
+            environ=TEST_SITE,
             renderer_env={**({} if production_defaults else FAULT_SETTINGS), **overrides},
             varnish_nodes=varnish_nodes if varnish else 0,
             cdn=cdn,

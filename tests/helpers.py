@@ -17,6 +17,15 @@ import redis
 from devstack.probes import expire_records, logged_tiers, metric  # noqa: F401  (expire_records: for the tests)
 from renderer import contract
 from renderer.rendered_page import RenderedPage
+from renderer.sections import DEFAULT_SECTIONS
+
+# The test stacks' sections: the site's, one for the history checker, and a pool that gives each
+# test a front of its own (publishing to an undeclared section is refused).
+SECTION_POOL = tuple(f"editoria-{n}" for n in range(300))
+TEST_SECTIONS = ",".join(
+    (*DEFAULT_SECTIONS, "historia=História", *(f"{slug}=Editoria {slug[9:]}" for slug in SECTION_POOL))
+)
+_unused_sections = iter(SECTION_POOL)
 
 
 @dataclass
@@ -57,6 +66,11 @@ def get(base_url: str, path: str, headers: dict[str, str] | None = None, timeout
 def logged_tier(log_path: Path, request_id: str) -> str | None:
     """The tier the renderer's access log names for the request with this ``X-Request-Id``."""
     return logged_tiers(log_path).get(request_id)
+
+
+def section_of_its_own() -> str:
+    """A declared section no other test in this process publishes to: a front, a feed of its own."""
+    return next(_unused_sections)
 
 
 def unique_slug(prefix: str = "teste") -> str:

@@ -118,6 +118,13 @@ def test_the_wheel_holds_the_service_and_no_dev_tooling(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("pagecache-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "renderer/templates/article.html" in names and "healthcheck/runner.py" in names
+    # Every template and static file the renderer loads at run time (feeds, sitemaps, images too).
+    data = {
+        str(path.relative_to(REPO))
+        for kind in ("templates", "static")
+        for path in (REPO / "renderer" / kind).rglob("*.*")
+    }
+    assert data - set(names) == set()
     assert not [name for name in names if name.startswith(("devstack/", "tests/"))]
 
 

@@ -32,3 +32,16 @@ def test_a_node_turns_unready_before_publishes_stop_waiting_for_it() -> None:
     with pytest.raises(ValueError, match="PURGE_NODE_DEAD_AFTER"):
         Settings.from_env({"PURGE_NODE_UNREADY_AFTER": "30"})  # the fleet test's broken variant
     assert Settings.from_env({"PURGE_NODE_UNREADY_AFTER": "5", "PURGE_NODE_DEAD_AFTER": "6"})
+
+
+@pytest.mark.parametrize(
+    "environ, wrong",
+    [
+        ({"SITE_SECTIONS": "rio=Rio,Economia"}, "'Economia' is not slug=Name"),
+        ({"SITE_TIMEZONE": "Brasil/Brasilia"}, "not an IANA time zone"),
+    ],
+)
+def test_the_site_settings_are_checked_when_read(environ: dict[str, str], wrong: str) -> None:
+    with pytest.raises(ValueError, match=wrong):
+        Settings.from_env(environ)
+    assert Settings.from_env({"SITE_SECTIONS": "agro=Agronegócio, rio=Rio", "SITE_TIMEZONE": "America/Manaus"})

@@ -156,7 +156,7 @@ class ArticleApiHandler(ApiHandler):
                 slug,
                 self.body,
                 self.request.headers.get("Content-Type", ""),
-                frozenset(self.services.settings.image_hosts),
+                self.services.article_rules,
             )
             expected = parse_if_match(self.request.headers.get("If-Match"))
         except Refused as exc:
@@ -228,4 +228,4 @@ class OpenApiHandler(AllowOn405):
     def get(self) -> None:
         settings = self.services.settings
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(openapi.document(settings.publish_max_bytes, frozenset(settings.image_hosts))))
+        self.finish(json.dumps(openapi.document(settings.publish_max_bytes, self.services.article_rules)))

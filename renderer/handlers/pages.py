@@ -277,7 +277,7 @@ class SmallFile:
 
 
 class SmallFileHandler(PageHandler):
-    """``/robots.txt`` and ``/favicon.ico``, cached like pages."""
+    """``/robots.txt``, ``/favicon.ico`` and the site's images, cached like pages."""
 
     def initialize(self, services: Services, policy: CachePolicy, file: SmallFile) -> None:  # type: ignore[override]
         super().initialize(services, policy)

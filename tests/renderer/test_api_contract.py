@@ -149,7 +149,9 @@ tricky_values: dict[str, Any] = {
     "title": tricky_text,
     "subtitle": tricky_text,
     "body_html": tricky_text,
-    "section": st.sampled_from(["rio", "pop-arte", "Rio", "rio-", "a" * 60, "a" * 61, "", "r io", "economia2"]),
+    "section": st.sampled_from(
+        ["rio", "pop-arte", "Rio", "rio-", "a" * 60, "a" * 61, "", "r io", "economia2", "politca", "api"]
+    ),
     "authors": st.one_of(st.lists(tricky_text, max_size=3), st.just(["x"] * 21), st.just("Redação")),
     "published_at": st.sampled_from(
         [
@@ -177,6 +179,9 @@ tricky_values: dict[str, Any] = {
             "https://xn--mnchen-3ya.de/a.jpg",
         ]
     ),
+    "image_width": st.sampled_from([1, 1200, 20_000, 0, -1, 20_001, 1.5, 1200.0, "1200", True]),
+    "image_height": st.sampled_from([1, 675, 20_000, 0, 20_001, 675.5, "675", False]),
+    "image_alt": tricky_text,
 }
 
 
@@ -185,8 +190,12 @@ def candidate_articles(draw: st.DrawFn) -> dict[str, Any]:
     payload = {"title": "Manchete", "section": "rio", "body_html": "<p>x</p>"}
     for name in draw(st.lists(st.sampled_from(sorted(tricky_values)), max_size=3, unique=True)):
         payload[name] = draw(tricky_values[name])
+    if draw(st.integers(0, 3)) == 0:  # a whole lead image, then maybe one of its parts spoiled
+        payload.update(image_url="https://s2.glbimg.com/a.jpg", image_width=1200, image_height=675, image_alt="Rua")
     if draw(st.booleans()):
-        payload.pop(draw(st.sampled_from(["title", "section", "body_html"])))
+        payload.pop(
+            draw(st.sampled_from(["title", "section", "body_html", "image_url", "image_width", "image_alt"])), None
+        )
     if draw(st.integers(0, 9)) == 0:
         payload[draw(st.sampled_from(["extra", "image_url"]))] = None
     return payload
@@ -216,6 +225,7 @@ def test_openapi_lists_every_status_each_operation_can_answer() -> None:
 def test_an_http_image_is_refused_because_pages_load_images_over_https_only() -> None:
     body = json.dumps(
         {"title": "T", "section": "rio", "body_html": "<p>x</p>", "image_url": "http://example.org/a.jpg"}
+        | {"image_width": 1200, "image_height": 675, "image_alt": "Rua alagada"}
     )
     with pytest.raises(Refused) as refused:
         parse_article("imagem-http", body.encode(), "application/json")

@@ -10,7 +10,7 @@ from typing import Callable
 
 from devstack.probes import varnish_counters
 from tests.conftest import StackClients
-from tests.helpers import get, unique_slug
+from tests.helpers import get, section_of_its_own, unique_slug
 from tests.renderer.test_publish import article, put
 
 
@@ -72,10 +72,11 @@ def test_pages_carry_security_headers_that_allow_what_they_use(stack: StackClien
     assert 'rel="canonical"' not in missing.text and 'rel="canonical"' in page.text
 
 
-def test_robots_and_favicon_are_served_and_cached_like_pages(stack: StackClients) -> None:
+def test_robots_favicon_and_images_are_served_and_cached_like_pages(stack: StackClients) -> None:
     for path, content_type, start in (
         ("/robots.txt", "text/plain; charset=UTF-8", b"User-agent: *"),
         ("/favicon.ico", "image/x-icon", b"\x00\x00\x01\x00"),
+        ("/static/img/rio.jpg", "image/jpeg", b"\xff\xd8\xff"),
     ):
         first = get(stack.site, path)
         assert first.status == 200 and first.headers["Content-Type"] == content_type
@@ -88,7 +89,7 @@ def test_robots_and_favicon_are_served_and_cached_like_pages(stack: StackClients
 
 def test_a_flood_of_variants_adds_at_most_one_object_per_page(make_stack: Callable[..., StackClients]) -> None:
     s = make_stack()
-    section = unique_slug("enxurrada")
+    section = section_of_its_own()
     slug = unique_slug("variantes")
     assert put(s.renderer, slug, article("Uma página, um objeto", section=section)).status in (201, 202)
     pages = ["/", f"/{section}/", f"/noticia/{slug}.ghtml"]

@@ -14,7 +14,7 @@ from lxml import etree
 from renderer.feeds import FeedRenderer
 from renderer.render import PageRenderer
 from tests.conftest import StackClients
-from tests.helpers import get, request, unique_slug
+from tests.helpers import get, request, section_of_its_own, unique_slug
 from tests.renderer.test_publish import AUTH, article, put
 
 SITEMAP_XSD = etree.XMLSchema(etree.parse(str(Path(__file__).parent.parent / "schemas" / "sitemap.xsd")))
@@ -65,7 +65,9 @@ def test_editors_text_never_breaks_a_feed_or_a_sitemap() -> None:
     assert channel.findtext("item/description") == "Linha ]]> fina"
     assert [e.text for e in channel.iter("{http://purl.org/dc/elements/1.1/}creator")] == ["Ana & Bia"] * 2
     assert channel.findtext("item/guid") == "https://g1.example/noticia/um.ghtml"
-    assert parsed.feed.title == "rio | Jornal & <Cia>" and parsed.entries[0].link.endswith("/noticia/um.ghtml")
+    assert parsed.feed.title == "Rio de Janeiro | Jornal & <Cia>" and parsed.entries[0].link.endswith(
+        "/noticia/um.ghtml"
+    )
     atom_self = channel.find("{http://www.w3.org/2005/Atom}link")
     assert atom_self is not None and atom_self.get("href") == "https://g1.example/rio/rss.xml"
 
@@ -82,7 +84,7 @@ def test_a_section_without_articles_has_a_404_feed_not_an_empty_one() -> None:
 
 
 def test_feeds_and_sitemaps_are_exact_at_the_edge_when_a_publish_or_takedown_answers(stack: StackClients) -> None:
-    section, slug = unique_slug("editoria"), unique_slug()
+    section, slug = section_of_its_own(), unique_slug()
     url = f"/noticia/{slug}.ghtml"
     feed_path = f"/{section}/rss.xml"
     # Before: the section has no feed (cached at the edge as a 404, as its front would be).

@@ -17,7 +17,7 @@ from renderer.backends.redis_pages import _SET_IF_NOT_OLDER
 from renderer.last_good import LastGood
 from renderer.rendered_page import RenderedPage, may_replace
 from tests.conftest import StackClients
-from tests.helpers import unique_slug
+from tests.helpers import section_of_its_own, unique_slug
 
 CASES = [(None, 1), (2, 1), (2, 2), (2, 3)]  # (held, offered)
 
@@ -56,7 +56,7 @@ async def test_the_stored_listings_keep_the_rule(
     listings = mongo_listings.MongoListings(
         primary_mongo.client, stack.stack.env["MONGODB_DB"], primary_mongo.guard, primary=True
     )
-    section = unique_slug("cerca")
+    section = section_of_its_own()
     if held is not None:
         await listings._keep_listing(mongo_listings.listing_id(section), held, 0.0, 1, [{"slug": "held"}])
     await listings._keep_listing(mongo_listings.listing_id(section), offered, 0.0, 1, [{"slug": "offered"}])

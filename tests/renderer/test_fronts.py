@@ -18,14 +18,11 @@ from tests.helpers import (
     metric,
     mongo_reads,
     request,
+    section_of_its_own,
     unique_slug,
     wait_until,
 )
 from tests.renderer.test_publish import AUTH, article, put
-
-
-def section_of_its_own() -> str:
-    return unique_slug("editoria")
 
 
 def titles(html: str) -> list[str]:
@@ -71,7 +68,7 @@ def test_an_unknown_section_is_a_404_that_reads_mongodb_once(stack: StackClients
 
 def test_the_home_links_its_sections_and_describes_itself(stack: StackClients) -> None:
     home = get(stack.site, "/").text
-    assert '<a class="section" href="/rio/">rio</a>' in home
+    assert '<a class="section" href="/rio/">Rio de Janeiro</a>' in home
     assert '<meta name="description" content="As últimas notícias de' in home
     assert '<meta property="og:type" content="website">' in home
 
@@ -157,13 +154,19 @@ def test_the_renderer_serves_the_whole_article_with_its_box(stack: StackClients)
     assert get(stack.site, f"/noticia/{slug}.ghtml").body == get(stack.renderer, f"/noticia/{slug}.ghtml").body
 
 
-def test_the_lead_image_has_its_text_alternative(stack: StackClients) -> None:
+def test_the_lead_image_has_its_text_alternative_and_keeps_its_space(stack: StackClients) -> None:
     slug = unique_slug("imagem")
-    payload = article(image_url="https://example.org/foto.jpg", image_alt="Rua alagada", image_caption="Foto: Ana")
+    image = {"image_url": "https://example.org/foto.jpg", "image_width": 1200, "image_height": 675}
+    payload = article(**image, image_alt="Rua alagada", image_caption="Foto: Ana")
+    without_size = put(stack.renderer, unique_slug("sem-medidas"), article(image_url=image["image_url"]))
+    assert without_size.status == 400
+    assert "missing: image_width, image_height, image_alt" in without_size.text
     assert put(stack.renderer, slug, payload).status == 201
     html = get(stack.site, f"/noticia/{slug}.ghtml").text
-    assert '<img src="https://example.org/foto.jpg" alt="Rua alagada">' in html
+    img = '<img src="https://example.org/foto.jpg" alt="Rua alagada" width="1200" height="675">'
+    assert img in html
     assert "<figcaption>Foto: Ana</figcaption>" in html
+    assert '<meta property="og:image:width" content="1200">' in html
 
 
 def test_a_front_and_an_assembled_article_are_valid_html(stack: StackClients) -> None:

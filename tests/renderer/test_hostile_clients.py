@@ -18,7 +18,7 @@ from typing import Callable
 
 from renderer.settings import Settings
 from tests.conftest import EDITOR_TOKEN, StackClients
-from tests.helpers import get, request, unique_slug, wait_until
+from tests.helpers import get, request, section_of_its_own, unique_slug, wait_until
 from tests.renderer.test_publish import AUTH, article, put
 
 # Varnish's own default (varnishd -p backend_idle_timeout): it reuses an idle backend connection
@@ -96,7 +96,7 @@ def hostile_requests(path: str) -> list[tuple[str, bytes]]:
 
 def test_no_hostile_request_becomes_the_page_at_our_edge_or_the_cdn(make_stack: Callable[..., StackClients]) -> None:
     s = make_stack(production_defaults=True, cdn="fastly")
-    section = unique_slug("hostil")
+    section = section_of_its_own()
     slug = unique_slug("alvo")
     # Straight into MongoDB: no publish, so every page is cold at Varnish and at the CDN, and
     # the hostile request is the one that would fill it.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -216,10 +218,13 @@ def test_article_page_is_a_real_news_page(stack: StackClients) -> None:
     assert "<h1>Tiroteio deixa um morto e três feridos na Zona Norte do Rio</h1>" in html
     assert '<p class="standfirst">Polícia investiga o caso' in html
     assert "Redação g1 Rio" in html
-    assert '<time datetime="2026-11-23T10:00:00+00:00">' in html
+    assert '<time datetime="2026-11-23T07:00:00-03:00">23/11/2026 07h00</time>' in html
     assert f'<link rel="canonical" href="{stack.site}/noticia/tiroteio-deixa-um-morto-e-feridos.ghtml">' in html
     assert '<meta property="og:title" content="Tiroteio deixa um morto' in html
-    assert '<meta property="og:image" content="https://example.org/img/tiroteio.jpg">' in html
+    # The sample's lead image is one the site serves itself, with its size and its text.
+    assert f'<meta property="og:image" content="{stack.site}/static/img/rio.jpg">' in html
+    img = re.search(r'<img src="([^"]+)" alt="Ilustração: [^"]+" width="1200" height="675">', html)
+    assert img and get(stack.site, urlsplit(img.group(1)).path).headers["Content-Type"] == "image/jpeg"
     assert '"@type": "NewsArticle"' in html
     assert '<html lang="pt-BR">' in html
 
