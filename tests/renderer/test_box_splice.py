@@ -3,6 +3,7 @@ shows, each page dropping its own item; and validators that a re-render of the b
 
 from __future__ import annotations
 
+from renderer import contract
 from renderer.latest_box import LATEST_BOX_SLOT, with_box
 from renderer.rendered_page import RenderedPage
 from tests.conftest import StackClients
@@ -65,3 +66,20 @@ def test_an_article_page_leaves_itself_out_of_its_box(stack: StackClients) -> No
     assert len(elsewhere) == 5 and "A anterior" not in elsewhere
     own = box(get(stack.site, f"/noticia/{newest}.ghtml").text)
     assert own[:1] == ["A anterior"] and "A mais nova" not in own and len(own) == 5, own
+
+
+def test_an_old_if_modified_since_still_matches_after_the_page_is_rendered_again(stack: StackClients) -> None:
+    slug = unique_slug("revalidada")
+    assert put(stack.renderer, slug, article("Revalidada")).status == 201
+    path = f"/noticia/{slug}.ghtml"
+    first = get(stack.renderer, path)
+    last_modified = first.headers["Last-Modified"]
+    # The box rendered again too: its record dropped, each process's next refresh (within
+    # LATEST_BOX_REFRESH) renders it anew, at a later time than the page's first answer.
+    box_key = contract.PAGE_KEY_PREFIX + contract.LATEST_BOX_CACHE_ID
+    stack.redis.delete(box_key)
+    wait_until(lambda: stack.redis.exists(box_key))
+    stack.redis.delete(f"page:{slug}")  # the next read renders the page again from MongoDB
+    again = get(stack.renderer, path, {"If-Modified-Since": last_modified})
+    assert again.status == 304, (again.status, again.headers["X-Tier"], again.headers["Last-Modified"], last_modified)
+    assert again.headers["X-Tier"] == "mongo"

@@ -103,7 +103,7 @@ def test_a_publish_to_an_undeclared_section_is_refused_naming_the_declared_ones(
 
 def test_dates_are_shown_in_the_site_time_zone_with_the_offset_where_machines_read_them() -> None:
     updated = datetime(2026, 11, 24, 15, 30, tzinfo=UTC)
-    page = RENDERER.article(doc(updated_at=updated)).html.decode()
+    page = RENDERER.article(doc(updated_at=updated, version=2)).html.decode()
     assert '<time datetime="2026-11-24T09:00:00-03:00">24/11/2026 09h00</time>' in page
     assert 'Atualizado em <time datetime="2026-11-24T12:30:00-03:00">24/11/2026 12h30</time>' in page
     assert '<meta property="article:published_time" content="2026-11-24T09:00:00-03:00">' in page
@@ -114,6 +114,9 @@ def test_dates_are_shown_in_the_site_time_zone_with_the_offset_where_machines_re
 
     unchanged = RENDERER.article(doc()).html.decode()
     assert "Atualizado" not in unchanged
+    # A first publish is written a moment after the time the newsroom gives it: not an update.
+    first = RENDERER.article(doc(updated_at=datetime(2026, 11, 24, 12, 0, 3, tzinfo=UTC))).html.decode()
+    assert "Atualizado" not in first
 
     front = RENDERER.section_front("rio", [doc("rio")]).html.decode()
     assert '<time datetime="2026-11-24T09:00:00-03:00">24/11/2026 09h00</time>' in front
@@ -141,3 +144,10 @@ def test_the_lead_image_has_its_size_and_text_and_both_come_with_it() -> None:
 def test_the_registry_is_in_the_navigation_order_given() -> None:
     assert list(G1_SECTIONS.names)[:3] == ["rio", "sao-paulo", "politica"]
     assert G1_SECTIONS.in_order(["zzz", "economia", "rio", "aaa"]) == ["rio", "economia", "aaa", "zzz"]
+
+
+def test_last_modified_is_never_in_the_future() -> None:
+    # An article stored without updated_at (written behind the API) and dated ahead by its editor.
+    ahead = doc(published_at=datetime(2100, 1, 1, tzinfo=UTC), updated_at=None)
+    page = RENDERER.article(ahead)
+    assert page.last_modified <= page.rendered_at
