@@ -32,6 +32,11 @@ sub vcl_recv {
         }
         return (synth(400, "xkey-purge or xkey-softpurge required"));
     }
+    # The request's id, as a vendor's own (CF-Ray, Fastly's X-Request-ID rule) would be: the
+    # reader's when it sent a usable one, passed upstream so every tier's log names the same id.
+    if (req.http.X-Request-Id !~ "^[A-Za-z0-9._-]{1,64}$") {
+        set req.http.X-Request-Id = "cdn-" + req.xid;
+    }
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
@@ -73,6 +78,8 @@ sub vcl_backend_response {
     }
     set beresp.http.xkey = beresp.http.Surrogate-Key;
     unset beresp.http.Surrogate-Control;
+    # Not stored: a hit answers its own request's id (vcl_deliver), not the filling fetch's.
+    unset beresp.http.X-Request-Id;
     return (deliver);
 }
 
@@ -87,4 +94,5 @@ sub vcl_deliver {
     unset resp.http.Cache-Tag;
     # The emulator's own transaction ids: a vendor adds its own (CF-Ray, X-Served-By), not ours.
     unset resp.http.X-Varnish;
+    set resp.http.X-Request-Id = req.http.X-Request-Id;
 }

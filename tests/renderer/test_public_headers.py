@@ -70,6 +70,12 @@ def test_readers_get_the_page_headers_and_operators_the_rest(make_stack: Callabl
             assert names(resp) == expected, (tier, attempt, names(resp) ^ expected)
             # RFC 9211's terse form outside: the nearest cache's own member, no detail from inside.
             assert resp.headers["Cache-Status"] in ("varnish; hit", "varnish; fwd=miss"), resp.headers["Cache-Status"]
+    # A hit at either tier answers the reader's own request id, never the one of the fetch that
+    # filled the cache (a vendor stores every header it gets, unless told not to).
+    for tier, url in (("edge", edge), ("cdn", s.site)):
+        get(url, path, {"X-Request-Id": f"quem-encheu-{tier}"})
+        hit = get(url, path, {"X-Request-Id": f"leitor-{tier}"})
+        assert hit.headers.get("X-Request-Id") in (f"leitor-{tier}", None), (tier, hit.headers["X-Request-Id"])
     # The edge hands the CDN its keys; the CDN keeps them to itself.
     assert get(edge, path).headers["Surrogate-Key"] == f"article-{slug} latest"
     # A 404 and a front alike.
