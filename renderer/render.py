@@ -105,11 +105,9 @@ class PageRenderer:
         self._loader = Loader(TEMPLATE_DIR)
 
     def _generate(self, template: str, **values: Any) -> bytes:
-        """``template`` filled with ``values`` and what every page shows: the site's name, section
-        names, and ``local`` (a date in the site's time zone)."""
-        return self._loader.load(template).generate(
-            site_name=self.site_name, section_name=self.sections.name, local=self.local, **values
-        )
+        """``template`` filled with ``values`` and what every page shows: the site's name and the
+        sections' names (dates come in already told in the site's time zone)."""
+        return self._loader.load(template).generate(site_name=self.site_name, section_name=self.sections.name, **values)
 
     def local(self, moment: datetime) -> datetime:
         """``moment`` in the site's time zone: what readers see and what machine-readable dates carry
