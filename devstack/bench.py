@@ -58,14 +58,23 @@ BENCH_TOKEN = "bench-" + "0" * 40  # the editors' API refuses tokens under 32 ch
 
 
 def wrk_run(
-    url: str, seconds: float, threads: int, connections: int, script: Path | None = None, gzip: bool = False
+    url: str,
+    seconds: float,
+    threads: int,
+    connections: int,
+    script: Path | None = None,
+    gzip: bool = False,
+    cpus: str | None = None,
 ) -> tuple[int, float]:
-    """How many requests wrk completed, and how many per second (non-2xx/3xx answers are an error)."""
+    """How many requests wrk completed, and how many per second (non-2xx/3xx answers are an error);
+    ``cpus``: wrk runs on those cores only (taskset's list)."""
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s"]
     if script is not None:
         cmd += ["-s", str(script)]
     if gzip:
         cmd += ["-H", "Accept-Encoding: gzip"]
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
     if "Non-2xx or 3xx responses" in out:
         raise RuntimeError(f"wrk saw errors on {url}:\n{out}")
@@ -83,11 +92,31 @@ def wrk(
 def cpu_per_hit(varnish: servers.Server, url: str) -> tuple[float, float]:
     """Varnish's CPU time per request (µs; its manager and cache processes) under 3 s of wrk with
     gzip clients, and the requests per second. CPU per request is the steadier of the two on a
-    small machine: wrk's share of the same cores moves the rate, not what each request costs."""
+    small machine: wrk's share of the same cores moves the rate, not what each request costs.
+    During the probe varnishd runs on the first core and wrk on the second, so that neither takes
+    the other's (unpinned, the pair ratio moved by ±0.05 between runs; pinned, by ±0.01)."""
     assert varnish.pid is not None
-    before = cpu_seconds(varnish.pid, children=True)
-    completed, rate = wrk_run(url, 3, 2, 64, gzip=True)
-    return (cpu_seconds(varnish.pid, children=True) - before) / completed * 1e6, rate
+    with pinned(varnish.pid, "0"):
+        before = cpu_seconds(varnish.pid, children=True)
+        completed, rate = wrk_run(url, 3, 2, 64, gzip=True, cpus="1")
+        return (cpu_seconds(varnish.pid, children=True) - before) / completed * 1e6, rate
+
+
+@contextmanager
+def pinned(pid: int, cpus: str) -> Iterator[None]:
+    """Every thread of ``pid`` and of its children on ``cpus`` (taskset's list) while inside; all cores after."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    pids = [str(pid), *children]
+
+    def pin(to: str) -> None:
+        for each in pids:
+            subprocess.run(["taskset", "-a", "-c", "-p", to, each], capture_output=True, check=True)
+
+    pin(cpus)
+    try:
+        yield
+    finally:
+        pin(f"0-{(os.cpu_count() or 1) - 1}")
 
 
 def nginx(run_dir: Path, port: int, root: Path, proxy_port: int, upstream: int) -> servers.Server:
@@ -584,10 +613,9 @@ def zipf(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
         zstack.stop()
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Every phase, one after another, each on servers of its own; what each measured."""
-    run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
-    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "seconds_per_run": args.seconds}
+def hot_paths(args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
+    """Phases 1-4, on one stack with its peers beside it."""
+    results: dict[str, Any] = {}
     with peers(run_dir) as p:
         results.update(edge(args, p))
         results["throughput"].update(renderer_hits(args, p))
@@ -596,6 +624,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         results["throughput"].update(cold)
         results["stampede"] = stampede(p)
     results["ratios"].update(side_by_side(results["throughput"]))
+    return results
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase, one after another, each on servers of its own; what each measured."""
+    run_dir = Path(tempfile.mkdtemp(prefix="pagecache-bench-"))
+    results: dict[str, Any] = {"machine": {"cores": os.cpu_count()}, "seconds_per_run": args.seconds}
+    results.update(hot_paths(args, run_dir))
     results.update(zipf(args, run_dir / "zipf"))
     results.update(publishing(run_dir / "publishing", args.breaking_seconds))
     results.update(box_cost.box_at_cdn(run_dir / "box", BENCH_TOKEN, args.box_seconds))
@@ -655,11 +691,16 @@ def timeline(samples: list[tuple[float, float, str]]) -> list[dict[str, Any]]:
     return out
 
 
-def table(results: dict[str, Any]) -> str:
-    rps, ratios, z = results["throughput"], results["ratios"], results["zipf"]
-    lines = [
-        "measurement                                   result            target",
-        "--------------------------------------------  ----------------  ---------------",
+TABLE_HEAD = [
+    "measurement                                   result            target",
+    "--------------------------------------------  ----------------  ---------------",
+]
+
+
+def hot_path_lines(results: dict[str, Any]) -> list[str]:
+    """Phases 1-4 (the hot paths at each tier, the cold render, the stampede) as table lines."""
+    rps, ratios = results["throughput"], results["ratios"]
+    return [
         f"1. our VCL hit / stock Varnish (article page) {ratios['varnish / varnish-stock']:.2f}x "
         f"({rps['varnish']:.0f} / {rps['varnish-stock']:.0f} req/s, gzip clients, same bytes, median of "
         f"{results['edge_pairs']} pairs)  >= 0.95",
@@ -692,6 +733,14 @@ def table(results: dict[str, Any]) -> str:
         *cold_lines(results.get("cold_split")),
         f"4. stampede: 1000 concurrent, 2 processes     {results['stampede']['mongodb_reads']:.0f} MongoDB read(s), "
         f"statuses {results['stampede']['statuses']}   exactly 1",
+    ]
+
+
+def table(results: dict[str, Any]) -> str:
+    z = results["zipf"]
+    lines = [
+        *TABLE_HEAD,
+        *hot_path_lines(results),
         f"5. Zipf s={z['zipf_s']} over {z['articles']} articles, {z['requests']} requests, "
         f"{z['simulated_seconds']:.0f} s simulated ({z['time_scale']:.0f}x), after warming every article once "
         f"({results['zipf_warmup']['seconds']:.0f} s, statuses {results['zipf_warmup']['statuses']})",
@@ -790,8 +839,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="directory for bench.json and bench.png")
     parser.add_argument(
         "--only",
-        choices=["publishing", "box", "fleet"],
-        help="run only phases 6 and 7 (publishing), 8 (box) or 9 (fleet), and print them",
+        choices=["hot", "publishing", "box", "fleet"],
+        help="run only phases 1-4 (hot), 6 and 7 (publishing), 8 (box) or 9 (fleet), and print them",
     )
     args = parser.parse_args(argv)
     args.breaking_seconds = 30.0
@@ -809,18 +858,22 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(box_cost.lines(box_cost.box_at_cdn(run_dir, BENCH_TOKEN, args.box_seconds))))
         return 0
     args.seconds = 5.0 if args.quick else 15.0
+    args.edge_pairs = 5 if args.quick else 9
+    # Five seconds of cold renders, each a different article: room for 1,600 renders/s.
+    args.cold_articles = 8000
+    if args.only == "hot":
+        hot = hot_paths(args, Path(tempfile.mkdtemp(prefix="pagecache-bench-")))
+        print("\n".join([*TABLE_HEAD, *hot_path_lines(hot)]))
+        return 0
     # ~2000 requests per Varnish TTL window (the seed's regime) at a rate one Python client can
     # sustain beside the stack on two cores: 400 req/s with time compressed 2x (5 s Varnish TTL).
     # Full: longer than one Redis TTL (150 s here), so expired pages are read from MongoDB again.
     args.zipf_seconds = 60.0 if args.quick else 300.0
     args.tracked_seconds = 30.0 if args.quick else 120.0
-    args.edge_pairs = 5 if args.quick else 9
     args.articles = 2000
     args.zipf_s = 1.2
     args.rate = 400.0
     args.time_scale = 2.0
-    # Five seconds of cold renders, each a different article: room for 1,600 renders/s.
-    args.cold_articles = 8000
     args.warm_concurrency = 4
     results = run(args)
     out = Path(args.out)

@@ -46,16 +46,10 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (synth(405, "Method Not Allowed"));
     }
-    # The editors' API, health, metrics and the box alone (/_fragment/...) live on the renderer's
-    # internal service, not here.
-    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)") {
-        return (synth(404, "Not Found"));
-    }
-    call pagecache_normalise_url;
-    if (req.url ~ "%") {
-        # A percent-encoded spelling: the renderer answers a 301 to the canonical URL (or a 404),
-        # and no object is made for it, so spellings can't multiply a page's copies.
-        return (pass);
+    # One expression for what a reader's page URL never has (a query, a percent-encoding, an
+    # internal path): the commonest hit pays one match, not three.
+    if (req.url ~ "[?%]|^/(api(/|\?|$)|metrics|healthcheck|_)") {
+        call pagecache_route_unusual_url;
     }
     # Pages are the same for everyone: a cookie must not split the cache.
     unset req.http.Cookie;
@@ -67,9 +61,9 @@ sub vcl_recv {
     } elsif (req.http.X-Pagecache-Pass == "revalidate") {
         # A grace copy exists beyond the revalidation window: fetch now, keep it as the fallback.
         set req.grace = 0s;
-    } elsif (!std.healthy(req.backend_hint)) {
-        set req.grace = 3650d;
     }
+    # Otherwise req.grace stays unset: no cap on the object's own grace, so a copy past its TTL
+    # reaches vcl_hit, which decides (a sick renderer is asked about there, not on every hit).
     return (hash);
 }
 
@@ -88,7 +82,6 @@ sub pagecache_refuse_bad_host {
 
 sub pagecache_clean_request {
     unset req.http.X-Pagecache-Pass;
-    unset req.http.X-Pagecache-Cache;
     unset req.http.X-Pagecache-Purged;
     # A client's request id is kept only when it is safe to log and to pass on.
     if (!req.http.X-Request-Id) {
@@ -98,6 +91,20 @@ sub pagecache_clean_request {
     }
     # Accept-Encoding needs nothing here: with http_gzip_support (the default) Varnish itself
     # reduces it to "gzip" or nothing after vcl_recv, so it never splits the cache.
+}
+
+sub pagecache_route_unusual_url {
+    # The editors' API, health, metrics and the box alone (/_fragment/...) live on the renderer's
+    # internal service, not here.
+    if (req.url ~ "^/(api(/|\?|$)|metrics|healthcheck|_)") {
+        return (synth(404, "Not Found"));
+    }
+    call pagecache_normalise_url;
+    if (req.url ~ "%") {
+        # A percent-encoded spelling: the renderer answers a 301 to the canonical URL (or a 404),
+        # and no object is made for it, so spellings can't multiply a page's copies.
+        return (pass);
+    }
 }
 
 sub pagecache_normalise_url {
@@ -166,13 +173,16 @@ sub pagecache_admin {
 
 sub vcl_hit {
     if (obj.ttl >= 0s) {
-        set req.http.X-Pagecache-Cache = "HIT";
         return (deliver);
     }
-    # The stale-while-revalidate window, a sick renderer, or a failed fetch: the grace copy.
-    if (obj.ttl + std.duration(obj.http.X-Pagecache-Swr + "s", 0s) > 0s
-        || req.http.X-Pagecache-Pass == "stale" || !std.healthy(req.backend_hint)) {
-        set req.http.X-Pagecache-Cache = "HIT-STALE";
+    # A failed fetch, a sick renderer, or a page's stale-while-revalidate window (the renderer's
+    # STALE_WHILE_REVALIDATE, 10 s when it names none; read here, where only expired copies come,
+    # rather than stored in a header every hit would have to remove): the grace copy.
+    if (req.http.X-Pagecache-Pass == "stale" || !std.healthy(req.backend_hint)) {
+        return (deliver);
+    }
+    if (obj.status == 200 && obj.ttl + std.duration(regsub(obj.http.Cache-Control,
+        "^(.*[ ,])?stale-while-revalidate=([0-9]+).*$", "\2") + "s", 10s) > 0s) {
         return (deliver);
     }
     # Older than that: fetch now, and remember that this copy is the fallback if the fetch fails.
@@ -206,6 +216,9 @@ sub vcl_backend_response {
     # (varnishlog -b, BerespHeader; X-Request-Id finds it) and on the renderer's internal
     # listener, never in the stored object, so readers never see it.
     unset beresp.http.X-Tier;
+    # The request id is the request's, set on delivery: the fetch's own is in its log.
+    unset beresp.http.X-Request-Id;
+    unset beresp.http.Server;
     # What a hit answers that depends on the object alone is set here, once per fetch, and stored
     # with it; vcl_deliver changes only what depends on the request (docs/architecture.rst, "What
     # a hit costs, tier by tier"). This cache's Cache-Status member, RFC 9211's terse form, replaces
@@ -248,6 +261,9 @@ sub vcl_backend_response {
         set beresp.uncacheable = true;
         return (deliver);
     }
+    # Its box version was needed only for the check above: not stored (answers that were not
+    # stored lose it on delivery).
+    unset beresp.http.X-Pagecache-Box;
     if (!beresp.http.Cache-Control) {
         # The renderer sets the TTL; this holds the contract if it did not.
         set beresp.ttl = 10s;
@@ -269,11 +285,6 @@ sub vcl_backend_response {
             set beresp.grace = std.duration(
                 regsub(beresp.http.Cache-Control, "^(.*[ ,])?stale-if-error=([0-9]+).*$", "\2") + "s", 24h);
         }
-        set beresp.http.X-Pagecache-Swr = "10";
-        if (beresp.http.Cache-Control ~ "(^|[ ,])stale-while-revalidate=[0-9]+") {
-            set beresp.http.X-Pagecache-Swr =
-                regsub(beresp.http.Cache-Control, "^(.*[ ,])?stale-while-revalidate=([0-9]+).*$", "\2");
-        }
         set beresp.keep = 1h;
     } else {
         # 404s and other junk: the renderer's TTL (NOT_FOUND_TTL for a 404), no longer stale than
@@ -289,6 +300,7 @@ sub vcl_backend_error {
         # The renderer is unreachable and a grace copy exists: vcl_synth restarts for it.
         return (abandon);
     }
+    unset beresp.http.Server;
     set beresp.http.Content-Type = "text/plain; charset=utf-8";
     set beresp.http.Cache-Control = "no-store";
     set beresp.ttl = 0s;
@@ -317,12 +329,13 @@ sub pagecache_cdn_keys {
 
 sub vcl_deliver {
     # A hit of an object stored by this VCL answers with what was stored at fetch time; the rest
-    # is set here. (An object stored by an earlier VCL, before a reload, has none of it.)
-    if (req.http.X-Pagecache-Cache != "HIT" || !resp.http.X-Cache) {
-        if (req.http.X-Pagecache-Cache == "HIT") {
+    # is set here. (An object stored by an earlier VCL, before a reload, has none of it.) A hit is
+    # told by the object itself (a fetched object has no hits yet), not by a mark vcl_hit would set.
+    if (obj.hits == 0 || obj.ttl < 0s || !resp.http.X-Cache) {
+        if (obj.hits > 0 && obj.ttl >= 0s) {
             set resp.http.X-Cache = "HIT";
             set resp.http.Cache-Status = "varnish; hit";
-        } elsif (req.http.X-Pagecache-Cache == "HIT-STALE") {
+        } elsif (obj.hits > 0) {
             set resp.http.X-Cache = "HIT-STALE";
             set resp.http.Cache-Status = "varnish; hit; detail=grace";
             # A copy past its TTL (a purge being refetched, a sick renderer): the CDN must not
@@ -337,10 +350,9 @@ sub vcl_deliver {
             set resp.http.Surrogate-Key = resp.http.xkey;
             set resp.http.Cache-Tag = regsuball(resp.http.xkey, " +", ",");
         }
+        unset resp.http.X-Pagecache-Box;
     }
     unset resp.http.X-Url;
-    unset resp.http.X-Pagecache-Swr;
-    unset resp.http.X-Pagecache-Box;
     unset resp.http.xkey;
     call pagecache_hide_software;
     set resp.http.X-Request-Id = req.http.X-Request-Id;
@@ -364,6 +376,7 @@ sub vcl_synth {
         }
     }
     set resp.http.X-Request-Id = req.http.X-Request-Id;
+    unset resp.http.Server;
     call pagecache_hide_software;
     set resp.http.Content-Type = "text/plain; charset=utf-8";
     set resp.http.Cache-Control = "no-store";
@@ -374,8 +387,8 @@ sub vcl_synth {
 
 sub pagecache_hide_software {
     # No software names or versions to the public, nor this node's transaction ids (X-Varnish):
-    # operators find a request in varnishlog by its X-Request-Id.
-    unset resp.http.Server;
+    # operators find a request in varnishlog by its X-Request-Id. (Server is dropped from what is
+    # stored at fetch time and from synthetic answers in vcl_synth: a hit has none to drop.)
     unset resp.http.X-Varnish;
     set resp.http.Via = "1.1 pagecache";
 }
