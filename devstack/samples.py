@@ -12,6 +12,7 @@ from pymongo import MongoClient
 from pymongo.database import Database
 
 from renderer import contract
+from renderer.sanitise import SANITISED_BY, SANITISED_BY_FIELD, sanitise_html
 
 SAMPLES = Path(__file__).with_name("sample_articles.json")
 
@@ -22,10 +23,15 @@ def sample_articles() -> list[dict[str, Any]]:
 
 
 def article_document(payload: dict[str, Any], version: int = 1) -> dict[str, Any]:
-    """A stored article document from a CMS payload."""
+    """A stored article document from a CMS payload, its body cleaned and marked as a publish
+    stores it (a render uses such a body as it is)."""
     published = datetime.fromisoformat(str(payload["published_at"]).replace("Z", "+00:00"))
+    body = {}
+    if "body_html" in payload:
+        body = {"body_html": sanitise_html(payload["body_html"]), SANITISED_BY_FIELD: SANITISED_BY}
     return {
         **payload,
+        **body,
         "_id": payload["slug"],  # the slug is the primary key
         "published_at": published,
         "updated_at": published,

@@ -25,8 +25,9 @@ from renderer.last_good import LastGood
 from renderer.listings import Listings
 from renderer.purge import PURGED, Purge
 from renderer.purge_log import PurgeEvent, PurgeLog
-from renderer.render import PageRenderer, sanitise_html
+from renderer.render import PageRenderer
 from renderer.resilience import Deadline
+from renderer.sanitise import SANITISED_BY, SANITISED_BY_FIELD, sanitise_html
 
 log = logging.getLogger("pagecache.publish")
 OK = "ok"
@@ -146,7 +147,11 @@ class Publisher:
     ) -> PublishReport:
         """Create or update an article; 201 when created, 200 when updated."""
         deadline, laps = Deadline.after(self.deadline_seconds, "editor"), Laps()
-        fields = {**article.fields, "body_html": sanitise_html(article.fields["body_html"])}
+        fields = {
+            **article.fields,
+            "body_html": sanitise_html(article.fields["body_html"]),
+            SANITISED_BY_FIELD: SANITISED_BY,
+        }
         laps.lap("sanitise")
         saved = await self._commit(self.mongo.save(deadline, article.slug, fields, expected_version))
         laps.lap("mongodb")

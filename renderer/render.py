@@ -14,11 +14,11 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
-import nh3
 from tornado.template import Loader
 
 from renderer import contract
 from renderer.rendered_page import RenderedPage
+from renderer.sanitise import safe_body
 from renderer.sections import G1_SECTIONS, Sections
 
 log = logging.getLogger("pagecache.render")
@@ -31,14 +31,6 @@ LATEST_BOX_SLOT = b"<!--pagecache:latest-news-->"
 # SITE_TIMEZONE's default: where the site's readers live.
 BRASILIA = ZoneInfo("America/Sao_Paulo")
 
-# What an article body may hold; everything else (scripts, handlers, javascript: URLs) goes.
-ALLOWED_TAGS = {
-    "p", "br", "h2", "h3", "h4", "strong", "em", "b", "i", "u", "a", "ul", "ol", "li",
-    "blockquote", "figure", "figcaption", "img", "cite", "q", "hr", "span", "sub", "sup",
-    "table", "thead", "tbody", "tr", "th", "td",
-}  # fmt: skip
-ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "width", "height"}}
-
 
 class RenderFailed(Exception):
     """The template failed on a document MongoDB returned: neither MongoDB's fault nor Redis's."""
@@ -50,17 +42,6 @@ def render_or_fail(render: Callable[..., RenderedPage], *args: Any, **kwargs: An
         return render(*args, **kwargs)
     except Exception as exc:
         raise RenderFailed(repr(exc)) from exc
-
-
-def sanitise_html(html: str) -> str:
-    """Article HTML from the CMS made safe to embed (no stored XSS)."""
-    return nh3.clean(
-        html,
-        tags=ALLOWED_TAGS,
-        attributes=ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
-        link_rel="noopener noreferrer",
-    )
 
 
 def as_datetime(value: Any) -> datetime:
@@ -147,7 +128,7 @@ class PageRenderer:
         html = self._generate(
             "article.html",
             article=doc,
-            body_html=sanitise_html(doc["body_html"]),
+            body_html=safe_body(doc),
             authors=authors,
             published=published,
             updated=updated,

@@ -9,9 +9,11 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from renderer import sanitise
 from renderer.render import PageRenderer
 from tests.helpers import html_errors
 
@@ -89,3 +91,27 @@ def test_pages_with_hostile_text_are_valid_html() -> None:
         words = f"Manchete {nasty} fim"
         pages[f"page{n}.html"] = RENDERER.article(doc(words, words, words, words, words)).html
     assert html_errors(pages) == []
+
+
+def test_a_body_sanitised_at_publish_is_not_sanitised_again_and_any_other_body_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = '<p>Ok</p><script>alert(1)</script><a href="https://example.org/">fonte</a>'
+    clean_now = sanitise.sanitise_html
+    clean = clean_now(raw)
+    calls: list[str] = []
+
+    def counted(html: str) -> str:
+        calls.append(html)
+        return clean_now(html)
+
+    monkeypatch.setattr(sanitise, "sanitise_html", counted)
+    base = doc("Título", "Linha fina", "Redação", "Legenda", "Descrição")
+    published = {**base, "body_html": clean, sanitise.SANITISED_BY_FIELD: sanitise.SANITISED_BY}
+    page = RENDERER.article(published).html.decode()
+    assert calls == [] and clean in page
+    # Written straight into MongoDB (no mark), or under another allow-list: sanitised as it renders.
+    for stored in ({**base, "body_html": raw}, {**base, "body_html": raw, sanitise.SANITISED_BY_FIELD: "nh3 0.1 old"}):
+        page = RENDERER.article(stored).html.decode()
+        assert "alert(1)" not in page and clean in page
+    assert calls == [raw, raw]

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from renderer import editor
+from renderer import editor, sanitise
 from tests.conftest import EDITOR_TOKEN, StackClients
 from tests.helpers import (
     Response,
@@ -287,6 +287,8 @@ def test_script_handlers_and_javascript_urls_are_stored_and_rendered_inert(stack
     for text in (stored, page.split('<div class="body">', 1)[1]):
         assert "<script" not in text and "onerror" not in text and "javascript:" not in text
     assert '<a href="https://example.org/" rel="noopener noreferrer">fonte</a>' in stored
+    # Marked with the allow-list it was cleaned under: renders use it as it is.
+    assert stack.articles.find_one({"slug": slug})[sanitise.SANITISED_BY_FIELD] == sanitise.SANITISED_BY
 
 
 # Invalid payloads: a valid article with exactly one thing wrong, or not an article at all.
