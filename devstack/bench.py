@@ -307,8 +307,8 @@ class Peers:
     stock_varnish: servers.Server
     nginx_url: str
     nginx_proxy_url: str
-    bare_url: str
-    redisget_url: str
+    bare: servers.Server  # Tornado returning the page's bytes
+    redisget: servers.Server  # Tornado doing one Redis GET
 
     @property
     def quiet_url(self) -> str:
@@ -350,17 +350,16 @@ def peers(run_dir: Path) -> Iterator[Peers]:
             stock_varnish,
         ):
             started.append(server.start())
-        nginx_url, bare_url, redisget_url = (f"http://127.0.0.1:{s.port}" for s in started[:3])
         made = Peers(
             stack,
             path,
             body,
             quiet,
             stock_varnish,
-            nginx_url,
+            f"http://127.0.0.1:{started[0].port}",
             f"http://127.0.0.1:{nginx_proxy_port}",
-            bare_url,
-            redisget_url,
+            started[1],
+            started[2],
         )
         for url in (made.stock_url, made.nginx_proxy_url, stack.site_url):
             for page in (path, "/"):
@@ -415,15 +414,24 @@ def edge(args: argparse.Namespace, p: Peers) -> dict[str, Any]:
 
 
 def renderer_hits(args: argparse.Namespace, p: Peers) -> dict[str, float]:
-    """Phase 2: the renderer's Redis-hit path against bare Tornado and Tornado + one Redis GET."""
+    """Phase 2: the renderer's Redis-hit path against bare Tornado and Tornado + one Redis GET.
+    Each server has the first core to itself while wrk runs on the second (Redis takes what is
+    left), in short interleaved rounds, the median of each: unpinned, one 15 s run each moved the
+    renderer's ratio to its floor by ±0.07 between runs; pinned, two quick runs gave 0.94x and 0.97x."""
     progress("2. renderer Redis-hit path vs bare Tornado and Tornado + one Redis GET")
-    d = args.seconds
-    return {
-        "renderer": wrk(p.stack.renderer_url + p.path, d, 1, 32),
-        "renderer-quiet": wrk(p.quiet_url + p.path, d, 1, 32),
-        "tornado-bare": wrk(p.bare_url + p.path, d, 1, 32),
-        "tornado-redis-get": wrk(p.redisget_url + p.path, d, 1, 32),
+    contenders = {
+        "renderer": (p.stack.started["renderer"], p.stack.renderer_url),
+        "renderer-quiet": (p.quiet, p.quiet_url),
+        "tornado-bare": (p.bare, f"http://127.0.0.1:{p.bare.port}"),
+        "tornado-redis-get": (p.redisget, f"http://127.0.0.1:{p.redisget.port}"),
     }
+    rates: dict[str, list[float]] = defaultdict(list)
+    for _ in range(args.edge_pairs):
+        for name, (server, url) in contenders.items():
+            assert server.pid is not None
+            with pinned(server.pid, "0"):
+                rates[name].append(wrk_run(url + p.path, 3, 1, 32, cpus="1")[1])
+    return {name: statistics.median(each) for name, each in rates.items()}
 
 
 def cold_renders(args: argparse.Namespace, p: Peers, run_dir: Path) -> dict[str, Any]:
