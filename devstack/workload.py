@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import aiohttp
 from pymongo import MongoClient
 
-from devstack.samples import article_document, outdate_listings
+from devstack.samples import outdate_listings, published_document
 from devstack.stack import Stack
 from renderer import contract
 
@@ -29,7 +29,7 @@ def insert_articles(stack: Stack, prefix: str, count: int) -> list[str]:
     slugs = [f"{prefix}-{i}" for i in range(count)]
     now = datetime.now(UTC).isoformat()
     docs = [
-        article_document(
+        published_document(
             {
                 "slug": slug,
                 "title": f"Notícia de teste número {i}",
