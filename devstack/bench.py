@@ -95,11 +95,13 @@ def cpu_per_hit(varnish: servers.Server, url: str) -> tuple[float, float]:
         return (cpu_seconds(varnish.pid, children=True) - before) / completed * 1e6, rate
 
 
-def pinned_rate(server: servers.Server, url: str, seconds: float, gzip: bool = True) -> float:
+def pinned_rate(
+    server: servers.Server, url: str, seconds: float, gzip: bool = True, threads: int = 2, connections: int = 64
+) -> float:
     """Requests per second wrk (on the second core) gets from ``server`` (on the first)."""
     assert server.pid is not None
     with pinned(server.pid, "0"):
-        return wrk_run(url, seconds, 2, 64, gzip=gzip, cpus="1")[1]
+        return wrk_run(url, seconds, threads, connections, gzip=gzip, cpus="1")[1]
 
 
 @contextmanager
@@ -433,9 +435,7 @@ def renderer_hits(args: argparse.Namespace, p: Peers) -> dict[str, float]:
     rates: dict[str, list[float]] = defaultdict(list)
     for _ in range(args.edge_pairs):
         for name, (server, url) in contenders.items():
-            assert server.pid is not None
-            with pinned(server.pid, "0"):
-                rates[name].append(wrk_run(url + p.path, 3, 1, 32, cpus="1")[1])
+            rates[name].append(pinned_rate(server, url + p.path, 3, gzip=False, threads=1, connections=32))
     return {name: statistics.median(each) for name, each in rates.items()}
 
 
