@@ -3,7 +3,8 @@
 A publish cleans the editor's HTML once and stores it with ``SANITISED_BY`` (the allow-list and
 nh3 version it was cleaned under); a render uses a body so marked as it is, and cleans any other
 (written straight into MongoDB, or under an older list), so a changed list reaches every page
-without a migration. ``devstack`` stores its articles the way a publish does.
+without a migration. devstack stores its samples and the bench's articles the way a publish does;
+the tests write bodies as given, so that they reach the cleaning a render does.
 """
 
 from __future__ import annotations
